@@ -1,0 +1,89 @@
+"""The `cxrbench` command line: a click group whose subcommands live one file per group and load lazily."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from cxrbench import __version__
+from cxrbench.errors import CxrbenchError
+
+# command name -> "module:attribute"; modules are imported only when the command runs or shows its help.
+COMMANDS: dict[str, str] = {
+    "synth": "cxrbench.cli.synth:synth",
+    "splits": "cxrbench.cli.splits:splits",
+    "protocols": "cxrbench.cli.protocols:protocols",
+}
+
+_DEBUG = False
+
+
+class LazyGroup(click.Group):
+    """A group that imports a subcommand's module only when that subcommand is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    global _DEBUG
+    _DEBUG = _DEBUG or value
+    return value
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="cxrbench")
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
+              help="Show full tracebacks for errors.")
+def cli() -> None:
+    """cxrbench: chest X-ray classification benchmarks on NIH ChestX-ray14.
+
+    \b
+    Example:
+      cxrbench quickstart
+      cxrbench cache build --data-dir /data/ChestX-ray14 --out cache/
+      cxrbench run --model densenet121_attA --protocol paper-15c --cache cache/
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, printing deliberate errors as one line with exit code 2."""
+    global _DEBUG
+    args = sys.argv[1:] if argv is None else argv
+    _DEBUG = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="cxrbench", standalone_mode=False)
+    except CxrbenchError as e:
+        if _DEBUG:
+            raise
+        from cxrbench.console import get_display
+
+        get_display().error(_one_line(str(e)))
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        if _DEBUG:
+            raise
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    sys.exit(0)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())

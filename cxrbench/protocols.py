@@ -1,0 +1,138 @@
+"""Frozen, versioned benchmark protocols: what a run trains on, how, and how it is scored.
+
+A published protocol never changes: its content hash is pinned by a test, and any change needs a new
+version (or a new id). Runs, records and leaderboards carry the id, version and hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+
+from cxrbench.errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Protocol:
+    """One benchmark protocol (every setting explicit; see DESIGN.md for the paper's choices)."""
+
+    id: str
+    version: int
+    description: str
+    num_classes: int  # 14 findings, or 15 with "No Finding"
+    # data
+    subset: str  # "paper": the class-balanced selection; "all": every image
+    subset_seed: int
+    lists: str  # "official" (patient-wise stand-in where absent) or a named split list
+    val: str  # "stratified" (paper: on the string label, singletons dropped) or "patient"
+    n_folds: int  # train/val splits, each trained and scored on validation
+    val_fraction: float
+    split_seed: int
+    final_run: bool  # also train on train+val and score on test (else fold 0's model scores test)
+    # images
+    image_size: int  # cache resolution (uint8, square)
+    resize: int  # on-device resize before cropping (== image_size: none)
+    crop: int  # centre crop (or random crop with augmentation)
+    augment: str  # "none" or "crop_flip" (random crop + horizontal flip)
+    # training
+    optimizer: str  # "sgd"
+    lrs: tuple[float, ...]  # one, or a grid that runs choose from
+    momentum: float
+    weight_decay: float
+    epochs: int
+    batch_size: int  # global batch (split across processes under DDP)
+    pretrained: bool  # ImageNet backbone where weights exist
+    seed: int  # training seed (initialisation, shuffling, augmentation)
+    bootstrap: int  # resamples for confidence intervals
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lrs"] = list(self.lrs)
+        return d
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 (first 16 hex digits) of the canonical JSON of every setting."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @property
+    def key(self) -> str:
+        """`id@version`, how records and leaderboards name a protocol."""
+        return f"{self.id}@{self.version}"
+
+    def lr(self, lr: float | None) -> float:
+        """The learning rate a run uses: the only one, or `lr` chosen from the grid."""
+        if lr is None:
+            if len(self.lrs) == 1:
+                return self.lrs[0]
+            raise ConfigError(
+                f"protocol {self.id} is a grid over lr {', '.join(map(str, self.lrs))}; pick one with --lr "
+                "or run the whole grid with `cxrbench sweep`"
+            )
+        if not any(abs(lr - x) < 1e-12 for x in self.lrs):
+            raise ConfigError(f"lr {lr} is not in protocol {self.id} (allowed: {', '.join(map(str, self.lrs))})")
+        return float(lr)
+
+
+_PAPER = dict(
+    subset="paper", subset_seed=0, lists="official", val="stratified", n_folds=3, val_fraction=0.1,
+    split_seed=0, final_run=True, image_size=256, resize=256, crop=224, augment="none", optimizer="sgd",
+    momentum=0.9, weight_decay=0.0, epochs=8, batch_size=32, pretrained=True, seed=0, bootstrap=1000,
+)
+
+PROTOCOLS: dict[str, Protocol] = {
+    p.id: p
+    for p in (
+        Protocol(
+            id="paper-15c", version=1, num_classes=15, lrs=(0.01,), **_PAPER,
+            description="The reference paper's setting: class-balanced subset, 15 classes (with No Finding), "
+            "3 stratified train/val splits + train-on-train+val scored on test, SGD lr 0.01, 8 epochs.",
+        ),
+        Protocol(
+            id="paper-14c", version=1, num_classes=14, lrs=(0.01,), **_PAPER,
+            description="As paper-15c with the 14 findings only (the paper's Fig. 6 comparison).",
+        ),
+        Protocol(
+            id="paper-lr-grid", version=1, num_classes=15, lrs=(0.001, 0.01), **_PAPER,
+            description="As paper-15c over lr 0.001 and 0.01 (the paper's Fig. 7); a run picks one with --lr.",
+        ),
+        Protocol(
+            id="nih-official-14c", version=1, num_classes=14, subset="all", subset_seed=0, lists="official",
+            val="patient", n_folds=1, val_fraction=0.1, split_seed=0, final_run=False, image_size=256,
+            resize=256, crop=224, augment="crop_flip", optimizer="sgd", lrs=(0.01,), momentum=0.9,
+            weight_decay=0.0, epochs=8, batch_size=32, pretrained=True, seed=0, bootstrap=1000,
+            description="All images, the official train-val/test lists, a patient-wise 10% validation split, "
+            "14 findings, random crop + flip; the model after the last epoch is scored on test.",
+        ),
+        Protocol(
+            id="smoke", version=1, num_classes=15, subset="all", subset_seed=0, lists="official",
+            val="patient", n_folds=1, val_fraction=0.15, split_seed=0, final_run=False, image_size=256,
+            resize=64, crop=64, augment="none", optimizer="sgd", lrs=(0.05,), momentum=0.9,
+            weight_decay=0.0, epochs=4, batch_size=16, pretrained=False, seed=0, bootstrap=200,
+            description="A tiny protocol for CI and the quickstart: 64-pixel images, 4 epochs, no pretrained "
+            "weights; meant for `cxrbench synth` data on a CPU.",
+        ),
+    )
+}
+
+
+def get_protocol(name: str) -> Protocol:
+    """A built-in protocol by id (or `id@version`); unknown names suggest the closest."""
+    pid, _, ver = name.partition("@")
+    p = PROTOCOLS.get(pid)
+    if p is None:
+        import difflib
+
+        close = difflib.get_close_matches(pid, PROTOCOLS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown protocol {name!r}{hint} (known: {', '.join(PROTOCOLS)})")
+    if ver and ver != str(p.version):
+        raise ConfigError(f"protocol {pid} has version {p.version}, not {ver}")
+    return p
+
+
+def protocol_fields() -> list[str]:
+    """Names of every protocol setting, in declaration order."""
+    return [f.name for f in fields(Protocol)]

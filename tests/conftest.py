@@ -1,0 +1,47 @@
+"""Shared fixtures: the real NIH material in ../shared/data/nih and a small phantom set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NIH = (REPO / ".." / "shared" / "data" / "nih").resolve()
+REAL_CSV = NIH / "Data_Entry_2017_v2020.csv.gz"
+REAL_BBOX = NIH / "BBox_List_2017.csv.gz"
+REAL_PNGS = sorted((NIH / "images").glob("*.png"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """GPU tests skip cleanly where no CUDA device is present."""
+    try:
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+    except Exception:  # pragma: no cover
+        has_gpu = False
+    if not has_gpu:
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def real_metadata():
+    if not REAL_CSV.exists():  # pragma: no cover - the shared folder is part of the checkout's setting
+        pytest.fail(f"real metadata missing: {REAL_CSV}")
+    from cxrbench.data.metadata import read_metadata
+
+    return read_metadata(REAL_CSV)
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """A 48-image phantom set (with the RGBA, 16-bit and RGB odd cases), written once per session."""
+    from cxrbench.data.synth import generate
+
+    out = tmp_path_factory.mktemp("synth")
+    generate(out, 48, seed=3, workers=2)
+    return out

@@ -1,0 +1,64 @@
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from cxrbench.cli import COMMANDS, cli
+
+from .conftest import NIH
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cxrbench", *args], capture_output=True, text=True)
+
+
+def test_version_and_help():
+    r = CliRunner().invoke(cli, ["--version"])
+    assert r.exit_code == 0 and "cxrbench" in r.output
+    r = CliRunner().invoke(cli, ["--help"])
+    assert r.exit_code == 0
+    for name in COMMANDS:
+        assert name in r.output
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_subcommand_help_has_an_example(name):
+    r = CliRunner().invoke(cli, [*name.split(), "--help"])
+    assert r.exit_code == 0, r.output
+    assert "Example" in r.output and f"cxrbench {name}" in r.output
+
+
+def test_error_is_one_line_exit_2(tmp_path):
+    r = _run("splits", "--data-dir", str(tmp_path))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "no metadata CSV found" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = _run("--debug", "splits", "--data-dir", str(tmp_path))
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_unknown_protocol_suggests():
+    r = _run("splits", "--data-dir", str(NIH), "--protocol", "paper-15")
+    assert r.returncode == 2 and "did you mean 'paper-15c'" in r.stderr
+
+
+def test_splits_json_real_metadata():
+    import json
+
+    r = _run("splits", "--data-dir", str(NIH), "--protocol", "paper-15c", "--seed", "0", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out["table1"]) == {"Full training-validation", "Full test", "Training-validation subset",
+                                  "Training subset", "Validation subset", "Test subset"}
+    assert out["per_class"]["No Finding"]["subset"] == 10_000
+    assert set(out["per_class"]["Hernia"]) == {"full", "subset", "train", "val", "test"}
+    assert out["leakage"][0]["shared_patients"] == 0
+
+
+def test_protocols_lists_all():
+    r = CliRunner().invoke(cli, ["protocols", "--json"])
+    import json
+
+    data = json.loads(r.output)
+    assert {"paper-15c", "paper-14c", "paper-lr-grid", "nih-official-14c", "smoke"} <= set(data)
