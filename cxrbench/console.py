@@ -24,7 +24,8 @@ class Display:
         if self._out is None:
             from rich.console import Console
 
-            self._out = Console(soft_wrap=True)
+            # piped output (files, CI logs, tests) is not squeezed into 80 columns
+            self._out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
         return self._out
 
     @property

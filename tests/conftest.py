@@ -45,3 +45,20 @@ def synth_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth")
     generate(out, 48, seed=3, workers=2)
     return out
+
+
+@pytest.fixture(autouse=True)
+def _restore_model_registry():
+    """Models registered by one test's plugins do not leak into the next test."""
+    from cxrbench.models import plugins, registry
+
+    registry._ensure_builtins()  # modules register once, at import: snapshot after that
+    saved = dict(registry._REGISTRY)
+    state = dict(registry._state)
+    files = dict(plugins._loaded_files)
+    yield
+    registry._state.update(state)
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(saved)
+    plugins._loaded_files.clear()
+    plugins._loaded_files.update(files)

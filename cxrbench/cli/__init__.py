@@ -15,6 +15,7 @@ COMMANDS: dict[str, str] = {
     "synth": "cxrbench.cli.synth:synth",
     "splits": "cxrbench.cli.splits:splits",
     "protocols": "cxrbench.cli.protocols:protocols",
+    "models": "cxrbench.cli.models:models",
 }
 
 _DEBUG = False
