@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "splits": "cxrbench.cli.splits:splits",
     "protocols": "cxrbench.cli.protocols:protocols",
     "models": "cxrbench.cli.models:models",
+    "cache": "cxrbench.cli.cache:cache",
 }
 
 _DEBUG = False

@@ -1,0 +1,131 @@
+"""A strict PNG container reader: signature, chunks, CRCs, IHDR and the concatenated IDAT stream.
+
+Every decoder backend runs this check first, so that all backends reject the same broken files (zero-byte,
+truncated, damaged, non-PNG) with the same reason, and none of them pads a truncated image.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_CRITICAL = (b"IHDR", b"PLTE", b"IDAT", b"IEND")
+# bytes per complete pixel for (colour type, bit depth) with depth >= 8
+CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+class DecodeError(Exception):
+    """An image that cannot be decoded; `reason` says why in words a user can act on."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class PngInfo:
+    width: int
+    height: int
+    bit_depth: int
+    color_type: int
+    interlace: int
+    idat: bytes  # the concatenated zlib stream
+
+    @property
+    def bpp(self) -> int:
+        """Bytes per pixel for the filter (1 for sub-byte depths)."""
+        return max(1, CHANNELS.get(self.color_type, 1) * self.bit_depth // 8)
+
+    @property
+    def row_bytes(self) -> int:
+        return (self.width * CHANNELS.get(self.color_type, 1) * self.bit_depth + 7) // 8
+
+    @property
+    def filtered_size(self) -> int:
+        """Size of the inflated, still filtered, non-interlaced image data."""
+        return self.height * (1 + self.row_bytes)
+
+    @property
+    def mode(self) -> str:
+        names = {0: "gray", 2: "RGB", 3: "palette", 4: "gray+alpha", 6: "RGBA"}
+        return f"{names.get(self.color_type, '?')} {self.bit_depth}-bit"
+
+
+def describe_non_png(data: bytes) -> str:
+    if len(data) == 0:
+        return "empty file (0 bytes)"
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG data, not PNG (the file is named .png but holds a JPEG)"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF data, not PNG"
+    if data[:2] == b"BM":
+        return "BMP data, not PNG"
+    return f"not a PNG file (starts with {data[:8]!r})"
+
+
+def parse(data: bytes) -> PngInfo:
+    """Walk the chunks of a PNG, checking the CRC of every critical chunk; raises DecodeError."""
+    if data[:8] != SIGNATURE:
+        if len(data) < 8 and SIGNATURE.startswith(data) and data:
+            raise DecodeError(f"truncated PNG ({len(data)} bytes)")
+        raise DecodeError(describe_non_png(data))
+    pos = 8
+    n = len(data)
+    ihdr = None
+    idat: list[bytes] = []
+    while True:
+        if pos + 8 > n:
+            raise DecodeError(f"truncated PNG: file ends at byte {n} before the IEND chunk")
+        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
+        end = pos + 8 + length + 4
+        if end > n:
+            raise DecodeError(f"truncated PNG: {ctype.decode('latin-1')} chunk at byte {pos} runs past the end "
+                              f"of the file ({n} bytes)")
+        body = data[pos + 8 : pos + 8 + length]
+        if ctype[:1].isupper() and ctype not in _CRITICAL:
+            raise DecodeError(f"damaged PNG: unknown critical chunk {ctype.decode('latin-1')!r} at byte {pos}")
+        if ctype in _CRITICAL:
+            (crc,) = struct.unpack(">I", data[pos + 8 + length : end])
+            if zlib.crc32(body, zlib.crc32(ctype)) != crc:
+                raise DecodeError(f"damaged PNG: bad CRC in the {ctype.decode()} chunk at byte {pos}")
+        if ctype == b"IHDR":
+            if length != 13:
+                raise DecodeError("damaged PNG: IHDR chunk of the wrong size")
+            ihdr = struct.unpack(">IIBBBBB", body)
+        elif ctype == b"IDAT":
+            idat.append(body)
+        elif ctype == b"IEND":
+            break
+        pos = end
+    if ihdr is None:
+        raise DecodeError("damaged PNG: no IHDR chunk")
+    w, h, depth, ctype_, comp, filt, interlace = ihdr
+    if w == 0 or h == 0 or comp != 0 or filt != 0 or interlace > 1 or ctype_ not in CHANNELS:
+        raise DecodeError(f"damaged PNG: invalid header ({w}x{h}, colour type {ctype_}, depth {depth})")
+    if not idat:
+        raise DecodeError("damaged PNG: no image data (IDAT) chunk")
+    return PngInfo(w, h, depth, ctype_, interlace, b"".join(idat))
+
+
+def inflate(info: PngInfo) -> bytes:
+    """The filtered image data (libdeflate through imagecodecs when present, else zlib), size-checked."""
+    expected = info.filtered_size
+    try:
+        import imagecodecs
+
+        out = imagecodecs.deflate_decode(info.idat, out=expected + 1)
+    except ImportError:
+        d = zlib.decompressobj()
+        try:
+            out = d.decompress(info.idat, expected + 1)
+        except zlib.error as e:
+            raise DecodeError(f"damaged PNG image data: {e}") from None
+        if not d.eof and len(out) <= expected:
+            raise DecodeError(f"truncated PNG image data: inflated {len(out)} of {expected} bytes")
+    except Exception as e:  # imagecodecs.DeflateError and friends
+        raise DecodeError(f"damaged or truncated PNG image data: {e}") from None
+    if len(out) != expected:
+        raise DecodeError(f"truncated or damaged PNG image data: inflated {len(out)} bytes, expected {expected}")
+    return bytes(out) if not isinstance(out, bytes) else out
