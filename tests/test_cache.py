@@ -299,3 +299,19 @@ def test_synth_odd_images_and_no_torch(synth_dir, tmp_path):
         gray = (a >> 8).astype(np.uint8) if a.dtype == np.uint16 else a[..., 0]  # synth odd images hold gray
         expect = ((gray.reshape(256, 4, 256, 4).astype(np.int64).sum((1, 3)) + 8) // 16).astype(np.uint8)
         assert np.array_equal(store.read(np.array([names.index(name)]))[0], expect)
+
+
+def test_direct_chunk_writes_equal_zarrs_own(built, tmp_path):
+    """cxrbench writes chunk files itself; they must be byte-for-byte what zarr writes for the same data."""
+    from cxrbench.cache.store import chunk_file, create_arrays, zopen
+
+    store = open_cache(built)
+    names = list(store.names())
+    create_arrays(tmp_path, names, 256)
+    data = zopen(built / "images")[:]
+    shapes = zopen(built / "original_shape")[:]
+    zopen(tmp_path / "images", "r+")[:] = data
+    zopen(tmp_path / "original_shape", "r+")[:] = shapes
+    for k in range(3):  # the last chunk is a partial edge chunk
+        for array in ("images", "original_shape"):
+            assert chunk_file(built, array, k).read_bytes() == chunk_file(tmp_path, array, k).read_bytes()

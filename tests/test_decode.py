@@ -128,3 +128,33 @@ def test_to_gray_bgr():
     a = np.zeros((2, 2, 3), np.uint8)
     a[..., 2] = 200  # red in OpenCV's BGR order
     assert to_gray(a, bgr=True)[0, 0] == (200 * 19595 + 32768) >> 16
+
+
+@pytest.mark.parametrize("shape", [(128, 96), (72, 64), (64, 36)], ids=["wavefront", "serial-rows", "narrow"])
+def test_box_kernel_paths_agree_with_reference(shape):
+    """The wavefront kernel (height a multiple of 32) and the row kernel give the reference result."""
+    from cxrbench.cache.png import inflate, parse
+
+    rng = np.random.default_rng(sum(shape))
+    h, w = shape
+    img = np.clip(np.cumsum(rng.integers(-9, 10, (h, w)), axis=1) + rng.integers(0, 256, (h, 1)), 0, 255)
+    img = img.astype(np.uint8)
+    filters = list(rng.integers(0, 5, 50))
+    data = png_bytes(img, filters=filters, idat_chunks=5)
+    raw = np.frombuffer(inflate(parse(data)), np.uint8)
+    out = np.empty((h // 4, w // 4), np.uint8)
+    assert kernels.gray8_box4(raw, w, h, out) == 0
+    expect = ((img.reshape(h // 4, 4, w // 4, 4).astype(np.int64).sum((1, 3)) + 8) // 16).astype(np.uint8)
+    assert np.array_equal(out, expect)
+    bad = raw.copy()
+    bad[(h // 2) * (w + 1)] = 7  # an invalid filter byte in row h/2
+    assert kernels.gray8_box4(bad, w, h, out) == 1 + h // 2
+    with pytest.raises(DecodeError, match=f"invalid filter type in row {h // 2}"):
+        import zlib
+
+        from .pngutil import _chunk
+
+        body = zlib.compress(bad.tobytes())
+        ihdr = __import__("struct").pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+        decode_resized("cxr", b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", body)
+                       + _chunk(b"IEND", b""), w // 4 if w == h else h // 4)

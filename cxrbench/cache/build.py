@@ -17,7 +17,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -38,7 +37,7 @@ from cxrbench.cache.store import (
     pack_bits,
     read_manifest,
     unpack_bits,
-    zopen,
+    write_chunks,
 )
 from cxrbench.errors import CacheError
 
@@ -108,18 +107,8 @@ def select_images(metadata, subset: str) -> np.ndarray:
 
 # ---------------------------------------------------------------- worker side
 
-_worker_arrays: dict[str, Any] = {}
-
-
 def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and shuts the pool down
-
-
-def _arrays(store: str):
-    if store not in _worker_arrays:
-        _worker_arrays.clear()
-        _worker_arrays[store] = (zopen(Path(store) / "images", "r+"), zopen(Path(store) / "original_shape", "r+"))
-    return _worker_arrays[store]
 
 
 def process_chunk(task: tuple) -> dict:
@@ -150,9 +139,7 @@ def process_chunk(task: tuple) -> dict:
         shapes[i] = dec.original_shape
         if dec.mode != "gray 8-bit" or dec.original_shape != (4 * size, 4 * size):
             odd[name] = {"mode": dec.mode, "original_shape": list(dec.original_shape)}
-    images, oshape = _arrays(store)
-    images[lo : lo + len(names)] = block
-    oshape[lo : lo + len(names)] = shapes
+    write_chunks(Path(store), k, block, shapes)
     return {"chunk": k, "n": len(names), "checksum": chunk_checksum(block), "bad": bad, "odd": odd}
 
 

@@ -1,8 +1,8 @@
 """numba kernels: PNG unfiltering fused with the 4x4 box average, grayscale conversion, area resize.
 
 `gray8_box4` is the hot path for ChestX-ray14 (8-bit grayscale 1024x1024): one pass over the inflated rows
-that unfilters each row into a two-row ring and adds it into a 256-wide accumulator, so the 1024x1024 image
-is never materialised. Everything else (other depths, colours, sizes) goes through `unfilter_to_gray` +
+that unfilters 32 rows at a time in SIMD lanes (a wavefront) and adds them into 4x4 box sums, so the
+1024x1024 image is never materialised. Everything else (other depths, colours, sizes) goes through `unfilter_to_gray` +
 `area_resize`, which give the same pixels as a library decoder followed by the same resize.
 """
 
@@ -56,42 +56,31 @@ def _unfilter_row(f, row, prev, cur, bpp):
     return True
 
 
+WAVE = 32  # rows unfiltered together by the wavefront kernel (int16 lanes: one AVX-512 register)
+
+
 @numba.njit(**_JIT)
 def gray8_box4(raw, width, height, out):
     """8-bit gray, width and height multiples of 4: unfilter + exact 4x4 box average ((sum + 8) >> 4).
 
     Returns 0 on success, or 1 + the row index of a bad filter byte.
     """
+    if height % WAVE == 0 and width >= WAVE:
+        return _wave_box4(raw, width, height, out)
+    return _serial_box4(raw, width, height, out)
+
+
+@numba.njit(**_JIT)
+def _serial_box4(raw, width, height, out):
+    """Row by row: unfilter into a two-row ring, add into a (width / 4) accumulator."""
     stride = width + 1
     ring = np.zeros((2, width), np.uint8)
     acc = np.zeros(width // 4, np.uint32)
     for y in range(height):
         base = y * stride
-        f = raw[base]
-        row = raw[base + 1 : base + stride]
         prev = ring[(y + 1) & 1]
         cur = ring[y & 1]
-        if f == 2:  # Up: the most frequent filter in the NIH files, kept branch-free
-            for x in range(width):
-                cur[x] = row[x] + prev[x]
-        elif f == 4:  # Paeth with bpp = 1, its left neighbours carried in registers
-            a = np.int32(0)
-            c = np.int32(0)
-            for x in range(width):
-                b = np.int32(prev[x])
-                pa = abs(b - c)
-                pb = abs(a - c)
-                pc = abs(a + b - 2 * c)
-                if pa <= pb and pa <= pc:
-                    p = a
-                elif pb <= pc:
-                    p = b
-                else:
-                    p = c
-                a = (np.int32(row[x]) + p) & 255
-                cur[x] = a
-                c = b
-        elif not _unfilter_row(f, row, prev, cur, 1):
+        if not _unfilter_row(raw[base], raw[base + 1 : base + stride], prev, cur, 1):
             return 1 + y
         for x in range(width // 4):
             acc[x] += np.uint32(cur[4 * x]) + np.uint32(cur[4 * x + 1]) + np.uint32(cur[4 * x + 2]) + np.uint32(cur[4 * x + 3])
@@ -100,6 +89,77 @@ def gray8_box4(raw, width, height, out):
             for x in range(width // 4):
                 out[oy, x] = (acc[x] + 8) >> 4
                 acc[x] = 0
+    return 0
+
+
+@numba.njit(**_JIT)
+def _wave_box4(raw, width, height, out):
+    """Unfilter WAVE rows at once along an anti-diagonal wavefront, so the serial left-neighbour chain of
+    Sub/Average/Paeth runs in SIMD lanes (one lane per row, each lane one column behind the lane above).
+
+    At step s lane k reconstructs row y0+k, column s-k: its left neighbour is its own previous output, its
+    upper neighbours are lane k-1's previous two outputs. Horizontal 4-sums are kept per lane and emitted
+    into a skewed buffer, so only a quarter of the data is un-skewed for the vertical sums.
+    """
+    stride = width + 1
+    steps = width + WAVE - 1
+    prevrow = np.zeros(steps + 1, np.int16)  # the row above the block (zeros above row 0)
+    v = np.zeros((3, WAVE + 1), np.int16)  # outputs at s-1, s-2 and s; index 0 is the row above lane 0
+    filt = np.zeros(WAVE, np.int16)
+    skew = np.zeros((steps, WAVE), np.int16)
+    hsum = np.zeros((steps, WAVE), np.uint16)
+    run = np.zeros(WAVE, np.uint16)
+    last = np.zeros(steps, np.int16)
+    for y0 in range(0, height, WAVE):
+        for k in range(WAVE):
+            f = raw[(y0 + k) * stride]
+            if f > 4:
+                return 1 + y0 + k
+            filt[k] = f
+        base0 = y0 * stride + 1
+        # skew[s, k] = filtered byte of row y0+k, column s-k (rows are `width` apart along the diagonal)
+        for s in range(steps):
+            for k in range(WAVE):
+                skew[s, k] = raw[base0 + k * width + s]
+        v[:, :] = 0
+        run[:] = 0
+        i1 = 0
+        i2 = 1
+        i0 = 2
+        for s in range(steps):
+            v1 = v[i1]
+            v2 = v[i2]
+            nw = v[i0]
+            v1[0] = prevrow[s]
+            for k in range(WAVE):
+                a = v1[k + 1]
+                b = v1[k]
+                c = v2[k]
+                f = filt[k]
+                pa = abs(b - c)
+                pb = abs(a - c)
+                pc = abs(a + b - 2 * c)
+                pred = a if (pa <= pb) & (pa <= pc) else (b if pb <= pc else c)
+                pred = ((a + b) >> 1) if f == 3 else pred
+                pred = b if f == 2 else pred
+                pred = a if f == 1 else pred
+                pred = 0 if f == 0 else pred
+                val = (skew[s, k] + pred) & 255
+                val = val if s >= k else 0  # lanes that have not reached column 0 yet
+                nw[k + 1] = val
+                h = run[k] + np.uint16(val)
+                hsum[s, k] = h
+                run[k] = 0 if ((s - k) & 3) == 3 else h
+            last[s] = nw[WAVE]
+            i0, i1, i2 = i2, i0, i1
+        for k in range(0, WAVE, 4):
+            oy = (y0 + k) >> 2
+            for ox in range(width // 4):
+                s3 = 4 * ox + 3 + k
+                t = np.uint32(hsum[s3, k]) + hsum[s3 + 1, k + 1] + hsum[s3 + 2, k + 2] + hsum[s3 + 3, k + 3]
+                out[oy, ox] = (t + 8) >> 4
+        for x in range(width):
+            prevrow[x] = last[x + WAVE - 1]
     return 0
 
 
