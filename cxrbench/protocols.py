@@ -109,10 +109,10 @@ PROTOCOLS: dict[str, Protocol] = {
         Protocol(
             id="smoke", version=1, num_classes=15, subset="all", subset_seed=0, lists="official",
             val="patient", n_folds=1, val_fraction=0.15, split_seed=0, final_run=False, image_size=256,
-            resize=64, crop=64, augment="none", optimizer="sgd", lrs=(0.05,), momentum=0.9,
-            weight_decay=0.0, epochs=4, batch_size=16, pretrained=False, seed=0, bootstrap=200,
-            description="A tiny protocol for CI and the quickstart: 64-pixel images, 4 epochs, no pretrained "
-            "weights; meant for `cxrbench synth` data on a CPU.",
+            resize=64, crop=64, augment="none", optimizer="sgd", lrs=(0.1,), momentum=0.9,
+            weight_decay=0.0, epochs=20, batch_size=16, pretrained=False, seed=0, bootstrap=200,
+            description="A small protocol for CI and the quickstart: images area-resized to 64 pixels, 20 epochs, "
+            "no pretrained weights, one patient-wise validation split; meant for `cxrbench synth` data on a CPU.",
         ),
     )
 }

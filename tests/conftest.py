@@ -62,3 +62,13 @@ def _restore_model_registry():
     registry._REGISTRY.update(saved)
     plugins._loaded_files.clear()
     plugins._loaded_files.update(files)
+
+
+@pytest.fixture(scope="session")
+def synth_cache(synth_dir, tmp_path_factory) -> Path:
+    """The 48-image phantom set built into a cache."""
+    from cxrbench.cache.build import build_cache
+
+    out = tmp_path_factory.mktemp("synth_cache") / "cache"
+    build_cache(synth_dir, out, workers=1)
+    return out

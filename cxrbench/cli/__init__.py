@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "protocols": "cxrbench.cli.protocols:protocols",
     "models": "cxrbench.cli.models:models",
     "cache": "cxrbench.cli.cache:cache",
+    "run": "cxrbench.cli.run:run",
 }
 
 _DEBUG = False

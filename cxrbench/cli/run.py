@@ -1,0 +1,68 @@
+"""`cxrbench run`: train and score a model under a protocol."""
+
+from __future__ import annotations
+
+import click
+
+from cxrbench.cli._options import plugin_option
+
+
+@click.command()
+@click.option("--model", required=True, help="Registered model name (see `cxrbench models`).")
+@click.option("--protocol", default="paper-15c", show_default=True, help="Protocol id (see `cxrbench protocols`).")
+@click.option("--cache", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Cache built by `cxrbench cache build`.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@plugin_option
+@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False, path_type=str),
+              help="Folder for run folders.")
+@click.option("--lr", type=float, default=None, help="Learning rate (required for a grid protocol).")
+@click.option("--run-id", default=None, help="Name of the run folder (default: model__protocol__lr__seed).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in its folder.")
+@click.option("--pretrained/--no-pretrained", default=None,
+              help="Use ImageNet weights (default: what the protocol says); --no-pretrained is recorded.")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="ImageNet weights file to use instead of torchvision's cache.")
+@click.option("--loader", type=click.Choice(["auto", "resident", "stream"]), default="auto", show_default=True,
+              help="Keep images on the device, or stream chunks from the cache.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (GPU).")
+@click.option("--nproc", type=click.IntRange(min=1), default=None,
+              help="Processes for DistributedDataParallel (re-executes itself under torchrun).")
+def run(model: str, protocol: str, cache: str, device: str, plugins: tuple[str, ...], out: str, lr: float | None,
+        run_id: str | None, resume: bool, pretrained: bool | None, weights: str | None, loader: str,
+        compile_: bool, nproc: int | None) -> None:
+    """Train and score MODEL under PROTOCOL on a cache; writes RUN/record.json and RUN/predictions.csv.gz.
+
+    \b
+    Example:
+      cxrbench run --model densenet121_attA --protocol paper-15c --cache cache/
+      cxrbench run --plugin examples/my_model.py --model mynet --protocol smoke --cache cache/
+    """
+    from cxrbench.console import get_display
+    from cxrbench.experiment import RunOptions
+
+    opts = RunOptions(model=model, protocol=protocol, cache=cache, device=device, out=out, lr=lr, plugins=plugins,
+                      resume=resume, run_id=run_id, pretrained=pretrained, weights=weights, loader=loader,
+                      compile=compile_)
+    if nproc is not None and nproc > 1:
+        from cxrbench.distributed import exec_torchrun
+
+        exec_torchrun(nproc)
+        return
+    from cxrbench.distributed import run_maybe_distributed
+
+    d = get_display()
+    path = run_maybe_distributed(opts, d)
+    if path is not None:
+        import json
+
+        rec = json.loads(path.read_text())
+        t = rec["test"]
+        w, pl = t["weighted_mean"], t["plain_mean"]
+        d.info(f"test AUROC {_f(w['auroc'])} weighted [{_f(w['ci95'][0])}, {_f(w['ci95'][1])}], "
+               f"{_f(pl['auroc'])} plain; {rec['timing']['train_images_per_s']:,.0f} training images/s")
+        d.info(f"record: {path}")
+
+
+def _f(x) -> str:
+    return "undefined" if x is None else f"{x:.4f}"

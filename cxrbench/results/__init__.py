@@ -1,0 +1,1 @@
+"""Run records (schema, validation, provenance) and the leaderboard built from them."""

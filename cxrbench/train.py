@@ -1,0 +1,236 @@
+"""The training loop: fit one fold, evaluate, checkpoint atomically, resume exactly.
+
+A checkpoint (written after every epoch: temp file, fsync, rename) holds the model, optimizer, scaler, epoch,
+step, every RNG state and the history so far; it loads with `torch.load(weights_only=True)`. Batches depend
+only on (seed, epoch), so a run resumed from a checkpoint sees the same batches as an unbroken run and, on
+the CPU, ends with the same weights and metrics. A non-finite loss stops the run with a clear error.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cxrbench.errors import TrainingError
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one fold is trained (filled from a protocol and the command line)."""
+
+    lr: float
+    momentum: float
+    weight_decay: float
+    epochs: int
+    seed: int
+    device: str
+    nonimage: bool
+    amp: bool = False  # bf16 autocast (GPU)
+    channels_last: bool = False
+    check_every: int = 25  # steps between non-finite checks on a GPU (every step on the CPU)
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    train_loss: float
+    seconds: float
+    images_per_s: float
+    val_weighted_auroc: float | None = None
+    val_plain_auroc: float | None = None
+
+
+@dataclass
+class FoldState:
+    history: list[EpochLog] = field(default_factory=list)
+    step: int = 0
+    train_images: int = 0
+    train_seconds: float = 0.0
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG state a run touches (torch CPU and CUDA, numpy's and Python's global generators)."""
+    st: dict[str, Any] = {"torch": torch.get_rng_state(), "python": list(map(_py, random.getstate()))}
+    np_state = np.random.get_state()
+    st["numpy"] = {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                   "has_gauss": int(np_state[3]), "gauss": float(np_state[4])}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _py(x):
+    return list(x) if isinstance(x, tuple) else x
+
+
+def set_rng_state(st: dict[str, Any]) -> None:
+    torch.set_rng_state(st["torch"])
+    v, key, gauss = st["python"]
+    random.setstate((v, tuple(key), gauss))
+    n = st["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Atomic: write a temp file beside `path`, fsync it, rename over `path`, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # the previous checkpoint stays as it was
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise TrainingError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); remove it to start "
+                            "this fold again") from e
+    if ck.get("version") != CHECKPOINT_VERSION:
+        raise TrainingError(f"checkpoint {path} has version {ck.get('version')}, expected {CHECKPOINT_VERSION}")
+    return ck
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    m = getattr(model, "module", model)  # DistributedDataParallel
+    return getattr(m, "_orig_mod", m)  # torch.compile
+
+
+def forward(model, batch, cfg: TrainConfig) -> torch.Tensor:
+    out = model(batch.x, batch.features) if cfg.nonimage else model(batch.x)
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def autocast(cfg: TrainConfig):
+    if cfg.amp and cfg.device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    from contextlib import nullcontext
+
+    return nullcontext()
+
+
+@torch.no_grad()
+def predict(model, loader, cfg: TrainConfig, gather: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sigmoid probabilities (N, C) float32 in split order, and the split positions they belong to."""
+    was = model.training
+    model.eval()
+    probs, index = [], []
+    try:
+        for batch in loader:
+            with autocast(cfg):
+                logits = forward(model, batch, cfg)
+            probs.append(torch.sigmoid(logits.float()))
+            index.append(batch.index.to(probs[-1].device))
+        p = torch.cat(probs) if probs else torch.zeros(0)
+        i = torch.cat(index) if index else torch.zeros(0, dtype=torch.long)
+        if gather is not None:
+            p, i = gather(p, i)
+    finally:
+        model.train(was)
+    order = torch.argsort(i.cpu())
+    return p.cpu().numpy()[order.numpy()].astype(np.float32), i.cpu().numpy()[order.numpy()]
+
+
+def fit(
+    model: torch.nn.Module,
+    train_loader,
+    cfg: TrainConfig,
+    ckpt: Path | None,
+    *,
+    resume: bool = False,
+    evaluate: Callable[[torch.nn.Module, int], tuple[float, float]] | None = None,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+    progress=None,
+    is_main: bool = True,
+    barrier: Callable[[], None] | None = None,
+) -> FoldState:
+    """Train for cfg.epochs (continuing from `ckpt` with `resume`); returns the per-epoch history."""
+    device = torch.device(cfg.device)
+    base = _unwrap(model)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    state = FoldState()
+    start = 0
+    if resume and ckpt is not None and ckpt.exists():
+        ck = load_checkpoint(ckpt)
+        base.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        set_rng_state(ck["rng"])
+        state = FoldState([EpochLog(**h) for h in ck["history"]], ck["step"], ck["train_images"], ck["train_seconds"])
+        start = ck["epoch"] + 1
+    model.train()
+    for epoch in range(start, cfg.epochs):
+        train_loader.set_epoch(epoch)
+        loss_sum = torch.zeros((), device=device)
+        seen = 0
+        bad = torch.zeros((), dtype=torch.bool, device=device)
+        t0 = time.perf_counter()
+        if progress is not None:
+            progress.update(total=len(train_loader), completed=0, description=f"epoch {epoch + 1}/{cfg.epochs}")
+        for i, batch in enumerate(train_loader):
+            with autocast(cfg):
+                logits = forward(model, batch, cfg)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), batch.y)
+            bad |= ~torch.isfinite(loss)
+            if device.type == "cpu" or (i + 1) % cfg.check_every == 0:
+                if bool(bad):
+                    raise TrainingError(f"the training loss became non-finite ({loss.item()}) in epoch {epoch + 1}, "
+                                        f"step {i + 1}; the run stops and writes no result (try a lower --lr)")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            n = batch.y.shape[0]
+            loss_sum += loss.detach() * n
+            seen += n
+            state.step += 1
+            if progress is not None:
+                progress.advance(1)
+                if device.type == "cpu" or (i + 1) % cfg.check_every == 0:
+                    progress.update(status=f"loss {loss_sum.item() / max(seen, 1):.4f}")
+        if bool(bad):
+            raise TrainingError(f"the training loss became non-finite in epoch {epoch + 1}; the run stops and "
+                                "writes no result (try a lower --lr)")
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - t0
+        log = EpochLog(epoch, float(loss_sum.item() / max(seen, 1)), seconds, seen / max(seconds, 1e-9))
+        state.train_images += seen
+        state.train_seconds += seconds
+        if evaluate is not None:
+            log.val_weighted_auroc, log.val_plain_auroc = evaluate(model, epoch)
+        state.history.append(log)
+        if on_epoch is not None:
+            on_epoch(log)
+        if ckpt is not None and is_main:
+            save_checkpoint(ckpt, {
+                "version": CHECKPOINT_VERSION, "model": base.state_dict(), "optimizer": opt.state_dict(),
+                "scaler": None,  # bf16 autocast needs no loss scaling
+                "epoch": epoch, "step": state.step, "rng": rng_state(),
+                "history": [asdict(h) for h in state.history], "train_images": state.train_images,
+                "train_seconds": state.train_seconds, "config": asdict(cfg),
+            })
+        if barrier is not None:
+            barrier()
+    return state

@@ -1,0 +1,41 @@
+import pytest
+
+from cxrbench.errors import ConfigError
+from cxrbench.protocols import PROTOCOLS, get_protocol
+
+# A published protocol never changes: a change to any setting changes its hash and fails here. Publish the
+# change as a new version (or a new id) and add its hash below instead of editing an existing line.
+PINNED = {
+    ("paper-15c", 1): "698cec738134df38",
+    ("paper-14c", 1): "8430804d1ca91254",
+    ("paper-lr-grid", 1): "58c000947f10fc82",
+    ("nih-official-14c", 1): "3fbc8a3a201ca610",
+    ("smoke", 1): "4f076b9648cd08c1",
+}
+
+
+def test_every_protocol_hash_is_pinned():
+    assert {(p.id, p.version): p.content_hash for p in PROTOCOLS.values()} == PINNED
+
+
+def test_paper_settings():
+    p = get_protocol("paper-15c")
+    assert (p.num_classes, p.subset, p.n_folds, p.val_fraction, p.final_run) == (15, "paper", 3, 0.1, True)
+    assert (p.optimizer, p.momentum, p.lrs, p.epochs, p.batch_size, p.crop, p.resize) == \
+        ("sgd", 0.9, (0.01,), 8, 32, 224, 256)
+    assert get_protocol("paper-14c").num_classes == 14
+    assert get_protocol("paper-lr-grid").lrs == (0.001, 0.01)
+    o = get_protocol("nih-official-14c")
+    assert (o.subset, o.lists, o.val, o.num_classes) == ("all", "official", "patient", 14)
+
+
+def test_lr_choice_and_versions():
+    grid = get_protocol("paper-lr-grid")
+    with pytest.raises(ConfigError, match="pick one with --lr"):
+        grid.lr(None)
+    assert grid.lr(0.001) == 0.001
+    with pytest.raises(ConfigError, match="not in protocol"):
+        get_protocol("paper-15c").lr(0.5)
+    assert get_protocol("paper-15c@1").key == "paper-15c@1"
+    with pytest.raises(ConfigError, match="has version 1, not 2"):
+        get_protocol("paper-15c@2")
