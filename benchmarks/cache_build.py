@@ -30,7 +30,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import Timer, write_result  # noqa: E402
 
-NIH = Path(__file__).resolve().parents[2] / "shared" / "data" / "nih"
+# the real ChestX-ray14 files (CXRBENCH_NIH points elsewhere, e.g. on a machine without ../shared)
+NIH = Path(os.environ.get("CXRBENCH_NIH", Path(__file__).resolve().parents[2] / "shared" / "data" / "nih"))
 
 
 def make_dataset(root: Path, n_real: int, n_synth: int, seed: int = 0) -> list[Path]:
@@ -55,9 +56,12 @@ def make_dataset(root: Path, n_real: int, n_synth: int, seed: int = 0) -> list[P
                          int(rng.integers(-12, 13)), int(rng.integers(-8, 9))))
     with get_context("fork").Pool(os.cpu_count()) as pool:
         pool.map(_jitter, [(t, srcs) for t in todo], chunksize=16)
-    synth = root / "synth"
-    generate(synth, n_synth, seed=seed)
-    return sorted((real / "images").glob("*.png")) + sorted(image_dir(synth).glob("*.png"))
+    out = sorted((real / "images").glob("*.png"))
+    if n_synth:
+        synth = root / "synth"
+        generate(synth, n_synth, seed=seed)
+        out += sorted(image_dir(synth).glob("*.png"))
+    return out
 
 
 def _jitter(args) -> None:

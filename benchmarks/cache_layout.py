@@ -11,6 +11,7 @@ Writes benchmarks/results/cache_layout-<machine>.json; the choice is recorded in
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -22,7 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import Timer, write_result  # noqa: E402
 
-NIH = Path(__file__).resolve().parents[2] / "shared" / "data" / "nih"
+# the real ChestX-ray14 files (CXRBENCH_NIH points elsewhere, e.g. on a machine without ../shared)
+NIH = Path(os.environ.get("CXRBENCH_NIH", Path(__file__).resolve().parents[2] / "shared" / "data" / "nih"))
 
 
 def images(n: int, seed: int = 0) -> np.ndarray:

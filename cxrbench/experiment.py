@@ -43,6 +43,7 @@ class Bound:
     metadata: Any
     splits: Any
     classes: tuple[str, ...]
+    metadata_layout: Any  # the cache's tables as a DatasetLayout (BBox CSV, lists)
     rows: np.ndarray  # metadata rows of every image the run uses (sorted)
     positions: np.ndarray  # their cache positions
     excluded: int  # split images left out because the cache recorded them as bad
@@ -88,7 +89,8 @@ def bind(store, protocol) -> Bound:
                          f"cache (e.g. {missing[0]}); it was built with --subset "
                          f"{store.manifest['params']['subset']} - rebuild with --subset all")
     positions = np.array([pos_of[names[r]] for r in rows], dtype=np.int64)
-    return Bound(store, ds.metadata, s, class_names(protocol.num_classes), rows, positions, int((~keep).sum()))
+    return Bound(store, ds.metadata, s, class_names(protocol.num_classes), ds.layout, rows, positions,
+                 int((~keep).sum()))
 
 
 def split_hashes(b: Bound) -> dict:
@@ -312,13 +314,50 @@ class Runner:
         names = [str(n) for n in b.metadata.names[b.rows[test_rows]]]
         scores = score(y, probs, patients, resamples=p.bootstrap, seed=p.seed)
         sha = write_predictions(self.dir / PREDICTIONS, names, patients, y, probs, b.classes)
+        localization = self.localization(model, test_rows)
         train_images = sum(t["train_images"] for t in trainings)
         train_seconds = sum(t["train_seconds"] for t in trainings)
         record = self._record(folds, trainings, scores, sha, time.perf_counter() - t0, train_images, train_seconds)
+        if localization is not None:
+            record["localization"] = localization
         path = write_record(self.dir, record)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         return path
+
+    def boxes(self, local_rows: np.ndarray) -> list[tuple[int, str, float, float, float, float]]:
+        """(index into local_rows, finding, x, y, w, h) for every box on these images (cache BBox table)."""
+        from cxrbench.data.lists import read_bbox
+
+        bbox_csv = self.bound.metadata_layout.bbox_csv
+        if bbox_csv is None:
+            return []
+        table = read_bbox(bbox_csv)
+        names = self.bound.metadata.names[self.bound.rows[local_rows]]
+        where = {str(n): i for i, n in enumerate(names)}
+        return [(where[r.image], r.label, r.x, r.y, r.w, r.h) for r in table.itertuples() if r.image in where]
+
+    def localization(self, model, local_rows: np.ndarray) -> dict | None:
+        """Grad-CAM pointing game and IoBB on the test images that have boxes (None when none have)."""
+        import torch
+
+        from cxrbench.explain.localization import localize
+        from cxrbench.loader import View
+
+        boxes = self.boxes(local_rows)
+        if not boxes:
+            return None
+        rows = sorted({b[0] for b in boxes})
+        remap = {r: i for i, r in enumerate(rows)}
+        imgs = torch.from_numpy(self.store.read(self.bound.positions[local_rows[rows]]))
+        feats = torch.as_tensor(self.f_all[local_rows[rows]], dtype=torch.float32)
+        p = self.protocol
+        view = View(p.image_size, p.resize, p.crop, augment=False, channels_last=self.device.startswith("cuda"))
+        base = getattr(model, "module", model)
+        res = localize(getattr(base, "_orig_mod", base), self.spec, imgs, feats,
+                       [(remap[r], *rest) for r, *rest in boxes], view, self.bound.classes, self.device)
+        res["images"] = len(rows)
+        return res
 
     def _record(self, folds, trainings, scores, pred_sha, wall, train_images, train_seconds) -> dict:
         from datetime import datetime, timezone

@@ -1,0 +1,1 @@
+"""Explanations: Grad-CAM on each model's declared layer, attention maps, galleries, localisation scores."""

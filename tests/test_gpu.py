@@ -1,0 +1,92 @@
+"""GPU-only checks (skipped cleanly where no CUDA device is present; run by tools/gpu_check.sh)."""
+
+import numpy as np
+import pytest
+import torch
+
+from cxrbench.loader import ResidentLoader, StreamingLoader, View
+
+pytestmark = pytest.mark.gpu
+
+
+def _data(n=64, s=64, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, 256, (n, s, s), dtype=np.uint8), (rng.random((n, 15)) < 0.3).astype(np.float32),
+            rng.random((n, 5)).astype(np.float32))
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_gpu_batches_equal_cpu_batches(augment):
+    imgs, y, f = _data()
+    view_cpu = View(64, 64, 48, augment=augment)
+    view_gpu = View(64, 64, 48, augment=augment, channels_last=True)
+    a = ResidentLoader(imgs, y, f, view_cpu, 16, "cpu", shuffle=True, seed=5)
+    b = ResidentLoader(imgs, y, f, view_gpu, 16, "cuda", shuffle=True, seed=5)
+    for ba, bb in zip(a, b):
+        assert torch.equal(ba.index, bb.index)
+        torch.testing.assert_close(ba.x, bb.x.cpu(), rtol=0, atol=1e-5)
+        assert bb.x.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(ba.y, bb.y.cpu())
+
+
+def test_gpu_streaming_loader_pinned():
+    imgs, y, f = _data(40, 32)
+
+    class Store:
+        chunk_images = 8
+        size = 32
+
+        def read(self, pos):
+            return imgs[pos]
+
+    ld = StreamingLoader(Store(), np.arange(40), y, f, View(32, 32, 32, False), 16, "cuda", True, 0)
+    idx = torch.cat([b.index for b in ld])
+    assert sorted(idx.tolist()) == list(range(40))
+
+
+@pytest.mark.parametrize("name", ["densenet121", "densenet121_attA", "resnet50"])
+def test_bf16_channels_last_train_step(name):
+    from cxrbench.models import create_model
+
+    m = create_model(name).cuda().to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(8, 3, 224, 224, device="cuda").contiguous(memory_format=torch.channels_last)
+    y = (torch.rand(8, 15, device="cuda") < 0.2).float()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = m(x)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(out.float(), y)
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss) and out.dtype == torch.bfloat16
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+
+
+def test_smoke_run_on_gpu(synth_cache, tmp_path):
+    from cxrbench.experiment import RunOptions, run
+    from cxrbench.results.record import read_record
+
+    rec = read_record(run(RunOptions(model="tiny_attn", protocol="smoke", cache=str(synth_cache),
+                                     out=str(tmp_path), device="cuda")).parent)
+    assert rec["environment"]["device"] == "cuda" and "H100" in rec["environment"]["device_name"] or \
+        rec["environment"]["device_name"]
+    assert rec["environment"]["loader"] == "resident"
+    assert rec["test"]["n_images"] > 0
+
+
+def test_gradcam_on_gpu_matches_cpu():
+    from cxrbench.explain.gradcam import GradCAM
+    from cxrbench.models import create_model
+
+    torch.manual_seed(0)
+    m = create_model("densenet121_attA").eval()
+    x = torch.randn(4, 3, 224, 224)
+    cls = torch.tensor([[0, 3], [1, 2], [14, 5], [7, 7]])
+    with GradCAM(m, "features.transition3") as cam:
+        ref = cam(x, cls)
+    m = m.cuda()
+    with GradCAM(m, "features.transition3") as cam:
+        got = cam(x.cuda(), cls.cuda())
+    torch.testing.assert_close(got.maps.cpu(), ref.maps, rtol=1e-3, atol=1e-5)
+    assert torch.equal(got.degenerate.cpu(), ref.degenerate)
+    with GradCAM(m, "features.norm5") as cam:
+        assert cam(x.cuda(), cls.cuda()).degenerate.all()  # g cancels: norm5 is flagged on the GPU too
