@@ -67,8 +67,7 @@ def test_smoke_run_on_gpu(synth_cache, tmp_path):
 
     rec = read_record(run(RunOptions(model="tiny_attn", protocol="smoke", cache=str(synth_cache),
                                      out=str(tmp_path), device="cuda")).parent)
-    assert rec["environment"]["device"] == "cuda" and "H100" in rec["environment"]["device_name"] or \
-        rec["environment"]["device_name"]
+    assert rec["environment"]["device"] == "cuda" and rec["environment"]["device_name"] != "cpu"
     assert rec["environment"]["loader"] == "resident"
     assert rec["test"]["n_images"] > 0
 
