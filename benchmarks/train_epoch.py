@@ -1,6 +1,6 @@
 """One epoch of the paper-15c training loop per paper model, on a phantom training set of the paper's size
-(15,249 images, resident on the device), with cxrbench's own loader and `fit` (bf16 autocast and
-channels_last on a GPU, SGD momentum 0.9, lr 0.01, batch 32). Reports training images/s and the projected
+(15,249 images, resident on the device), with cxrbench's own loader and `fit` (bf16 autocast, channels_last
+and CUDA-graph training steps on a GPU, SGD momentum 0.9, lr 0.01, batch 32). Reports training images/s and the projected
 wall time of the whole protocol (3 folds + the final run, 8 epochs each). Writes
 benchmarks/results/train_epoch-<machine>.json.
 
@@ -76,7 +76,7 @@ def main() -> None:
             model = model.to(memory_format=torch.channels_last)
         run_model = torch.compile(model) if comp else model
         cfg = TrainConfig(lr=0.01, momentum=p.momentum, weight_decay=0.0, epochs=1, seed=0, device=device,
-                          nonimage=False, amp=gpu, channels_last=gpu)
+                          nonimage=False, amp=gpu, channels_last=gpu, cuda_graphs=gpu and not comp)
         loader = ResidentLoader(imgs, y, f, view, p.batch_size, device, shuffle=True, seed=0)
         warm = ResidentLoader(imgs[:p.batch_size * 20], y[:p.batch_size * 20], f[:p.batch_size * 20], view,
                               p.batch_size, device, shuffle=True, seed=0)

@@ -33,6 +33,7 @@ class RunOptions:
     weights: str | None = None
     loader: str = "auto"  # auto | resident | stream
     compile: bool = False
+    cuda_graphs: bool = True  # capture full-batch training steps as CUDA graphs on a GPU
 
 
 @dataclass
@@ -164,8 +165,10 @@ class Runner:
 
         p = self.protocol
         gpu = self.device.startswith("cuda")
+        graphs = gpu and self.opts.cuda_graphs and not self.opts.compile and self.dist is None
         return TrainConfig(lr=self.lr, momentum=p.momentum, weight_decay=p.weight_decay, epochs=p.epochs,
-                           seed=p.seed, device=self.device, nonimage=self.spec.nonimage, amp=gpu, channels_last=gpu)
+                           seed=p.seed, device=self.device, nonimage=self.spec.nonimage, amp=gpu, channels_last=gpu,
+                           cuda_graphs=graphs)
 
     def load_images(self):
         """All images the run uses, once: resident on the device when they fit, else None (streaming)."""
@@ -198,7 +201,8 @@ class Runner:
         gpu = self.device.startswith("cuda")
         view = View(p.image_size, p.resize, p.crop, augment=train and p.augment == "crop_flip", channels_last=gpu)
         shard = (0, 1) if self.dist is None else (self.dist.rank, self.dist.world)
-        bs = p.batch_size // shard[1]
+        # the protocol's batch for training; scoring batches change nothing but speed (eval-mode BatchNorm)
+        bs = p.batch_size // shard[1] if train or not gpu else 256
         if resident is not None:
             imgs, y, f = resident
             return ResidentLoader(imgs, y, f, view, bs, self.device, shuffle=train, seed=p.seed, drop_last=False,
@@ -377,7 +381,7 @@ class Runner:
         env = environment(self.device)
         env.update(processes=1 if self.dist is None else self.dist.world,
                    backend=None if self.dist is None else self.dist.backend, loader=self.loader_mode,
-                   compile=self.opts.compile)
+                   compile=self.opts.compile, cuda_graphs=self.train_config().cuda_graphs)
         val_w = [f["weighted_auroc"] for f in folds if f.get("weighted_auroc") is not None]
         val_p = [f["plain_auroc"] for f in folds if f.get("plain_auroc") is not None]
         params = count_parameters(create_model(self.opts.model, num_classes=p.num_classes, pretrained=False))

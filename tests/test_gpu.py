@@ -85,7 +85,9 @@ def test_gradcam_on_gpu_matches_cpu():
     m = m.cuda()
     with GradCAM(m, "features.transition3") as cam:
         got = cam(x.cuda(), cls.cuda())
-    torch.testing.assert_close(got.maps.cpu(), ref.maps, rtol=1e-3, atol=1e-5)
+    # cuDNN convolutions use TF32 on the GPU: compare at a tolerance relative to each map's peak
+    peak = ref.maps.flatten(2).amax(-1)[..., None, None]
+    torch.testing.assert_close(got.maps.cpu() / peak, ref.maps / peak, rtol=0, atol=0.02)
     assert torch.equal(got.degenerate.cpu(), ref.degenerate)
     with GradCAM(m, "features.norm5") as cam:
         assert cam(x.cuda(), cls.cuda()).degenerate.all()  # g cancels: norm5 is flagged on the GPU too

@@ -26,11 +26,13 @@ from cxrbench.cli._options import plugin_option
 @click.option("--loader", type=click.Choice(["auto", "resident", "stream"]), default="auto", show_default=True,
               help="Keep images on the device, or stream chunks from the cache.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (GPU).")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=True, show_default=True,
+              help="Replay full-batch training steps as captured CUDA graphs (GPU).")
 @click.option("--nproc", type=click.IntRange(min=1), default=None,
               help="Processes for DistributedDataParallel (re-executes itself under torchrun).")
 def run(model: str, protocol: str, cache: str, device: str, plugins: tuple[str, ...], out: str, lr: float | None,
         run_id: str | None, resume: bool, pretrained: bool | None, weights: str | None, loader: str,
-        compile_: bool, nproc: int | None) -> None:
+        compile_: bool, cuda_graphs: bool, nproc: int | None) -> None:
     """Train and score MODEL under PROTOCOL on a cache; writes RUN/record.json and RUN/predictions.csv.gz.
 
     \b
@@ -43,7 +45,7 @@ def run(model: str, protocol: str, cache: str, device: str, plugins: tuple[str, 
 
     opts = RunOptions(model=model, protocol=protocol, cache=cache, device=device, out=out, lr=lr, plugins=plugins,
                       resume=resume, run_id=run_id, pretrained=pretrained, weights=weights, loader=loader,
-                      compile=compile_)
+                      compile=compile_, cuda_graphs=cuda_graphs)
     if nproc is not None and nproc > 1:
         from cxrbench.distributed import exec_torchrun
 
