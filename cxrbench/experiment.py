@@ -286,6 +286,8 @@ class Runner:
         from cxrbench.train import predict
 
         t0 = time.perf_counter()
+        if self.device.startswith("cuda"):
+            torch.backends.cudnn.benchmark = True  # static shapes: autotune each convolution once
         self.prepare_dir()
         resident = self.load_images()
         b, p = self.bound, self.protocol

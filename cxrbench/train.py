@@ -172,7 +172,7 @@ class GraphStep:
 
     def eager(self, batch) -> torch.Tensor:
         self.opt.zero_grad(set_to_none=True)
-        return self._step(batch)
+        return self._step(batch).detach()  # keep no autograd graph alive across the capture
 
     def _step(self, batch) -> torch.Tensor:
         with autocast(self.cfg, cache=False):

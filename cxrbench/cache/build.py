@@ -346,10 +346,11 @@ def _execute(tasks: list[tuple], workers: int, record, display, total: int, alre
                 if bar is not None:
                     bar.advance(res["n"])
             return
-        import multiprocessing as mp
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"), initializer=_worker_init)
+        from cxrbench._mp import context
+
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context(), initializer=_worker_init)
         try:
             pending = {pool.submit(process_chunk, t) for t in tasks}
             while pending:

@@ -293,9 +293,9 @@ def generate(out: str | Path, n: int, seed: int = 0, workers: int | None = None,
             if progress is not None:
                 progress.advance(1)
     else:
-        import multiprocessing as mp
+        from cxrbench._mp import context
 
-        with mp.get_context("fork").Pool(workers) as pool:
+        with context().Pool(workers) as pool:
             for _ in pool.imap_unordered(_work, todo, chunksize=4):
                 if progress is not None:
                     progress.advance(1)
