@@ -105,7 +105,11 @@ def split_hashes(b: Bound) -> dict:
 
 
 def default_run_id(model: str, protocol, lr: float) -> str:
-    return f"{model}__{protocol.id}-v{protocol.version}__lr{lr:g}__seed{protocol.seed}"
+    """model__protocol-vN__lrX__seedS, with anything but letters, digits and ._+- in the model name made `_`."""
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", model)
+    return f"{safe}__{protocol.id}-v{protocol.version}__lr{lr:g}__seed{protocol.seed}"
 
 
 class Runner:
@@ -146,6 +150,8 @@ class Runner:
             if not self.opts.resume:
                 raise ConfigError(f"{self.dir} already exists; continue it with --resume, or give another --run-id")
             old = json.loads(cfg_path.read_text()) if cfg_path.exists() else None
+            if old is not None:
+                old.pop("cache_path", None)
             if old is not None and old != self.config():
                 diff = [k for k in self.config() if old.get(k) != self.config()[k]]
                 raise ConfigError(f"{self.dir} was started with other settings ({', '.join(diff)}); it cannot be "
@@ -154,7 +160,8 @@ class Runner:
                 raise ConfigError(f"{self.dir} is already finished (record.json exists)")
         if self.is_main:
             self.dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(cfg_path, self.config())
+            # where the cache was (not part of what must match on resume: a cache may move)
+            atomic_write_json(cfg_path, {**self.config(), "cache_path": str(Path(self.opts.cache).resolve())})
 
     @property
     def is_main(self) -> bool:
@@ -182,9 +189,8 @@ class Runner:
         if mode == "auto":
             mode = "resident" if fits_on(torch.device(self.device), nbytes) else "stream"
         self.loader_mode = mode
-        y = b.metadata.labels(self.protocol.num_classes)[b.rows]
-        f = b.metadata.features()[b.rows]
-        self.y_all, self.f_all = y, f
+        self.load_images_meta_only()
+        y, f = self.y_all, self.f_all
         if mode == "stream":
             return None
         if self.display:
@@ -193,6 +199,12 @@ class Runner:
         imgs = torch.from_numpy(self.store.read(b.positions)).to(self.device)
         return imgs, torch.as_tensor(y, dtype=torch.float32).to(self.device), \
             torch.as_tensor(f, dtype=torch.float32).to(self.device)
+
+    def load_images_meta_only(self) -> None:
+        """Labels and features of the run's images, without loading pixels (galleries read what they show)."""
+        b = self.bound
+        self.y_all = b.metadata.labels(self.protocol.num_classes)[b.rows]
+        self.f_all = b.metadata.features()[b.rows]
 
     def make_loader(self, resident, local_rows: np.ndarray, train: bool):
         from cxrbench.loader import ResidentLoader, StreamingLoader, View

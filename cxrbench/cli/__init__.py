@@ -18,6 +18,9 @@ COMMANDS: dict[str, str] = {
     "models": "cxrbench.cli.models:models",
     "cache": "cxrbench.cli.cache:cache",
     "run": "cxrbench.cli.run:run",
+    "submit": "cxrbench.cli.leaderboard:submit",
+    "leaderboard": "cxrbench.cli.leaderboard:leaderboard",
+    "gallery": "cxrbench.cli.gallery:gallery",
 }
 
 _DEBUG = False

@@ -1,0 +1,86 @@
+"""`cxrbench submit` and `cxrbench leaderboard`: file validated records, show them ranked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+_BOARD = click.option("--leaderboard", "board", default="leaderboard", show_default=True,
+                      type=click.Path(file_okay=False, path_type=str), help="Leaderboard folder (a private one too).")
+
+
+@click.command()
+@click.argument("run", type=click.Path(exists=True, path_type=str))
+@_BOARD
+@click.option("--allow-dirty", is_flag=True, help="Accept a run from a modified git tree (the board marks it).")
+def submit(run: str, board: str, allow_dirty: bool) -> None:
+    """Validate RUN's record (schema, hashes, protocol, metrics against its predictions) and file it.
+
+    \b
+    Example:
+      cxrbench submit runs/densenet121__paper-15c-v1__lr0.01__seed0
+      cxrbench submit runs/mine --leaderboard my-board/ --allow-dirty
+    """
+    from cxrbench.console import get_display
+    from cxrbench.results.leaderboard import submit as do_submit
+
+    path = do_submit(run, board, allow_dirty=allow_dirty)
+    get_display().info(f"filed {path}")
+
+
+@click.command()
+@_BOARD
+@click.option("--protocol", default=None, help="Only this protocol (id or id@version).")
+@click.option("--format", "fmt", type=click.Choice(["table", "md", "html", "csv", "json"]), default="table",
+              show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Write to this file instead of the terminal (html: plots go beside it).")
+@click.option("--write", is_flag=True, help="Regenerate <leaderboard>/LEADERBOARD.md and index.html with plots.")
+@click.option("--resamples", type=click.IntRange(min=100), default=1000, show_default=True,
+              help="Bootstrap resamples of the paired comparisons.")
+def leaderboard(board: str, protocol: str | None, fmt: str, out: str | None, write: bool, resamples: int) -> None:
+    """Rank the filed records within each protocol version and data fingerprint.
+
+    \b
+    Example:
+      cxrbench leaderboard
+      cxrbench leaderboard --protocol paper-15c --format md
+      cxrbench leaderboard --write
+    """
+    from cxrbench.console import get_display
+    from cxrbench.results import render
+    from cxrbench.results.leaderboard import load, rank
+
+    d = get_display()
+    groups = rank(load(board), protocol, resamples=resamples)
+    if write:
+        root = Path(board)
+        root.mkdir(parents=True, exist_ok=True)
+        _atomic(root / "LEADERBOARD.md", render.to_markdown(groups))
+        figs = render.plots(groups, root / "plots")
+        _atomic(root / "index.html", render.to_html(groups, figs, root / "index.html"))
+        d.info(f"wrote {root / 'LEADERBOARD.md'} and {root / 'index.html'}")
+        return
+    if fmt == "table" and out is None:
+        render.to_table(groups, d)
+        return
+    if fmt == "html":
+        page = Path(out or "leaderboard.html")
+        figs = render.plots(groups, page.parent / (page.stem + "-plots"))
+        text = render.to_html(groups, figs, page)
+    else:
+        text = {"md": render.to_markdown, "csv": render.to_csv, "json": render.to_json,
+                "table": render.to_markdown}[fmt](groups)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        _atomic(Path(out), text)
+        d.info(f"wrote {out}")
+
+
+def _atomic(path: Path, text: str) -> None:
+    from cxrbench.cache.store import atomic_write_bytes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, text.encode())

@@ -1,0 +1,228 @@
+"""`cxrbench gallery RUN`: a self-contained HTML page (plus PNGs) of a run's test images - the X-ray as the
+model saw it, the ground truth, the top classes with their probabilities and Grad-CAM heatmaps, the NIH
+box where one exists, and for attention models their attention maps. Every string in the page is escaped;
+a degenerate heatmap is shown as such, never stretched into a picture."""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cxrbench.errors import RecordError
+
+DISPLAY = 256  # pixels of each picture in the page
+
+
+@dataclass
+class Loaded:
+    """A finished run with its model, cache binding and predictions."""
+
+    runner: object
+    model: object
+    record: dict
+    test_rows: np.ndarray
+    probs: np.ndarray  # (N, C) from the run's predictions file, in test-row order
+
+
+def load_run(run_dir: str | Path, cache: str | None = None, plugins: tuple[str, ...] = ()) -> Loaded:
+    """Rebuild a finished run's trained model and its test split from the run folder."""
+    import torch
+
+    from cxrbench.experiment import RunOptions, Runner
+    from cxrbench.results.record import read_predictions, read_record
+
+    run_dir = Path(run_dir)
+    rec = read_record(run_dir)
+    cfg = json.loads((run_dir / "run.json").read_text())
+    src = rec["model"]["source"]
+    plugins = tuple(plugins)
+    if src["kind"] == "file" and not plugins:
+        plugins = (src["path"],)
+    cache_path = cache or cfg.get("cache_path")
+    if not cache_path:
+        raise RecordError(f"{run_dir}: no cache path recorded; pass --cache")
+    opts = RunOptions(model=rec["model"]["name"], protocol=f"{rec['protocol']['id']}@{rec['protocol']['version']}",
+                      cache=cache_path, device="auto", out=str(run_dir.parent), lr=rec["lr"], plugins=plugins,
+                      run_id=run_dir.name)
+    runner = Runner(opts)
+    if runner.store.fingerprint != rec["data"]["cache_fingerprint"]:
+        raise RecordError(f"{cache_path}: this is not the cache the run used (fingerprint "
+                          f"{runner.store.fingerprint} vs {rec['data']['cache_fingerprint']}); pass --cache")
+    ckpt = run_dir / ("final.pt" if rec["protocol"]["settings"]["final_run"] else "fold0.pt")
+    from cxrbench.models import create_model
+    from cxrbench.train import load_checkpoint
+
+    model = create_model(opts.model, num_classes=rec["protocol"]["settings"]["num_classes"], pretrained=False)
+    model.load_state_dict(load_checkpoint(ckpt)["model"])
+    model.to(runner.device).eval()
+    runner.load_images_meta_only()
+    b = runner.bound
+    test_rows = b.local(b.splits.test)
+    names, _, _, p, _ = read_predictions(run_dir / rec["predictions"]["path"])
+    want = [str(n) for n in b.metadata.names[b.rows[test_rows]]]
+    if names != want:
+        raise RecordError(f"{run_dir}: its predictions do not list the test images of this cache in order")
+    return Loaded(runner, model, rec, test_rows, p)
+
+
+def choose(loaded: Loaded, n: int, boxes: dict[int, list]) -> list[int]:
+    """Indices into test rows: images with boxes first, then images with findings, then the rest (by name)."""
+    b = loaded.runner.bound
+    y = loaded.runner.y_all[loaded.test_rows]
+    finding = y[:, : min(14, y.shape[1])].any(1)
+    names = b.metadata.names[b.rows[loaded.test_rows]]
+    order = sorted(range(len(names)), key=lambda i: (i not in boxes, not finding[i], str(names[i])))
+    return order[:n]
+
+
+def _png(path: Path, rgb: np.ndarray) -> str:
+    from PIL import Image
+
+    Image.fromarray(rgb).save(path, optimize=False)
+    return path.name
+
+
+def _overlay(gray: np.ndarray, heat: np.ndarray | None, box: tuple | None) -> np.ndarray:
+    """RGB: the X-ray, the heatmap blended in (jet, alpha grows with the map), and a box outline."""
+    import matplotlib
+
+    g = np.repeat(gray[..., None].astype(np.float32) / 255.0, 3, axis=2)
+    if heat is not None:
+        cmap = matplotlib.colormaps["jet"]
+        colour = cmap(heat)[..., :3]
+        alpha = 0.55 * heat[..., None]
+        g = (1 - alpha) * g + alpha * colour
+    out = (np.clip(g, 0, 1) * 255).astype(np.uint8)
+    if box is not None:
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        x0, y0 = max(0, x0), max(0, y0)
+        x1, y1 = min(out.shape[1] - 1, x1), min(out.shape[0] - 1, y1)
+        if x1 > x0 and y1 > y0:
+            for t in range(2):
+                out[y0 + t, x0:x1] = out[y1 - t, x0:x1] = (0, 255, 0)
+                out[y0:y1, x0 + t] = out[y0:y1, x1 - t] = (0, 255, 0)
+    return out
+
+
+def build_gallery(run_dir: str | Path, out: str | Path | None = None, n: int = 24, classes: str = "top3",
+                  cache: str | None = None, plugins: tuple[str, ...] = (), progress=None) -> Path:
+    """Write OUT/index.html and its PNGs; returns the page path."""
+    import torch
+    import torch.nn.functional as F
+
+    from cxrbench.explain.gradcam import GradCAM, attention_maps
+    from cxrbench.explain.localization import Geometry
+    from cxrbench.loader import Transform, View
+
+    if classes not in ("top3", "truth"):
+        raise RecordError(f"--classes must be top3 or truth, not {classes!r}")
+    L = load_run(run_dir, cache, plugins)
+    r, rec = L.runner, L.record
+    out = Path(out) if out else Path(run_dir) / "gallery"
+    out.mkdir(parents=True, exist_ok=True)
+    p = r.protocol
+    spec = r.spec
+    geo = Geometry(p.image_size, p.resize, p.crop)
+    boxes: dict[int, list] = {}
+    for row, label, x, y, w, h in r.boxes(L.test_rows):
+        boxes.setdefault(row, []).append((label, geo.box_in_crop(x, y, w, h)))
+    pick = choose(L, n, boxes)
+    names = r.bound.metadata.names[r.bound.rows[L.test_rows]]
+    y_true = r.y_all[L.test_rows]
+    cls_names = list(r.bound.classes)
+    view = View(p.image_size, p.resize, p.crop, augment=False, channels_last=r.device.startswith("cuda"))
+    tf = Transform(view, torch.device(r.device))
+    imgs = torch.from_numpy(r.store.read(r.bound.positions[L.test_rows[pick]]))
+    feats = torch.as_tensor(r.f_all[L.test_rows[pick]], dtype=torch.float32)
+    scale = DISPLAY / p.crop
+    cards = []
+    with GradCAM(L.model, spec.cam_layer, spec.nonimage) as cam:
+        for k, i in enumerate(pick):
+            if classes == "top3":
+                show = list(np.argsort(-L.probs[i])[:3])
+            else:
+                show = list(np.flatnonzero(y_true[i])) or [int(np.argmax(L.probs[i]))]
+            x = tf(imgs[k : k + 1].to(r.device), None)
+            f = feats[k : k + 1].to(r.device) if spec.nonimage else None
+            res = cam(x, torch.tensor([show]), f)
+            maps = res.normalised((DISPLAY, DISPLAY))[0].cpu().numpy()
+            view_img = _model_view(imgs[k], p, DISPLAY)
+            stem = f"{k:03d}"
+            panels = [{"title": "X-ray (model view)", "png": _png(out / f"{stem}-xray.png", _overlay(view_img, None, None)),
+                       "note": ""}]
+            for j, c in enumerate(show):
+                box = next((bx for lab, bx in boxes.get(i, []) if lab == cls_names[c]), None)
+                dbox = tuple(v * scale for v in box) if box is not None else None
+                deg = bool(res.degenerate[0, j])
+                png = _png(out / f"{stem}-cam{j}.png", _overlay(view_img, None if deg else maps[j], dbox))
+                note = (f"degenerate Grad-CAM map (peak {float(res.peak_ratio[0, j]):.1e} x mean activation): "
+                        "not shown" if deg else "Grad-CAM on " + spec.cam_layer)
+                panels.append({"title": f"{cls_names[c]} p={L.probs[i, c]:.3f}", "png": png, "note": note,
+                               "degenerate": deg, "box": box is not None})
+            if spec.attention:
+                for s, a in enumerate(attention_maps(L.model, x, f, spec.nonimage)):
+                    a = a[0:1, None].float()
+                    a = F.interpolate(a / a.amax().clamp_min(1e-30), size=(DISPLAY, DISPLAY), mode="bilinear",
+                                      align_corners=False)[0, 0].clamp(0, 1).cpu().numpy()
+                    panels.append({"title": f"attention a{s + 1}", "note": "attention map",
+                                   "png": _png(out / f"{stem}-att{s + 1}.png", _overlay(view_img, a, None))})
+            truth = [cls_names[c] for c in np.flatnonzero(y_true[i])] or ["(none)"]
+            cards.append({"name": str(names[i]), "truth": truth, "panels": panels,
+                          "boxes": [lab for lab, _ in boxes.get(i, [])]})
+            if progress is not None:
+                progress.advance(1)
+    page = out / "index.html"
+    page.write_text(_html(rec, cards, classes))
+    return page
+
+
+def _model_view(img, p, size: int) -> np.ndarray:
+    """The uint8 crop the model saw (after the protocol's resize and centre crop), at `size` pixels."""
+    import torch
+    import torch.nn.functional as F
+
+    x = img.float()[None, None]
+    if p.resize != p.image_size:
+        x = F.interpolate(x, size=(p.resize, p.resize), mode="area")
+    o = (p.resize - p.crop) // 2
+    x = x[..., o : o + p.crop, o : o + p.crop]
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x[0, 0].clamp(0, 255).round().to(torch.uint8).numpy()
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+.card { border: 1px solid #ccc; border-radius: 6px; padding: 0.6em; margin: 0 0 1em 0; }
+.panels { display: flex; flex-wrap: wrap; gap: 0.6em; }
+figure { margin: 0; width: 256px; font-size: 0.8em; }
+figure img { width: 256px; height: 256px; display: block; }
+.degenerate { color: #a00; font-weight: bold; }
+.meta { color: #555; font-size: 0.85em; }
+"""
+
+
+def _html(rec: dict, cards: list[dict], classes: str) -> str:
+    e = html.escape
+    head = (f"<h1>Gallery: {e(rec['model']['name'])} under {e(rec['protocol']['id'])}@v{rec['protocol']['version']}</h1>"
+            f"<p class='meta'>run {e(rec['run_id'])} · test AUROC (weighted) "
+            f"{e(str(rec['test']['weighted_mean']['auroc']))} · classes shown: {e(classes)} · green boxes: NIH "
+            "(or planted) boxes of the class shown · a degenerate Grad-CAM map is reported, not stretched</p>")
+    body = []
+    for c in cards:
+        figs = []
+        for pnl in c["panels"]:
+            cls = " class='degenerate'" if pnl.get("degenerate") else ""
+            figs.append(f"<figure><img src='{e(pnl['png'])}' alt='{e(pnl['title'])}'>"
+                        f"<figcaption><b>{e(pnl['title'])}</b><br><span{cls}>{e(pnl['note'])}</span></figcaption></figure>")
+        body.append(f"<div class='card'><h3>{e(c['name'])}</h3><p class='meta'>ground truth: "
+                    f"{e(', '.join(c['truth']))}" + (f" · boxes: {e(', '.join(c['boxes']))}" if c["boxes"] else "")
+                    + f"</p><div class='panels'>{''.join(figs)}</div></div>")
+    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>cxrbench gallery</title>"
+            f"<style>{_STYLE}</style></head><body data-images='pending'>{head}{''.join(body)}"
+            "<script>window.addEventListener('load', function () { var ok = Array.prototype.slice.call("
+            "document.images).every(function (i) { return i.complete && i.naturalWidth > 0; }); "
+            "document.body.setAttribute('data-images', ok ? 'ok' : 'broken'); });</script></body></html>\n")
