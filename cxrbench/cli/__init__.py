@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "submit": "cxrbench.cli.leaderboard:submit",
     "leaderboard": "cxrbench.cli.leaderboard:leaderboard",
     "gallery": "cxrbench.cli.gallery:gallery",
+    "quickstart": "cxrbench.cli.quickstart:quickstart",
 }
 
 _DEBUG = False
