@@ -137,6 +137,14 @@ class Runner:
 
     # ----------------------------------------------------------------- setup
 
+    def attach(self, dist) -> None:
+        """Make this runner one rank of a DDP job."""
+        from cxrbench.distributed import check_batch
+
+        check_batch(self.protocol.batch_size, dist.world)
+        self.dist = dist
+        self.device = dist.device
+
     def config(self) -> dict:
         return {"model": self.opts.model, "protocol": self.protocol.key, "protocol_hash": self.protocol.content_hash,
                 "lr": self.lr, "pretrained": bool(self.pretrained), "weights": self.opts.weights,
@@ -145,6 +153,9 @@ class Runner:
     def prepare_dir(self) -> None:
         from cxrbench.cache.store import atomic_write_json
 
+        if not self.is_main:  # rank 0 checks and creates the folder; the others wait for it
+            self.dist.barrier()
+            return
         cfg_path = self.dir / "run.json"
         if self.dir.exists() and any(self.dir.iterdir()):
             if not self.opts.resume:
@@ -158,10 +169,11 @@ class Runner:
                                   "resumed with these - give another --run-id")
             if (self.dir / "record.json").exists():
                 raise ConfigError(f"{self.dir} is already finished (record.json exists)")
-        if self.is_main:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            # where the cache was (not part of what must match on resume: a cache may move)
-            atomic_write_json(cfg_path, {**self.config(), "cache_path": str(Path(self.opts.cache).resolve())})
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # where the cache was (not part of what must match on resume: a cache may move)
+        atomic_write_json(cfg_path, {**self.config(), "cache_path": str(Path(self.opts.cache).resolve())})
+        if self.dist is not None:
+            self.dist.barrier()
 
     @property
     def is_main(self) -> bool:
@@ -186,8 +198,12 @@ class Runner:
         b = self.bound
         nbytes = len(b.positions) * self.store.size ** 2
         mode = self.opts.loader
+        world = 1 if self.dist is None else self.dist.world
         if mode == "auto":
-            mode = "resident" if fits_on(torch.device(self.device), nbytes) else "stream"
+            mode = "resident" if fits_on(torch.device(self.device), nbytes // world) else "stream"
+        if mode == "stream" and self.dist is not None:
+            raise ConfigError("streaming from the cache is not available under DDP: each rank keeps its shard "
+                              "resident; use more processes (smaller shards) or devices with more memory")
         self.loader_mode = mode
         self.load_images_meta_only()
         y, f = self.y_all, self.f_all
@@ -196,6 +212,8 @@ class Runner:
         if self.display:
             self.display.info(f"loading {len(b.positions):,} images ({nbytes / 2**30:.2f} GiB) from the cache into "
                               f"{'GPU memory' if self.device.startswith('cuda') else 'RAM'}")
+        if self.dist is not None:
+            return "sharded"  # each loader reads this rank's shard of its own split (see make_loader)
         imgs = torch.from_numpy(self.store.read(b.positions)).to(self.device)
         return imgs, torch.as_tensor(y, dtype=torch.float32).to(self.device), \
             torch.as_tensor(f, dtype=torch.float32).to(self.device)
@@ -207,20 +225,31 @@ class Runner:
         self.f_all = b.metadata.features()[b.rows]
 
     def make_loader(self, resident, local_rows: np.ndarray, train: bool):
+        import torch
+
         from cxrbench.loader import ResidentLoader, StreamingLoader, View
 
         p = self.protocol
         gpu = self.device.startswith("cuda")
         view = View(p.image_size, p.resize, p.crop, augment=train and p.augment == "crop_flip", channels_last=gpu)
-        shard = (0, 1) if self.dist is None else (self.dist.rank, self.dist.world)
+        world = 1 if self.dist is None else self.dist.world
         # the protocol's batch for training; scoring batches change nothing but speed (eval-mode BatchNorm)
-        bs = p.batch_size // shard[1] if train or not gpu else 256
-        if resident is not None:
+        bs = p.batch_size // world if train or not gpu else 256
+        if resident is None:
+            return StreamingLoader(self.store, self.bound.positions[local_rows], self.y_all[local_rows],
+                                   self.f_all[local_rows], view, bs, self.device, shuffle=train, seed=p.seed)
+        if self.dist is None:
             imgs, y, f = resident
-            return ResidentLoader(imgs, y, f, view, bs, self.device, shuffle=train, seed=p.seed, drop_last=False,
-                                  shard=shard, rows=local_rows)
-        return StreamingLoader(self.store, self.bound.positions[local_rows], self.y_all[local_rows],
-                               self.f_all[local_rows], view, bs, self.device, shuffle=train, seed=p.seed, shard=shard)
+            return ResidentLoader(imgs, y, f, view, bs, self.device, shuffle=train, seed=p.seed, rows=local_rows)
+        # DDP: this rank keeps every world-th image of the split resident (shards differ by at most one image;
+        # training takes the same number from each, so every rank runs the same number of steps)
+        local_rows = np.asarray(local_rows)
+        mine = np.arange(self.dist.rank, len(local_rows), world)
+        rows = local_rows[mine]
+        imgs = torch.from_numpy(self.store.read(self.bound.positions[rows])).to(self.device)
+        return ResidentLoader(imgs, self.y_all[rows], self.f_all[rows], view, bs, self.device, shuffle=train,
+                              seed=p.seed + 7919 * self.dist.rank, index_map=mine,
+                              limit=len(local_rows) // world if train else None)
 
     def build_model(self, fold_seed: int):
         import torch
@@ -277,7 +306,8 @@ class Runner:
         with ctx as bar:
             state = fit(model, train_loader, cfg, self.dir / f"{name}.pt", resume=self.opts.resume,
                         evaluate=evaluate if val_loader is not None else None, on_epoch=on_epoch, progress=bar,
-                        is_main=self.is_main, barrier=None if self.dist is None else self.dist.barrier)
+                        is_main=self.is_main, barrier=None if self.dist is None else self.dist.barrier,
+                        reduce=None if self.dist is None else self.dist.reduce_sum)
         result: dict[str, Any] = {"history": [asdict(h) for h in state.history], "train_images": state.train_images,
                                   "train_seconds": state.train_seconds}
         if val_loader is not None:

@@ -90,21 +90,24 @@ class ResidentLoader:
 
     def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
                  features: np.ndarray | torch.Tensor, view: View, batch_size: int, device: torch.device | str,
-                 shuffle: bool, seed: int, drop_last: bool = False, shard: tuple[int, int] = (0, 1),
-                 rows: np.ndarray | None = None) -> None:
+                 shuffle: bool, seed: int, drop_last: bool = False, rows: np.ndarray | None = None,
+                 index_map: np.ndarray | None = None, limit: int | None = None) -> None:
         """`images`, `labels`, `features` may be shared by several loaders (already on the device); `rows`
-        picks this split's rows from them (default: all)."""
+        picks this split's rows from them (default: all). `index_map` translates loader positions into the
+        indices a batch reports (a rank's shard -> split positions); `limit` caps the samples per epoch (equal
+        batch counts on every rank)."""
         self.device = torch.device(device)
         self.images = torch.as_tensor(images).to(self.device)
         self.labels = torch.as_tensor(labels, dtype=torch.float32).to(self.device)
         self.features = torch.as_tensor(features, dtype=torch.float32).to(self.device)
         self.rows = None if rows is None else torch.as_tensor(np.asarray(rows, np.int64))
+        self.index_map = None if index_map is None else torch.as_tensor(np.asarray(index_map, np.int64))
+        self.limit = limit
         self.view = view
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
-        self.rank, self.world = shard
         self.transform = Transform(view, self.device)
         self.epoch = 0
 
@@ -120,12 +123,9 @@ class ResidentLoader:
         self.epoch = epoch
 
     def order(self, epoch: int) -> torch.Tensor:
-        """This rank's sample order for an epoch (a seeded permutation, strided across ranks)."""
+        """The sample order of an epoch: a seeded permutation (or 0..n-1), cut to `limit`."""
         idx = torch.randperm(self.n, generator=_generator(self.seed, epoch)) if self.shuffle else torch.arange(self.n)
-        if self.world > 1:
-            usable = (len(idx) // self.world) * self.world if self.shuffle else len(idx)
-            idx = idx[:usable][self.rank :: self.world]
-        return idx
+        return idx if self.limit is None else idx[: self.limit]
 
     def __iter__(self) -> Iterator[Batch]:
         gen = _generator(self.seed, 10_000 + self.epoch)
@@ -137,7 +137,8 @@ class ResidentLoader:
             src = idx_cpu if self.rows is None else self.rows[idx_cpu]
             idx = src.to(self.device, non_blocking=True)
             x = self.transform(self.images.index_select(0, idx), gen if self.view.augment else None)
-            yield Batch(x, self.labels.index_select(0, idx), self.features.index_select(0, idx), idx_cpu)
+            reported = idx_cpu if self.index_map is None else self.index_map[idx_cpu]
+            yield Batch(x, self.labels.index_select(0, idx), self.features.index_select(0, idx), reported)
 
 
 class StreamingLoader:
@@ -148,7 +149,7 @@ class StreamingLoader:
 
     def __init__(self, store, positions: np.ndarray, labels: np.ndarray, features: np.ndarray, view: View,
                  batch_size: int, device: torch.device | str, shuffle: bool, seed: int, drop_last: bool = False,
-                 buffer_chunks: int = 8, shard: tuple[int, int] = (0, 1)) -> None:
+                 buffer_chunks: int = 8) -> None:
         self.store = store
         self.positions = np.asarray(positions, np.int64)
         self.labels = torch.as_tensor(labels, dtype=torch.float32)
@@ -160,7 +161,6 @@ class StreamingLoader:
         self.seed = seed
         self.drop_last = drop_last
         self.buffer_chunks = buffer_chunks
-        self.rank, self.world = shard
         self.transform = Transform(view, self.device)
         self.epoch = 0
         c = store.chunk_images
@@ -172,7 +172,7 @@ class StreamingLoader:
         return len(self.positions)
 
     def __len__(self) -> int:
-        n = self.n // self.world
+        n = self.n
         return n // self.batch_size if self.drop_last else (n + self.batch_size - 1) // self.batch_size
 
     def set_epoch(self, epoch: int) -> None:
@@ -180,9 +180,8 @@ class StreamingLoader:
 
     def _plan(self) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        groups = [self._groups[i] for i in (rng.permutation(len(self._groups)) if self.shuffle
-                                            else range(len(self._groups)))]
-        return groups[self.rank :: self.world] if self.world > 1 else groups
+        return [self._groups[i] for i in (rng.permutation(len(self._groups)) if self.shuffle
+                                          else range(len(self._groups)))]
 
     def __iter__(self) -> Iterator[Batch]:
         plan = self._plan()

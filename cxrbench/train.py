@@ -237,6 +237,7 @@ def fit(
     progress=None,
     is_main: bool = True,
     barrier: Callable[[], None] | None = None,
+    reduce: Callable[..., list[float]] | None = None,
 ) -> FoldState:
     """Train for cfg.epochs (continuing from `ckpt` with `resume`); returns the per-epoch history."""
     device = torch.device(cfg.device)
@@ -292,7 +293,11 @@ def fit(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
-        log = EpochLog(epoch, float(loss_sum.item() / max(seen, 1)), seconds, seen / max(seconds, 1e-9))
+        total_loss = float(loss_sum.item())
+        if reduce is not None:  # every rank's share of the epoch
+            total_loss, seen_f = reduce(total_loss, float(seen))
+            seen = int(seen_f)
+        log = EpochLog(epoch, total_loss / max(seen, 1), seconds, seen / max(seconds, 1e-9))
         state.train_images += seen
         state.train_seconds += seconds
         if evaluate is not None:

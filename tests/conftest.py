@@ -72,3 +72,27 @@ def synth_cache(synth_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth_cache") / "cache"
     build_cache(synth_dir, out, workers=1)
     return out
+
+
+@pytest.fixture(scope="session")
+def synth300_cache(tmp_path_factory) -> Path:
+    """A 300-image phantom set in a cache: big enough for a model to learn the planted findings."""
+    from cxrbench.cache.build import build_cache
+    from cxrbench.data.synth import generate
+
+    data = tmp_path_factory.mktemp("synth300")
+    generate(data, 300, seed=11, compress_level=1)
+    build_cache(data, data / "cache")
+    return data / "cache"
+
+
+@pytest.fixture(scope="session")
+def synth1000_cache(tmp_path_factory) -> Path:
+    """A 1000-image phantom set in a cache: enough for stable comparisons between runs."""
+    from cxrbench.cache.build import build_cache
+    from cxrbench.data.synth import generate
+
+    data = tmp_path_factory.mktemp("synth1000")
+    generate(data, 1000, seed=1, compress_level=1)
+    build_cache(data, data / "cache")
+    return data / "cache"

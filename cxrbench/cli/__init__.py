@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "leaderboard": "cxrbench.cli.leaderboard:leaderboard",
     "gallery": "cxrbench.cli.gallery:gallery",
     "quickstart": "cxrbench.cli.quickstart:quickstart",
+    "sweep": "cxrbench.cli.sweep:sweep",
 }
 
 _DEBUG = False
