@@ -39,7 +39,7 @@ class Display:
     def info(self, message: str) -> None:
         """A status line on stderr (suppressed by quiet)."""
         if not self.quiet:
-            self.err.print(message, highlight=False)
+            self.err.print(_escape(message), highlight=False)
 
     def warn(self, message: str) -> None:
         """A warning on stderr, always shown."""
@@ -117,7 +117,7 @@ class ProgressHandle:
 
     def log(self, message: str) -> None:
         """A line printed above the bar."""
-        self._prog.console.print(message, highlight=False)
+        self._prog.console.print(_escape(message), highlight=False)
 
 
 def _escape(s: str) -> str:

@@ -218,3 +218,32 @@ def compare(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, patients: np.ndarray,
         return Comparison(metric, float("nan"), (float("nan"), float("nan")), float("nan"), resamples)
     p = min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean()))
     return Comparison(metric, float(point), _ci(d), float(p), resamples)
+
+
+def bootstrap_means(y: np.ndarray, preds: list[np.ndarray], patients: np.ndarray, metric: str = "weighted",
+                    resamples: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Point estimates (S,) and per-resample means (R, S) of several prediction sets on the same resamples
+    of one test set, for contrasts of more than two runs (e.g. a difference of differences)."""
+    y = np.asarray(y)
+    weights = y.sum(0).astype(np.float64)
+    undefined = ~np.isfinite(per_class_auroc(y, preds[0]))
+    idx = 0 if metric == "weighted" else 1
+    boots, points = [], []
+    for p in preds:
+        b = bootstrap_aurocs(y, p, patients, resamples, seed)
+        b[:, undefined] = np.nan
+        boots.append(_means(b, weights)[idx])
+        a = per_class_auroc(y, p)
+        points.append(weighted_mean(a, y) if metric == "weighted" else plain_mean(a))
+    return np.array(points), np.stack(boots, 1)
+
+
+def contrast(points: np.ndarray, boots: np.ndarray, coef: np.ndarray, resamples: int, metric: str) -> Comparison:
+    """A linear contrast (e.g. [1, -1] or [1, -1, -1, 1]) of bootstrapped means, with its CI and p-value."""
+    d = boots @ coef
+    d = d[np.isfinite(d)]
+    point = float(points @ coef)
+    if len(d) == 0:
+        return Comparison(metric, point, (float("nan"), float("nan")), float("nan"), resamples)
+    p = min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean()))
+    return Comparison(metric, point, _ci(d), float(p), resamples)

@@ -114,6 +114,19 @@ PROTOCOLS: dict[str, Protocol] = {
             description="A small protocol for CI and the quickstart: images area-resized to 64 pixels, 20 epochs, "
             "no pretrained weights, one patient-wise validation split; meant for `cxrbench synth` data on a CPU.",
         ),
+        *(
+            Protocol(
+                id=pid, version=1, num_classes=nc, subset="paper", subset_seed=0, lists="official", val="stratified",
+                n_folds=1, val_fraction=0.1, split_seed=0, final_run=True, image_size=256, resize=64, crop=64,
+                augment="none", optimizer="sgd", lrs=lrs, momentum=0.9, weight_decay=0.0, epochs=10, batch_size=16,
+                pretrained=False, seed=0, bootstrap=200,
+                description=f"Miniature of {ref} for `cxrbench reproduce paper --mini` on phantom data: 64-pixel "
+                "images, one stratified train/val split + the final run, 10 epochs, no pretrained weights.",
+            )
+            for pid, nc, lrs, ref in (("mini-paper-15c", 15, (0.1,), "paper-15c"),
+                                      ("mini-paper-14c", 14, (0.1,), "paper-14c"),
+                                      ("mini-lr-grid", 15, (0.01, 0.1), "paper-lr-grid"))
+        ),
     )
 }
 

@@ -11,6 +11,9 @@ PINNED = {
     ("paper-lr-grid", 1): "58c000947f10fc82",
     ("nih-official-14c", 1): "3fbc8a3a201ca610",
     ("smoke", 1): "4f076b9648cd08c1",
+    ("mini-paper-15c", 1): "cf96fdf9c01d0a75",
+    ("mini-paper-14c", 1): "dd5499e3a6666136",
+    ("mini-lr-grid", 1): "d82481498451a5b9",
 }
 
 

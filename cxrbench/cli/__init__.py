@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "gallery": "cxrbench.cli.gallery:gallery",
     "quickstart": "cxrbench.cli.quickstart:quickstart",
     "sweep": "cxrbench.cli.sweep:sweep",
+    "reproduce": "cxrbench.cli.reproduce:reproduce",
 }
 
 _DEBUG = False

@@ -73,3 +73,51 @@ def tiny(num_classes: int = 15, pretrained: bool | str = False) -> nn.Module:
 def tiny_attn(num_classes: int = 15, pretrained: bool | str = False) -> nn.Module:
     """tiny with attention maps and the non-image features, for tests and the quickstart."""
     return TinyAttention(num_classes, pretrained)
+
+
+class TinyResidual(nn.Module):
+    """A tiny residual CNN (the ResNet role in the miniature study)."""
+
+    def __init__(self, num_classes: int = 15, pretrained: bool | str = False) -> None:
+        super().__init__()
+        if pretrained:
+            from cxrbench.errors import WeightsUnavailable
+
+            raise WeightsUnavailable("tiny models have no pretrained weights; run with --no-pretrained")
+        self.stem = _block(3, 16)
+        self.res = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                                 nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16))
+        self.down = _block(16, 24)
+        xavier_(self)
+        self.classifier = xavier_(nn.Linear(24, num_classes))
+        self.cxrbench_weights = {"pretrained": False}
+
+    def forward(self, x: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.stem(x)
+        h = F.relu(h + self.res(h))
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.down(h), 1), 1))
+
+
+class TinyNonImage(TinyCNN):
+    """tiny with the paper's non-image branch joined before the classifier."""
+
+    def __init__(self, num_classes: int = 15, pretrained: bool | str = False) -> None:
+        super().__init__(num_classes, pretrained)
+        self.nonimage = NonImageBranch()
+        self.classifier = xavier_(nn.Linear(32 + 3, num_classes))
+
+    def forward(self, x: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        g = torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1)
+        return self.classifier(torch.cat([g, self.nonimage(require_features(features, "tiny_nonimage"))], 1))
+
+
+@register_model(cam_layer="down", input_size=64)
+def tiny_res(num_classes: int = 15, pretrained: bool | str = False) -> nn.Module:
+    """A tiny residual CNN: the ResNet role in the miniature of the paper's study."""
+    return TinyResidual(num_classes, pretrained)
+
+
+@register_model(cam_layer="features.b3", input_size=64, nonimage=True)
+def tiny_nonimage(num_classes: int = 15, pretrained: bool | str = False) -> nn.Module:
+    """tiny + age, sex and view: the non-image role in the miniature of the paper's study."""
+    return TinyNonImage(num_classes, pretrained)

@@ -33,7 +33,8 @@ def per_class_bars(path: Path, classes: list[str], series: list[tuple[str, dict[
                label=name + (" (reported)" if reported else ""), hatch="//" if reported else None,
                edgecolor="black" if reported else None, linewidth=0.4)
     ax.set_xticks(x, [c.replace("_", " ") for c in classes], rotation=45, ha="right", fontsize=8)
-    ax.set_ylim(0.4, 1.0)
+    shown = [v for _, vals, _ in series for v in vals.values() if v is not None]
+    ax.set_ylim(min([0.4] + [v - 0.05 for v in shown]), 1.0)  # no bar is cut off
     ax.axhline(0.5, color="gray", lw=0.6, ls=":")
     ax.set_ylabel("test AUROC")
     ax.set_title(title, fontsize=10)

@@ -1,0 +1,56 @@
+"""`cxrbench reproduce paper`: the reference paper's experiments as one command and one report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def reproduce() -> None:
+    """Re-test published claims on your own hardware.
+
+    \b
+    Example:
+      cxrbench reproduce paper --cache cache/ --out reproduce/
+    """
+
+
+@reproduce.command()
+@click.option("--cache", required=True, type=click.Path(file_okay=False, path_type=str), help="The cache.")
+@click.option("--out", default="reproduce", show_default=True, type=click.Path(file_okay=False, path_type=str),
+              help="Folder for the runs and the report.")
+@click.option("--models", default=None, help="Comma-separated subset of the study's models (claims that need "
+              "others say `not run`).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--print", "print_only", is_flag=True, help="Print the runs as `cxrbench run` commands and stop.")
+@click.option("--mini", is_flag=True, help="The miniature study: tiny models, 64-pixel protocols (phantom data).")
+@click.option("--no-pretrained", is_flag=True, help="Train without ImageNet weights (recorded in every run).")
+@click.option("--resamples", type=click.IntRange(min=100), default=1000, show_default=True)
+def paper(cache: str, out: str, models: str | None, device: str, print_only: bool, mini: bool, no_pretrained: bool,
+          resamples: int) -> None:
+    """Run every run the paper's five comparisons need (resuming any that stopped), then write
+    OUT/report.md, OUT/report.html and figures with a verdict per claim.
+
+    \b
+    Example:
+      cxrbench reproduce paper --cache cache/ --out reproduce/
+      cxrbench reproduce paper --cache cache/ --print > jobs.txt   # one command per run, for a cluster
+      cxrbench reproduce paper --cache phantom-cache/ --mini      # the whole study in miniature, on a CPU
+    """
+    from cxrbench.console import get_display
+    from cxrbench.reproduce import MINI, PAPER, commands, run_all, write_report
+
+    study = MINI if mini else PAPER
+    chosen = None if models is None else {m.strip() for m in models.split(",") if m.strip()}
+    outp = Path(out)
+    if print_only:
+        for line in commands(study, cache, outp, device, chosen, ["--no-pretrained"] if no_pretrained else []):
+            click.echo(line)
+        return
+    d = get_display()
+    outp.mkdir(parents=True, exist_ok=True)
+    runs = run_all(study, cache, outp, device, chosen, False if no_pretrained else None, d)
+    md, page = write_report(study, cache, outp, runs, resamples)
+    d.info(f"wrote {md} and {page}")
