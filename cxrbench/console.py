@@ -115,10 +115,6 @@ class ProgressHandle:
         """Set `description`, `total`, `completed` or `status` (a free text field)."""
         self._prog.update(self._task, **kw)
 
-    def log(self, message: str) -> None:
-        """A line printed above the bar."""
-        self._prog.console.print(_escape(message), highlight=False)
-
 
 def _escape(s: str) -> str:
     from rich.markup import escape

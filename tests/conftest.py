@@ -74,25 +74,23 @@ def synth_cache(synth_dir, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def synth300_cache(tmp_path_factory) -> Path:
-    """A 300-image phantom set in a cache: big enough for a model to learn the planted findings."""
+def _synth_cache(tmp_path_factory, n: int, seed: int) -> Path:
     from cxrbench.cache.build import build_cache
     from cxrbench.data.synth import generate
 
-    data = tmp_path_factory.mktemp("synth300")
-    generate(data, 300, seed=11, compress_level=1)
+    data = tmp_path_factory.mktemp(f"synth{n}")
+    generate(data, n, seed=seed, compress_level=1)
     build_cache(data, data / "cache")
     return data / "cache"
+
+
+@pytest.fixture(scope="session")
+def synth300_cache(tmp_path_factory) -> Path:
+    """A 300-image phantom set in a cache: big enough for a model to learn the planted findings."""
+    return _synth_cache(tmp_path_factory, 300, 11)
 
 
 @pytest.fixture(scope="session")
 def synth1000_cache(tmp_path_factory) -> Path:
     """A 1000-image phantom set in a cache: enough for stable comparisons between runs."""
-    from cxrbench.cache.build import build_cache
-    from cxrbench.data.synth import generate
-
-    data = tmp_path_factory.mktemp("synth1000")
-    generate(data, 1000, seed=1, compress_level=1)
-    build_cache(data, data / "cache")
-    return data / "cache"
+    return _synth_cache(tmp_path_factory, 1000, 1)

@@ -40,6 +40,7 @@ from cxrbench.cache.store import (
     write_chunks,
 )
 from cxrbench.errors import CacheError
+from cxrbench.hashing import content_sha256
 
 RULES = "gray-rules-v1: 16-bit >> 8; RGB(A) -> Pillow L luma, alpha ignored; area resize, exact 4x4 box for 4x"
 FLUSH_SECONDS = 2.0
@@ -59,13 +60,6 @@ class BuildReport:
     @property
     def images_per_s(self) -> float:
         return self.decoded / self.seconds if self.seconds > 0 else 0.0
-
-
-def content_sha256(path: Path) -> str:
-    """sha256 of a file's content (gzip transparently undone, so .csv and .csv.gz hash alike)."""
-    from cxrbench.data.metadata import read_text_maybe_gz
-
-    return hashlib.sha256(read_text_maybe_gz(path)).hexdigest()
 
 
 def _library_versions(decoder: str) -> dict[str, str]:

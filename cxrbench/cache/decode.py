@@ -19,7 +19,6 @@ Rules (documented in README, one per case):
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,6 +103,16 @@ def _pillow_full(data: bytes) -> np.ndarray:
         raise DecodeError(f"Pillow could not decode it: {type(e).__name__}: {e}") from None
 
 
+def _library(name: str, decode, data: bytes) -> np.ndarray:
+    """A library decoder's array under the rules; its own errors become DecodeError."""
+    try:
+        return to_gray(decode(data))
+    except DecodeError:
+        raise
+    except Exception as e:
+        raise DecodeError(f"{name} could not decode it: {e}") from None
+
+
 def _decode_full(backend: str, data: bytes) -> np.ndarray:
     """The whole image as 8-bit gray under the rules (the container is checked first, for every backend)."""
     info = parse(data)
@@ -114,24 +123,13 @@ def _decode_full(backend: str, data: bytes) -> np.ndarray:
     if backend == "imagecodecs":
         import imagecodecs
 
-        try:
-            return to_gray(imagecodecs.png_decode(data))
-        except DecodeError:
-            raise
-        except Exception as e:
-            raise DecodeError(f"imagecodecs could not decode it: {e}") from None
+        return _library("imagecodecs", imagecodecs.png_decode, data)
     if backend == "pyspng":
         import pyspng
 
         if info.color_type == 4:  # pyspng cannot read gray+alpha: Pillow decodes those
             return _pillow_full(data)
-
-        try:
-            return to_gray(pyspng.load(data))
-        except DecodeError:
-            raise
-        except Exception as e:
-            raise DecodeError(f"pyspng could not decode it: {e}") from None
+        return _library("pyspng", pyspng.load, data)
     if backend == "opencv":
         import cv2
 
@@ -182,5 +180,3 @@ def warm_up() -> None:
     kernels.box4(np.zeros((8, 8), np.uint8), np.empty((2, 2), np.uint8))
     kernels.area_resize(np.zeros((5, 7), np.uint8), np.empty((2, 2), np.uint8))
 
-
-DecoderFn = Callable[[bytes, int], Decoded]

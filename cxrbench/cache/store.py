@@ -63,15 +63,13 @@ def unpack_bits(text: str, n: int) -> np.ndarray:
 _DELTA_NOTE = ".*Numcodecs codecs are not in the Zarr version 3.*"
 
 
-def zopen(path: Path | str, mode: str = "r", group: bool = False):
-    """zarr.open_array / open_group without zarr's note that numcodecs' delta is outside the v3 core spec
-    (zarr-python reads it everywhere; the README says what other readers need)."""
+def zopen(path: Path | str, mode: str = "r"):
+    """zarr.open_array without zarr's note that numcodecs' delta is outside the v3 core spec (zarr-python
+    reads it everywhere; the README says what other readers need)."""
     import zarr
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_DELTA_NOTE)
-        if group:
-            return zarr.open_group(str(path), mode=mode)
         return zarr.open_array(str(path), mode=mode)
 
 
@@ -258,9 +256,9 @@ def verify_cache(path: str | Path, progress=None) -> list[str]:
         if not f.exists():
             problems.append(f"{f}: missing")
             continue
-        from cxrbench.data.metadata import read_text_maybe_gz
+        from cxrbench.hashing import content_sha256
 
-        if hashlib.sha256(read_text_maybe_gz(f)).hexdigest() != info["sha256"]:
+        if content_sha256(f) != info["sha256"]:
             problems.append(f"{f}: content differs from the sha256 recorded at build time")
     return problems
 

@@ -6,13 +6,13 @@ error says where to put the file and how to run without them (`--no-pretrained`)
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 from cxrbench.errors import ModelError, WeightsUnavailable
+from cxrbench.hashing import file_sha256
 
 _ARCH_WEIGHTS = {
     "densenet121": ("DenseNet121_Weights", "IMAGENET1K_V1"),
@@ -37,14 +37,6 @@ def cache_path(arch: str) -> tuple[Path, str]:
 
     url = _weights_enum(arch).url
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url), url
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _download(url: str, dst: Path) -> None:
@@ -98,7 +90,7 @@ def imagenet_state_dict(arch: str, weights: bool | str | Path) -> tuple[dict[str
         raise ModelError(f"weights file {path} holds no state dict")
     if arch == "densenet121":
         sd = {(_DENSENET_OLD_KEY.sub(r"\1\2", k)): v for k, v in sd.items()}
-    return sd, {"pretrained": True, "origin": origin, "path": str(path), "sha256": _sha256(path)}
+    return sd, {"pretrained": True, "origin": origin, "path": str(path), "sha256": file_sha256(path)}
 
 
 def load_backbone(module, arch: str, weights: bool | str | Path, prefix: str, skip: tuple[str, ...]) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from cxrbench.errors import ConfigError, RecordError
-from cxrbench.results.record import file_sha256, read_predictions, read_record, validate
+from cxrbench.hashing import file_sha256
+from cxrbench.results.record import read_predictions, read_record, validate
 
 DEFAULT_BOARD = Path("leaderboard")
 TOLERANCE = 1e-5

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from cxrbench.errors import RecordError
+from cxrbench.hashing import file_sha256
 
 SCHEMA_VERSION = 1
 RECORD = "record.json"
@@ -127,14 +128,6 @@ def read_record(path: str | Path, check_predictions: bool = True) -> dict:
         if file_sha256(pred) != rec["predictions"]["sha256"]:
             raise RecordError(f"{p}: predictions file {pred} does not match the sha256 in the record")
     return rec
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_predictions(path: Path, names: list[str], patients: np.ndarray, y: np.ndarray, p: np.ndarray,
