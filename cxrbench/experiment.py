@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cxrbench.errors import CacheError, ConfigError, TrainingError
+from cxrbench.errors import CacheError, ConfigError
 
 
 @dataclass
@@ -273,12 +272,13 @@ class Runner:
     # ----------------------------------------------------------------- work
 
     def _fold(self, name: str, train_rows: np.ndarray, val_rows: np.ndarray | None, resident, seed: int):
-        """Train one model; returns (history, base model, wall seconds). Results are cached in <name>.json."""
+        """Train one model; returns (its result: history, images, seconds, validation scores; the model as trained,
+        wrapped for DDP/compile when it was)."""
         from cxrbench.metrics import per_class_auroc, plain_mean, weighted_mean
         from cxrbench.train import fit, predict
 
         cfg = self.train_config()
-        base, model = self.build_model(seed)
+        _, model = self.build_model(seed)
         train_loader = self.make_loader(resident, train_rows, train=True)
         val_loader = self.make_loader(resident, val_rows, train=False) if val_rows is not None else None
         yv = self.y_all[val_rows] if val_rows is not None else None
@@ -365,13 +365,11 @@ class Runner:
         localization = self.localization(model, test_rows)
         train_images = sum(t["train_images"] for t in trainings)
         train_seconds = sum(t["train_seconds"] for t in trainings)
-        record = self._record(folds, trainings, scores, sha, time.perf_counter() - t0, train_images, train_seconds)
+        record = self._record(model, folds, trainings, scores, sha, time.perf_counter() - t0, train_images,
+                              train_seconds)
         if localization is not None:
             record["localization"] = localization
-        path = write_record(self.dir, record)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        return path
+        return write_record(self.dir, record)
 
     def boxes(self, local_rows: np.ndarray) -> list[tuple[int, str, float, float, float, float]]:
         """(index into local_rows, finding, x, y, w, h) for every box on these images (cache BBox table)."""
@@ -391,6 +389,7 @@ class Runner:
 
         from cxrbench.explain.localization import localize
         from cxrbench.loader import View
+        from cxrbench.train import unwrap
 
         boxes = self.boxes(local_rows)
         if not boxes:
@@ -401,16 +400,15 @@ class Runner:
         feats = torch.as_tensor(self.f_all[local_rows[rows]], dtype=torch.float32)
         p = self.protocol
         view = View(p.image_size, p.resize, p.crop, augment=False, channels_last=self.device.startswith("cuda"))
-        base = getattr(model, "module", model)
-        res = localize(getattr(base, "_orig_mod", base), self.spec, imgs, feats,
+        res = localize(unwrap(model), self.spec, imgs, feats,
                        [(remap[r], *rest) for r, *rest in boxes], view, self.bound.classes, self.device)
         res["images"] = len(rows)
         return res
 
-    def _record(self, folds, trainings, scores, pred_sha, wall, train_images, train_seconds) -> dict:
+    def _record(self, model, folds, trainings, scores, pred_sha, wall, train_images, train_seconds) -> dict:
         from datetime import datetime, timezone
 
-        from cxrbench.models import count_parameters, create_model
+        from cxrbench.models import count_parameters
         from cxrbench.results.provenance import environment, package_git
         from cxrbench.results.record import PREDICTIONS, SCHEMA_VERSION
 
@@ -428,7 +426,9 @@ class Runner:
                    compile=self.opts.compile, cuda_graphs=self.train_config().cuda_graphs)
         val_w = [f["weighted_auroc"] for f in folds if f.get("weighted_auroc") is not None]
         val_p = [f["plain_auroc"] for f in folds if f.get("plain_auroc") is not None]
-        params = count_parameters(create_model(self.opts.model, num_classes=p.num_classes, pretrained=False))
+        from cxrbench.train import unwrap
+
+        params = count_parameters(unwrap(model))
         return {
             "schema_version": SCHEMA_VERSION,
             "run_id": self.run_id,
@@ -465,3 +465,18 @@ def _mean(xs: list[float]) -> float | None:
 def run(opts: RunOptions, display=None) -> Path | None:
     """Build and execute a run; returns the record path."""
     return Runner(opts, display).execute()
+
+
+def run_or_reuse(opts: RunOptions, display=None) -> Path | None:
+    """The run's record: reused when the run finished before, else made (a stopped run is resumed)."""
+    from dataclasses import replace
+
+    from cxrbench.protocols import get_protocol
+
+    p = get_protocol(opts.protocol)
+    run_dir = Path(opts.out) / (opts.run_id or default_run_id(opts.model, p, p.lr(opts.lr)))
+    if (run_dir / "record.json").exists():
+        if display is not None:
+            display.info(f"      {run_dir} is finished already")
+        return run_dir / "record.json"
+    return Runner(replace(opts, resume=run_dir.exists()), display).execute()

@@ -16,7 +16,7 @@ def quickstart(out: str | Path = "cxrbench-quickstart", device: str = "auto", n:
     from cxrbench.console import get_display
     from cxrbench.data.synth import generate
     from cxrbench.errors import RecordError
-    from cxrbench.experiment import RunOptions, default_run_id, run
+    from cxrbench.experiment import RunOptions, default_run_id, run_or_reuse
     from cxrbench.explain.gallery import build_gallery
     from cxrbench.protocols import get_protocol
     from cxrbench.results import render
@@ -36,13 +36,8 @@ def quickstart(out: str | Path = "cxrbench-quickstart", device: str = "auto", n:
     run_dirs = []
     for i, model in enumerate(QUICK_MODELS):
         d.info(f"[{3 + i}/6] train and score {model} under the `smoke` protocol")
-        run_dir = runs / default_run_id(model, p, p.lrs[0])
-        if (run_dir / "record.json").exists():
-            d.info(f"      {run_dir} is finished already")
-        else:
-            run(RunOptions(model=model, protocol="smoke", cache=str(cache), out=str(runs), device=device,
-                           resume=run_dir.exists()), d)
-        run_dirs.append(run_dir)
+        run_or_reuse(RunOptions(model=model, protocol="smoke", cache=str(cache), out=str(runs), device=device), d)
+        run_dirs.append(runs / default_run_id(model, p, p.lrs[0]))
     d.info(f"[5/6] submit both runs to the local leaderboard {board} and rank them")
     for rd in run_dirs:
         try:

@@ -86,33 +86,25 @@ def run_dir(out: Path, s: RunSpec) -> Path:
 
 
 def commands(study: Study, cache: str, out: Path, device: str, models: set[str] | None, extra: list[str]) -> list[str]:
-    import shlex
+    from cxrbench.sweep import run_command
 
-    lines = []
-    for s in needed(study, models):
-        args = ["cxrbench", "run", "--model", s.model, "--protocol", s.protocol, "--lr", f"{s.lr:g}", "--cache", cache,
-                "--out", str(out / "runs"), "--device", device, "--resume", *extra]
-        lines.append(" ".join(shlex.quote(a) for a in args))
-    return lines
+    return [run_command(s.model, s.protocol, s.lr, cache, str(out / "runs"), device, extra=extra)
+            for s in needed(study, models)]
 
 
 def run_all(study: Study, cache: str, out: Path, device: str, models: set[str] | None, pretrained: bool | None,
             display=None) -> dict[RunSpec, Path]:
     """Run (or resume) every needed run; finished runs are reused."""
-    from cxrbench.experiment import RunOptions, Runner
+    from cxrbench.experiment import RunOptions, run_or_reuse
 
     done = {}
     specs = needed(study, models)
     for i, s in enumerate(specs):
-        d = run_dir(out, s)
         if display is not None:
             display.info(f"[run {i + 1}/{len(specs)}] {s.model} under {s.protocol}, lr {s.lr:g}")
-        if not (d / "record.json").exists():
-            Runner(RunOptions(model=s.model, protocol=s.protocol, cache=cache, out=str(out / "runs"), device=device,
-                              lr=s.lr, resume=d.exists(), pretrained=pretrained), display).execute()
-        elif display is not None:
-            display.info(f"      finished already: {d}")
-        done[s] = d
+        run_or_reuse(RunOptions(model=s.model, protocol=s.protocol, cache=cache, out=str(out / "runs"), device=device,
+                                lr=s.lr, pretrained=pretrained), display)
+        done[s] = run_dir(out, s)
     return done
 
 

@@ -16,33 +16,30 @@ def plan(protocol: str, models: list[str]) -> list[tuple[str, float]]:
     return [(m, lr) for m in models for lr in p.lrs]
 
 
+def run_command(model: str, protocol: str, lr: float, cache: str, out: str, device: str,
+                plugins: tuple[str, ...] = (), extra: list[str] | tuple[str, ...] = ()) -> str:
+    """One `cxrbench run` command line, quoted for a shell; it resumes the run if its folder exists."""
+    args = ["cxrbench", "run", "--model", model, "--protocol", protocol, "--lr", f"{lr:g}", "--cache", cache,
+            "--out", out, "--device", device, "--resume"]
+    for pl in plugins:
+        args += ["--plugin", pl]
+    return " ".join(shlex.quote(a) for a in [*args, *extra])
+
+
 def commands(opts, models: list[str], extra: list[str]) -> list[str]:
-    """One `cxrbench run` command line per run (each resumes if its folder exists)."""
-    out = []
-    for model, lr in plan(opts.protocol, models):
-        args = ["cxrbench", "run", "--model", model, "--protocol", opts.protocol, "--lr", f"{lr:g}",
-                "--cache", opts.cache, "--out", opts.out, "--device", opts.device, "--resume"]
-        for pl in opts.plugins:
-            args += ["--plugin", pl]
-        out.append(" ".join(shlex.quote(a) for a in args + extra))
-    return out
+    """One `cxrbench run` command line per run of the grid."""
+    return [run_command(model, opts.protocol, lr, opts.cache, opts.out, opts.device, opts.plugins, extra)
+            for model, lr in plan(opts.protocol, models)]
 
 
-def sweep(opts, models: list[str], display=None) -> list[Path]:
+def sweep(opts, models: list[str], display=None) -> list[Path | None]:
     """Run the grid in this process; finished runs are skipped and unfinished ones resumed."""
-    from cxrbench.experiment import Runner, default_run_id
-    from cxrbench.protocols import get_protocol
+    from cxrbench.experiment import run_or_reuse
 
-    p = get_protocol(opts.protocol)
+    runs = plan(opts.protocol, models)
     records = []
-    for i, (model, lr) in enumerate(plan(opts.protocol, models)):
-        run_dir = Path(opts.out) / default_run_id(model, p, lr)
+    for i, (model, lr) in enumerate(runs):
         if display is not None:
-            display.info(f"[{i + 1}/{len(models) * len(p.lrs)}] {model} lr {lr:g}")
-        if (run_dir / "record.json").exists():
-            if display is not None:
-                display.info(f"      finished already: {run_dir}")
-            records.append(run_dir / "record.json")
-            continue
-        records.append(Runner(replace(opts, model=model, lr=lr, resume=run_dir.exists()), display).execute())
+            display.info(f"[{i + 1}/{len(runs)}] {model} lr {lr:g}")
+        records.append(run_or_reuse(replace(opts, model=model, lr=lr), display))
     return records

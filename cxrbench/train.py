@@ -115,7 +115,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return ck
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model itself, inside any DistributedDataParallel or torch.compile wrapper."""
     m = getattr(model, "module", model)  # DistributedDataParallel
     return getattr(m, "_orig_mod", m)  # torch.compile
 
@@ -241,7 +242,7 @@ def fit(
 ) -> FoldState:
     """Train for cfg.epochs (continuing from `ckpt` with `resume`); returns the per-epoch history."""
     device = torch.device(cfg.device)
-    base = _unwrap(model)
+    base = unwrap(model)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     state = FoldState()
     start = 0

@@ -30,8 +30,6 @@ class Loaded:
 
 def load_run(run_dir: str | Path, cache: str | None = None, plugins: tuple[str, ...] = ()) -> Loaded:
     """Rebuild a finished run's trained model and its test split from the run folder."""
-    import torch
-
     from cxrbench.experiment import RunOptions, Runner
     from cxrbench.results.record import read_predictions, read_record
 
