@@ -104,11 +104,11 @@ def split_hashes(b: Bound) -> dict:
 
 
 def default_run_id(model: str, protocol, lr: float) -> str:
-    """model__protocol-vN__lrX__seedS, with anything but letters, digits and ._+- in the model name made `_`."""
+    """model__protocol@vN__lrX__seedS, with anything but letters, digits and ._+- in the model name made `_`."""
     import re
 
     safe = re.sub(r"[^A-Za-z0-9._+-]", "_", model)
-    return f"{safe}__{protocol.id}-v{protocol.version}__lr{lr:g}__seed{protocol.seed}"
+    return f"{safe}__{protocol.key}__lr{lr:g}__seed{protocol.seed}"
 
 
 class Runner:

@@ -1,7 +1,9 @@
 """Frozen, versioned benchmark protocols: what a run trains on, how, and how it is scored.
 
 A published protocol never changes: its content hash is pinned by a test, and any change needs a new
-version (or a new id). Runs, records and leaderboards carry the id, version and hash.
+version (or a new id); old versions stay available. Everything that names a protocol spells it one way,
+`id@vN` (`paper-15c@v1`): runs, run folders, records, leaderboards, reports. Runs, records and leaderboards
+also carry its content hash.
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ class Protocol:
 
     @property
     def key(self) -> str:
-        """`id@version`, how records and leaderboards name a protocol."""
-        return f"{self.id}@{self.version}"
+        """`id@vN`: the one spelling of a protocol everywhere (run folders, records, boards, reports)."""
+        return protocol_key(self.id, self.version)
 
     def lr(self, lr: float | None) -> float:
         """The learning rate a run uses: the only one, or `lr` chosen from the grid."""
@@ -82,8 +84,14 @@ _PAPER = dict(
     momentum=0.9, weight_decay=0.0, epochs=8, batch_size=32, pretrained=True, seed=0, bootstrap=1000,
 )
 
+def protocol_key(pid: str, version: int) -> str:
+    """`id@vN` for a protocol id and version."""
+    return f"{pid}@v{version}"
+
+
+# every published protocol by key (`id@vN`), old versions included
 PROTOCOLS: dict[str, Protocol] = {
-    p.id: p
+    p.key: p
     for p in (
         Protocol(
             id="paper-15c", version=1, num_classes=15, lrs=(0.01,), **_PAPER,
@@ -131,18 +139,33 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
+def latest() -> dict[str, Protocol]:
+    """The newest version of every protocol id, by id."""
+    out: dict[str, Protocol] = {}
+    for p in PROTOCOLS.values():
+        if p.id not in out or p.version > out[p.id].version:
+            out[p.id] = p
+    return out
+
+
 def get_protocol(name: str) -> Protocol:
-    """A built-in protocol by id (or `id@version`); unknown names suggest the closest."""
-    pid, _, ver = name.partition("@")
-    p = PROTOCOLS.get(pid)
-    if p is None:
+    """A built-in protocol by id (its newest version) or by `id@vN`; unknown names suggest the closest."""
+    pid, at, ver = name.partition("@")
+    newest = latest()
+    if pid not in newest:
         import difflib
 
-        close = difflib.get_close_matches(pid, PROTOCOLS, n=1)
+        close = difflib.get_close_matches(pid, newest, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown protocol {name!r}{hint} (known: {', '.join(PROTOCOLS)})")
-    if ver and ver != str(p.version):
-        raise ConfigError(f"protocol {pid} has version {p.version}, not {ver}")
+        raise ConfigError(f"unknown protocol {name!r}{hint} (known: {', '.join(newest)})")
+    if not at:
+        return newest[pid]
+    if not (ver.startswith("v") and ver[1:].isdigit()):
+        raise ConfigError(f"protocol {name!r}: write a version as {protocol_key(pid, newest[pid].version)}")
+    p = PROTOCOLS.get(protocol_key(pid, int(ver[1:])))
+    if p is None:
+        have = ", ".join(k for k, q in PROTOCOLS.items() if q.id == pid)
+        raise ConfigError(f"protocol {pid} has no version {ver[1:]} (published: {have})")
     return p
 
 

@@ -1,16 +1,44 @@
-"""Shared fixtures: the real NIH material in ../shared/data/nih and a small phantom set."""
+"""Shared fixtures: the real NIH material kept in tests/data/nih (see its README), the optional full set of
+real originals named by CXRBENCH_REAL_DATA, and small phantom sets."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-NIH = (REPO / ".." / "shared" / "data" / "nih").resolve()
+NIH = REPO / "tests" / "data" / "nih"
 REAL_CSV = NIH / "Data_Entry_2017_v2020.csv.gz"
 REAL_BBOX = NIH / "BBox_List_2017.csv.gz"
-REAL_PNGS = sorted((NIH / "images").glob("*.png"))
+OFFICIAL_LISTS = NIH / "lists"
+# original PNGs as NIH distributes them: three 8-bit grayscale images and one RGBA image
+REAL_ORIGINALS = sorted((NIH / "real" / "images").glob("*.png"))
+REAL_PNGS = [p for p in REAL_ORIGINALS if p.name != "00000100_000.png"]  # the grayscale ones
+REAL_RGBA = NIH / "real" / "images" / "00000100_000.png"
+# a folder laid out like tests/data/nih/real (MANIFEST.tsv, images/*.png) with more originals, e.g. all 200
+REAL_DATA_ENV = "CXRBENCH_REAL_DATA"
+
+
+def real_data_dir() -> Path | None:
+    """The folder named by CXRBENCH_REAL_DATA, or None when the variable is unset."""
+    value = os.environ.get(REAL_DATA_ENV)
+    if not value:
+        return None
+    path = Path(value)
+    if not (path / "MANIFEST.tsv").is_file() or not (path / "images").is_dir():
+        raise pytest.UsageError(f"{REAL_DATA_ENV}={value}: expected a folder with MANIFEST.tsv and images/*.png")
+    return path
+
+
+def real_data_or_skip() -> Path:
+    """The CXRBENCH_REAL_DATA folder, or skip the test with the reason."""
+    path = real_data_dir()
+    if path is None:
+        pytest.skip(f"set {REAL_DATA_ENV} to a folder of real ChestX-ray14 originals (MANIFEST.tsv, images/) "
+                    "to run this test")
+    return path
 
 
 def pytest_collection_modifyitems(config, items):
@@ -30,8 +58,6 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def real_metadata():
-    if not REAL_CSV.exists():  # pragma: no cover - the shared folder is part of the checkout's setting
-        pytest.fail(f"real metadata missing: {REAL_CSV}")
     from cxrbench.data.metadata import read_metadata
 
     return read_metadata(REAL_CSV)

@@ -8,7 +8,7 @@ from cxrbench.cache import kernels
 from cxrbench.cache.decode import available_decoders, decode_full, decode_resized, resize, to_gray
 from cxrbench.cache.png import DecodeError
 
-from .conftest import REAL_PNGS
+from .conftest import REAL_ORIGINALS, REAL_PNGS, real_data_or_skip
 from .pngutil import png_bytes
 
 BACKENDS = available_decoders()
@@ -18,16 +18,39 @@ def test_all_backends_present_here():
     assert BACKENDS == ["cxr", "imagecodecs", "pyspng", "opencv", "pillow"]
 
 
-@pytest.mark.parametrize("path", REAL_PNGS, ids=lambda p: p.name)
-def test_real_pngs_identical_across_backends(path):
-    data = path.read_bytes()
-    ref = np.asarray(Image.open(io.BytesIO(data)))
-    small = np.asarray(Image.open(io.BytesIO(data)).reduce(4))  # Pillow's exact 4x4 mean
+def _assert_backends_equal_pillow(data: bytes, name: str) -> None:
+    """Every backend gives Pillow's pixels under the documented rules, full size and box-reduced to 256."""
+    im = Image.open(io.BytesIO(data))
+    ref = _pillow_rule(data)
+    small = np.asarray(Image.fromarray(ref).reduce(4))  # Pillow's exact 4x4 mean
     for b in BACKENDS:
-        assert np.array_equal(decode_full(b, data), ref), b
+        assert np.array_equal(decode_full(b, data), ref), (name, b)
         d = decode_resized(b, data, 256)
-        assert np.array_equal(d.pixels, small), b
-        assert d.original_shape == (1024, 1024) and d.mode == "gray 8-bit"
+        assert np.array_equal(d.pixels, small), (name, b)
+        assert d.original_shape == (1024, 1024), (name, b)
+        assert d.mode == ("RGBA 8-bit" if im.mode == "RGBA" else "gray 8-bit"), (name, b)
+
+
+@pytest.mark.parametrize("path", REAL_ORIGINALS, ids=lambda p: p.name)
+def test_real_originals_identical_across_backends(path):
+    """Original NIH files (tIME chunk, 8 KB IDAT chunks), the RGBA one included."""
+    _assert_backends_equal_pillow(path.read_bytes(), path.name)
+
+
+def test_all_real_originals_identical_across_backends():
+    """Every original in CXRBENCH_REAL_DATA (CI points it at the 200 originals; skipped without it)."""
+    import hashlib
+
+    folder = real_data_or_skip()
+    rows = [ln.split("\t") for ln in (folder / "MANIFEST.tsv").read_text().splitlines()[1:] if ln.strip()]
+    assert rows, f"{folder}/MANIFEST.tsv lists no image"
+    modes = set()
+    for name, sha, _, mode, *_ in rows:
+        data = (folder / "images" / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == sha, f"{name} differs from its manifest"
+        _assert_backends_equal_pillow(data, name)
+        modes.add(mode)
+    assert len(rows) >= 4 and {"L", "RGBA"} <= modes
 
 
 def _pillow_rule(data: bytes) -> np.ndarray:
@@ -110,14 +133,15 @@ def test_area_resize_other_sizes():
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bad_files_rejected_alike(backend):
     good = REAL_PNGS[0].read_bytes()
+    idat = good.index(b"IDAT")  # after IHDR and the originals' tIME chunk
     jpeg = b"\xff\xd8\xff\xe0" + b"\x00" * 100
     cases = {
         "empty": (b"", "empty file"),
         "truncated": (good[: len(good) // 2], "truncated PNG"),
         "jpeg": (jpeg, "JPEG data, not PNG"),
         "no IEND": (good[:-12], "truncated PNG"),
-        "bad crc": (good[:100] + bytes([good[100] ^ 1]) + good[101:], "bad CRC in the IDAT chunk"),
-        "unknown critical chunk": (good[:40] + b"U" + good[41:], "unknown critical chunk 'IDAU'"),
+        "bad crc": (good[:idat + 100] + bytes([good[idat + 100] ^ 1]) + good[idat + 101:], "bad CRC in the IDAT chunk"),
+        "unknown critical chunk": (good[:idat + 3] + b"U" + good[idat + 4:], "unknown critical chunk 'IDAU'"),
     }
     for name, (data, reason) in cases.items():
         with pytest.raises(DecodeError, match=reason):

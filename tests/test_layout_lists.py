@@ -10,11 +10,11 @@ from cxrbench.errors import InputError
 from .conftest import NIH, REAL_BBOX, REAL_CSV, REAL_PNGS
 
 
-def test_discover_shared_folder():
+def test_discover_the_real_tables():
     lay = discover(NIH)
     assert lay.metadata_csv == REAL_CSV and lay.bbox_csv == REAL_BBOX
-    assert not lay.has_official_lists
-    assert set(lay.image_paths()) == {p.name for p in REAL_PNGS}
+    assert not lay.has_official_lists  # they lie in lists/, not beside the CSV as in the release
+    assert lay.image_paths() == {}  # real/images is not one of the release's image folders
     parts = lay.named_split("chexnet-community")
     assert set(parts) == {"train", "val", "test"}
     with pytest.raises(InputError, match="missing: test, train, val"):
@@ -33,7 +33,8 @@ def test_official_release_layout(tmp_path):
     lay = discover(tmp_path)
     assert lay.has_official_lists
     paths = lay.image_paths()
-    assert paths["00000013_003.png"] == tmp_path / "images_003" / "images" / "00000013_003.png"
+    last = REAL_PNGS[-1].name
+    assert len(paths) == len(REAL_PNGS) and paths[last] == tmp_path / f"images_{len(REAL_PNGS):03d}" / "images" / last
     flat = tmp_path / "flat"
     (flat / "images").mkdir(parents=True)
     shutil.copy(REAL_PNGS[0], flat / "images" / REAL_PNGS[0].name)

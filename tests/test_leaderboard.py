@@ -79,7 +79,7 @@ def test_tampered_and_mixed_records_are_refused(runs, board, tmp_path):
     def mixed(rec):
         rec["protocol"]["settings"]["epochs"] = 3
 
-    with pytest.raises(RecordError, match="protocol settings do not match smoke@1"):
+    with pytest.raises(RecordError, match="protocol settings do not match smoke@v1"):
         submit(_reseal(runs["tiny_attn"], tmp_path, mixed), board, allow_dirty=True)
 
     def dirty(rec):
@@ -100,7 +100,7 @@ def test_tampered_and_mixed_records_are_refused(runs, board, tmp_path):
 def test_ranking_and_paired_comparisons(board):
     (g,) = rank(load(board), resamples=200)
     w = [e.weighted for e in g.entries]
-    assert w == sorted(w, reverse=True) and g.protocol == "smoke@1"
+    assert w == sorted(w, reverse=True) and g.protocol == "smoke@v1"
     assert set(g.comparisons) == {e.id for e in g.entries[1:]}
     for c in g.comparisons.values():
         assert c["diff"] <= 1e-9 and c["ci95"][0] <= c["diff"] <= c["ci95"][1]

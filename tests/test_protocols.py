@@ -39,6 +39,8 @@ def test_lr_choice_and_versions():
     assert grid.lr(0.001) == 0.001
     with pytest.raises(ConfigError, match="not in protocol"):
         get_protocol("paper-15c").lr(0.5)
-    assert get_protocol("paper-15c@1").key == "paper-15c@1"
-    with pytest.raises(ConfigError, match="has version 1, not 2"):
-        get_protocol("paper-15c@2")
+    assert get_protocol("paper-15c@v1").key == "paper-15c@v1"
+    with pytest.raises(ConfigError, match="has no version 99"):
+        get_protocol("paper-15c@v99")
+    with pytest.raises(ConfigError, match="write a version as paper-15c@v"):
+        get_protocol("paper-15c@1")  # one spelling: id@vN

@@ -26,6 +26,7 @@ def tiny_run(synth_cache, tmp_path_factory):
 
 def test_record_is_complete_and_valid(tiny_run, synth_cache):
     rec = read_record(tiny_run)
+    assert tiny_run.name == "tiny__smoke@v1__lr0.1__seed0"  # one spelling of a protocol: id@vN
     assert rec["protocol"]["id"] == "smoke" and len(rec["protocol"]["hash"]) == 16
     assert rec["model"] == {"name": "tiny", "source": {"kind": "built-in"}, "parameters": 6583,
                             "pretrained": False, "weights": {"pretrained": False}}

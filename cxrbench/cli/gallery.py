@@ -22,7 +22,7 @@ def gallery(run: str, n: int, classes: str, out: str | None, cache: str | None, 
 
     \b
     Example:
-      cxrbench gallery runs/densenet121__paper-15c-v1__lr0.01__seed0 --n 24 --classes top3
+      cxrbench gallery runs/densenet121__paper-15c@v1__lr0.01__seed0 --n 24 --classes top3
     """
     from cxrbench.console import get_display
     from cxrbench.explain.gallery import build_gallery

@@ -19,7 +19,7 @@ def submit(run: str, board: str, allow_dirty: bool) -> None:
 
     \b
     Example:
-      cxrbench submit runs/densenet121__paper-15c-v1__lr0.01__seed0
+      cxrbench submit runs/densenet121__paper-15c@v1__lr0.01__seed0
       cxrbench submit runs/mine --leaderboard my-board/ --allow-dirty
     """
     from cxrbench.console import get_display
@@ -31,7 +31,7 @@ def submit(run: str, board: str, allow_dirty: bool) -> None:
 
 @click.command()
 @_BOARD
-@click.option("--protocol", default=None, help="Only this protocol (id or id@version).")
+@click.option("--protocol", default=None, help="Only this protocol (id, or id@vN for one version).")
 @click.option("--format", "fmt", type=click.Choice(["table", "md", "html", "csv", "json"]), default="table",
               show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=str), default=None,

@@ -8,7 +8,7 @@ import click
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (id -> settings, with version and hash).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (id@vN -> settings, with their hash).")
 def protocols(as_json: bool) -> None:
     """List the built-in protocols with every setting and their content hash.
 
@@ -20,13 +20,13 @@ def protocols(as_json: bool) -> None:
     from cxrbench.protocols import PROTOCOLS, protocol_fields
 
     if as_json:
-        click.echo(json.dumps({p.id: {**p.to_dict(), "hash": p.content_hash} for p in PROTOCOLS.values()}, indent=2))
+        click.echo(json.dumps({p.key: {**p.to_dict(), "hash": p.content_hash} for p in PROTOCOLS.values()}, indent=2))
         return
     names = [f for f in protocol_fields() if f not in ("id", "description")]
     ps = list(PROTOCOLS.values())
     rows = [[f, *(_fmt(getattr(p, f)) for p in ps)] for f in names]
     rows.append(["hash", *(p.content_hash for p in ps)])
-    get_display().table(["setting", *(p.id for p in ps)], rows, title="Protocols")
+    get_display().table(["setting", *(p.key for p in ps)], rows, title="Protocols")
     for p in ps:
         get_display().text(f"{p.key}: {p.description}")
 

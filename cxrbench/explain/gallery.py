@@ -43,7 +43,9 @@ def load_run(run_dir: str | Path, cache: str | None = None, plugins: tuple[str, 
     cache_path = cache or cfg.get("cache_path")
     if not cache_path:
         raise RecordError(f"{run_dir}: no cache path recorded; pass --cache")
-    opts = RunOptions(model=rec["model"]["name"], protocol=f"{rec['protocol']['id']}@{rec['protocol']['version']}",
+    from cxrbench.protocols import protocol_key
+
+    opts = RunOptions(model=rec["model"]["name"], protocol=protocol_key(rec["protocol"]["id"], rec["protocol"]["version"]),
                       cache=cache_path, device="auto", out=str(run_dir.parent), lr=rec["lr"], plugins=plugins,
                       run_id=run_dir.name)
     runner = Runner(opts)
@@ -205,7 +207,10 @@ figure img { width: 256px; height: 256px; display: block; }
 
 def _html(rec: dict, cards: list[dict], classes: str) -> str:
     e = html.escape
-    head = (f"<h1>Gallery: {e(rec['model']['name'])} under {e(rec['protocol']['id'])}@v{rec['protocol']['version']}</h1>"
+    from cxrbench.protocols import protocol_key
+
+    key = protocol_key(rec["protocol"]["id"], rec["protocol"]["version"])
+    head = (f"<h1>Gallery: {e(rec['model']['name'])} under {e(key)}</h1>"
             f"<p class='meta'>run {e(rec['run_id'])} · test AUROC (weighted) "
             f"{e(str(rec['test']['weighted_mean']['auroc']))} · classes shown: {e(classes)} · green boxes: NIH "
             "(or planted) boxes of the class shown · a degenerate Grad-CAM map is reported, not stretched</p>")

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxrbench.models.densenet import densenet121_features, global_feature
-from cxrbench.models.layers import NonImageBranch, require_features, xavier_
+from cxrbench.models.layers import NonImageBranch, require_features, softmax_dtype, xavier_
 from cxrbench.models.registry import register_model
 
 LOCAL_LAYERS = ("transition1", "transition2", "transition3")
@@ -61,7 +61,7 @@ class DenseNetAttention(nn.Module):
         pooled, maps = [], []
         for s, l in enumerate(local):
             c, feat = self._compatibility(s, l, g)
-            a = torch.softmax(c.flatten(1).float(), dim=1).to(feat.dtype)  # over locations
+            a = torch.softmax(c.flatten(1), dim=1, dtype=softmax_dtype(c)).to(feat.dtype)  # over locations
             pooled.append(torch.bmm(feat.flatten(2), a.unsqueeze(-1)).squeeze(-1))  # g_a = sum_i a_i l_i
             maps.append(a.view(l.shape[0], *l.shape[2:]))
         z = torch.cat(pooled, dim=1)

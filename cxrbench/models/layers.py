@@ -32,3 +32,8 @@ def require_features(features: torch.Tensor | None, name: str) -> torch.Tensor:
     if features is None:
         raise ValueError(f"{name} takes the non-image features: call model(x, features)")
     return features
+
+
+def softmax_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype an attention softmax runs in: at least float32 (bf16/fp16 inputs are upcast), float64 kept."""
+    return torch.promote_types(x.dtype, torch.float32)

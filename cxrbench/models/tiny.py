@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxrbench.models.layers import NonImageBranch, require_features, xavier_
+from cxrbench.models.layers import NonImageBranch, require_features, softmax_dtype, xavier_
 from cxrbench.models.registry import register_model
 
 
@@ -55,7 +55,7 @@ class TinyAttention(TinyCNN):
         for s, l in enumerate((l2, l3)):
             lp = self.project[s](l)
             c = self.u[s](F.relu(lp + g[:, :, None, None]))
-            a = torch.softmax(c.flatten(1).float(), dim=1).to(lp.dtype)
+            a = torch.softmax(c.flatten(1), dim=1, dtype=softmax_dtype(c)).to(lp.dtype)
             pooled.append(torch.bmm(lp.flatten(2), a.unsqueeze(-1)).squeeze(-1))
             maps.append(a.view(l.shape[0], *l.shape[2:]))
         z = torch.cat(pooled + [self.nonimage(require_features(features, "tiny_attn"))], dim=1)

@@ -1,4 +1,4 @@
-"""The leaderboard: validated records filed append-only under `<board>/records/<protocol>@v<version>/`, ranked
+"""The leaderboard: validated records filed append-only under `<board>/records/<id>@v<version>/`, ranked
 within one protocol version and one data fingerprint only, with paired comparisons against the best entry.
 
 `submit` re-derives every test metric from the record's predictions file, so an edited number is refused
@@ -35,7 +35,9 @@ class Entry:
 
     @property
     def protocol_key(self) -> str:
-        return f"{self.record['protocol']['id']}@{self.record['protocol']['version']}"
+        from cxrbench.protocols import protocol_key
+
+        return protocol_key(self.record["protocol"]["id"], self.record["protocol"]["version"])
 
     @property
     def data_key(self) -> str:
@@ -59,9 +61,9 @@ class Group:
 
 
 def _check_protocol(rec: dict, source: Path) -> None:
-    from cxrbench.protocols import get_protocol
+    from cxrbench.protocols import get_protocol, protocol_key
 
-    key = f"{rec['protocol']['id']}@{rec['protocol']['version']}"
+    key = protocol_key(rec["protocol"]["id"], rec["protocol"]["version"])
     try:
         p = get_protocol(key)
     except ConfigError as e:
@@ -105,7 +107,9 @@ def submit(run: str | Path, board: str | Path = DEFAULT_BOARD, allow_dirty: bool
         state = "a modified (dirty) git tree" if dirty else "code outside a git checkout"
         raise RecordError(f"{src}: the run used {state}; commit and run again, or submit with --allow-dirty (the "
                           "board then marks the entry)")
-    pkey = f"{rec['protocol']['id']}@v{rec['protocol']['version']}"
+    from cxrbench.protocols import protocol_key
+
+    pkey = protocol_key(rec["protocol"]["id"], rec["protocol"]["version"])
     entry_id = f"{rec['run_id']}-{rec['record_sha256'][:8]}"
     folder = Path(board) / "records" / pkey
     target = folder / f"{entry_id}.json"
