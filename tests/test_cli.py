@@ -61,4 +61,4 @@ def test_protocols_lists_all():
     import json
 
     data = json.loads(r.output)
-    assert {"paper-15c", "paper-14c", "paper-lr-grid", "nih-official-14c", "smoke"} <= set(data)
+    assert {"paper-15c@v1", "paper-14c@v1", "paper-lr-grid@v1", "nih-official-14c@v1", "smoke@v1"} <= set(data)
