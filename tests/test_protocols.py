@@ -73,3 +73,27 @@ def test_unknown_later_field_values_are_refused(field, value):
 
     with pytest.raises(ConfigError, match=f"unknown {field} '{value}'"):
         replace(get_protocol("paper-15c@v2"), **{field: value})
+
+
+def test_loss_reading_is_what_training_computes():
+    """loss="bce-mean": the trainer's loss is the BCE averaged over images and classes (PyTorch's BCELoss), i.e.
+    the paper's Eq. (8) sum over classes divided by C; one SGD step moves the weights by lr times its gradient."""
+    import torch
+
+    from cxrbench.loader import Batch
+    from cxrbench.models import create_model
+    from cxrbench.train import GraphStep, TrainConfig, forward
+
+    assert {p.loss for p in PROTOCOLS.values()} == {"bce-mean"}
+    torch.manual_seed(0)
+    model = create_model("tiny", num_classes=15)
+    x = torch.randn(6, 3, 32, 32)
+    y = (torch.rand(6, 15) < 0.3).float()
+    batch = Batch(x, y, torch.zeros(6, 5), torch.arange(6))
+    cfg = TrainConfig(lr=0.01, momentum=0.0, weight_decay=0.0, epochs=1, seed=0, device="cpu", nonimage=False)
+    with torch.no_grad():
+        prob = torch.sigmoid(forward(model, batch, cfg))
+    eq8 = -(y * prob.log() + (1 - y) * (1 - prob).log()).sum(dim=1).mean()  # Eq. (8) per image, Eq. (1) mean
+    step = GraphStep(model, torch.optim.SGD(model.parameters(), lr=cfg.lr), cfg)
+    loss = step.eager(batch)
+    assert float(loss) == pytest.approx(float(eq8) / 15, rel=1e-5)
