@@ -217,7 +217,8 @@ def project(one: float, scaling2: float | None, cores: int = 16) -> dict:
     return out
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (default input: 2,520 hard links to the real originals)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=2520, help="images (metadata rows), hard links to the originals")
     ap.add_argument("--sources", type=Path, default=None,
@@ -226,7 +227,11 @@ def main() -> None:
     ap.add_argument("--workers", default=None, help="comma-separated worker counts (default: 1 and all cores)")
     ap.add_argument("--work", type=Path, default=None, help="keep the dataset folder here (reused when present)")
     ap.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
     sources = sorted(args.sources.glob("*.png")) if args.sources else default_sources()
     work = args.work or Path(tempfile.mkdtemp(prefix="cxr-bench-"))
     data = work / "data"
