@@ -5,8 +5,9 @@ One phantom set (`cxrbench synth`) is built into two caches, `--resample box` an
 same model is trained under the same 64-pixel protocol (`smoke`'s settings, with the cache's resampling) on
 each, and the two runs' test predictions are compared with the paired patient-level bootstrap of the weighted
 mean AUROC (cxrbench.metrics.compare): same images, same seeds, only the 1024 -> 256 resampling differs.
-What it can show: whether the resampling moves AUROC by more than run-to-run noise for this pipeline on these
-images. What it cannot: phantom findings are drawn shapes, and at 64 pixels both filters blur the 256-pixel
+What it can show: whether the resampling moves AUROC on these images. The paired bootstrap covers the sampling of
+test images only: different inputs send SGD down different paths, so with one training seed per arm a
+difference can still be training noise; several seeds (`--seeds 0,1,2`) separate the two. What it cannot: phantom findings are drawn shapes, and at 64 pixels both filters blur the 256-pixel
 difference further, so it says nothing about real findings at the paper's 224 pixels. The two protocols exist
 only inside this script (they are not published). Writes benchmarks/results/resample_auroc-<machine>.json.
 
