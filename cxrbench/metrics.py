@@ -186,6 +186,7 @@ class Comparison:
     ci95: tuple[float, float]
     p_value: float
     resamples: int
+    seed: int = 0
 
     @property
     def significant(self) -> bool:
@@ -194,7 +195,7 @@ class Comparison:
     def to_dict(self) -> dict:
         return {"metric": self.metric, "diff": round(self.diff, 6), "ci95": [round(self.ci95[0], 6),
                 round(self.ci95[1], 6)], "p_value": round(self.p_value, 6), "significant": self.significant,
-                "resamples": self.resamples}
+                "resamples": self.resamples, "seed": self.seed}
 
 
 def compare(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, patients: np.ndarray, metric: str = "weighted",
@@ -215,9 +216,9 @@ def compare(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, patients: np.ndarray,
         (plain_mean(pa_c) - plain_mean(pb_c))
     d = (da - db)[np.isfinite(da - db)]
     if len(d) == 0:
-        return Comparison(metric, float("nan"), (float("nan"), float("nan")), float("nan"), resamples)
+        return Comparison(metric, float("nan"), (float("nan"), float("nan")), float("nan"), resamples, seed)
     p = min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean()))
-    return Comparison(metric, float(point), _ci(d), float(p), resamples)
+    return Comparison(metric, float(point), _ci(d), float(p), resamples, seed)
 
 
 def bootstrap_means(y: np.ndarray, preds: list[np.ndarray], patients: np.ndarray, metric: str = "weighted",
@@ -238,12 +239,14 @@ def bootstrap_means(y: np.ndarray, preds: list[np.ndarray], patients: np.ndarray
     return np.array(points), np.stack(boots, 1)
 
 
-def contrast(points: np.ndarray, boots: np.ndarray, coef: np.ndarray, resamples: int, metric: str) -> Comparison:
-    """A linear contrast (e.g. [1, -1] or [1, -1, -1, 1]) of bootstrapped means, with its CI and p-value."""
+def contrast(points: np.ndarray, boots: np.ndarray, coef: np.ndarray, resamples: int, metric: str,
+             seed: int = 0) -> Comparison:
+    """A linear contrast (e.g. [1, -1] or [1, -1, -1, 1]) of bootstrapped means, with its CI and p-value
+    (`seed`: the seed the resamples were drawn with, recorded with the result)."""
     d = boots @ coef
     d = d[np.isfinite(d)]
     point = float(points @ coef)
     if len(d) == 0:
-        return Comparison(metric, point, (float("nan"), float("nan")), float("nan"), resamples)
+        return Comparison(metric, point, (float("nan"), float("nan")), float("nan"), resamples, seed)
     p = min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean()))
-    return Comparison(metric, point, _ci(d), float(p), resamples)
+    return Comparison(metric, point, _ci(d), float(p), resamples, seed)
