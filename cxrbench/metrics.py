@@ -164,6 +164,13 @@ def _ci(x: np.ndarray) -> tuple[float, float]:
 
 def score(y: np.ndarray, p: np.ndarray, patients: np.ndarray, resamples: int = 1000, seed: int = 0) -> Scores:
     """Per-class and mean AUROCs with patient-level bootstrap 95% CIs (percentile method, seeded)."""
+    return score_with_resamples(y, p, patients, resamples, seed)[0]
+
+
+def score_with_resamples(y: np.ndarray, p: np.ndarray, patients: np.ndarray, resamples: int = 1000,
+                         seed: int = 0) -> tuple[Scores, np.ndarray]:
+    """`score`, and its (R, C) per-class resample AUROCs (what `compare_resampled` pairs without drawing again:
+    the resamples depend only on the patients, the count and the seed, not on the order of the rows)."""
     y = np.asarray(y)
     p = np.asarray(p, np.float64)
     point = per_class_auroc(y, p)
@@ -174,7 +181,7 @@ def score(y: np.ndarray, p: np.ndarray, patients: np.ndarray, resamples: int = 1
     bw, bp = _means(boots, weights)
     ci = np.array([_ci(boots[:, c]) for c in range(y.shape[1])])
     return Scores(point, ci, weighted_mean(point, y), _ci(bw), plain_mean(point), _ci(bp), len(y),
-                  len(np.unique(patients)), resamples, seed)
+                  len(np.unique(patients)), resamples, seed), boots
 
 
 @dataclass(frozen=True)
@@ -202,10 +209,19 @@ def compare(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, patients: np.ndarray,
             resamples: int = 1000, seed: int = 0) -> Comparison:
     """Paired patient-level bootstrap: both runs are scored on the same resamples of the same test set."""
     y = np.asarray(y)
-    weights = y.sum(0).astype(np.float64)
     ba = bootstrap_aurocs(y, pa, patients, resamples, seed)
     bb = bootstrap_aurocs(y, pb, patients, resamples, seed)
+    return compare_resampled(y, pa, pb, ba, bb, metric, resamples, seed)
+
+
+def compare_resampled(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, ba: np.ndarray, bb: np.ndarray,
+                      metric: str = "weighted", resamples: int = 1000, seed: int = 0) -> Comparison:
+    """`compare` from the two runs' per-class resample AUROCs (R, C), drawn with the same patients, count and
+    seed (e.g. by `score_with_resamples`)."""
+    y = np.asarray(y)
+    weights = y.sum(0).astype(np.float64)
     undefined = ~np.isfinite(per_class_auroc(y, pa))
+    ba, bb = ba.copy(), bb.copy()
     ba[:, undefined] = np.nan
     bb[:, undefined] = np.nan
     idx = 0 if metric == "weighted" else 1

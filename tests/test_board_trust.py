@@ -653,3 +653,18 @@ def test_reordered_classes_in_predictions_are_refused(runs, tmp_path):
     (crafted / "record.json").write_text(json.dumps(seal(rec)))
     with pytest.raises(RecordError, match="predictions' classes differ from the record's"):
         submit(crafted, tmp_path / "board", allow_dirty=True)
+
+
+def test_reused_resamples_give_the_same_comparison():
+    """The board pairs the resamples drawn when each entry was checked: the same numbers as drawing again,
+    whatever the order of the rows."""
+    from cxrbench.metrics import compare, compare_resampled, score_with_resamples
+
+    rng = np.random.default_rng(1)
+    y = (rng.random((300, 4)) < 0.2).astype(np.uint8)
+    y[:, 3] = 0  # a class with no positive image
+    pa, pb, pat = rng.random((300, 4)), rng.random((300, 4)), rng.integers(0, 120, 300)
+    perm = rng.permutation(300)
+    _, ra = score_with_resamples(y[perm], pa[perm], pat[perm], 200, 5)
+    _, rb = score_with_resamples(y, pb, pat, 200, 5)
+    assert compare_resampled(y, pa, pb, ra, rb, "weighted", 200, 5) == compare(y, pa, pb, pat, "weighted", 200, 5)

@@ -36,6 +36,7 @@ class Entry:
     predictions: Path
     marks: dict[str, str | None] = field(default_factory=dict)  # figure group -> re-derived / reported / None
     test: Predictions | None = None  # the parsed test predictions
+    resampled: np.ndarray | None = None  # (R, C) test AUROCs over the protocol's patient resamples
 
     @property
     def protocol_key(self) -> str:
@@ -187,7 +188,7 @@ def _load_entry(path: Path) -> Entry:
     folds = {k: checked(_fold_file(path, k), f["predictions"]["sha256"], f"fold {k} validation predictions")
              for k, f in enumerate(rec["validation"]["folds"]) if "predictions" in f}
     checked = verify(rec, raw, folds, path)
-    return Entry(path.name[: -len(".json")], rec, path, pred, checked.marks, checked.test)
+    return Entry(path.name[: -len(".json")], rec, path, pred, checked.marks, checked.test, checked.resampled)
 
 
 def scan(board: str | Path = DEFAULT_BOARD) -> tuple[list[Entry], list[Skipped]]:
@@ -222,8 +223,9 @@ def load(board: str | Path = DEFAULT_BOARD, display=None) -> list[Entry]:
 
 def rank(entries: list[Entry], protocol: str | None = None) -> list[Group]:
     """Groups by (protocol version, data fingerprint), each sorted by weighted mean test AUROC, with the paired
-    bootstrap comparison of every entry against the group's best (the protocol's resamples and seed)."""
-    from cxrbench.metrics import compare
+    bootstrap comparison of every entry against the group's best (the protocol's resamples and seed; the
+    resamples drawn when the entries were checked are reused)."""
+    from cxrbench.metrics import bootstrap_aurocs, compare_resampled
     from cxrbench.protocols import get_protocol
     from cxrbench.results.record import read_predictions
 
@@ -237,6 +239,12 @@ def rank(entries: list[Entry], protocol: str | None = None) -> list[Group]:
         es.sort(key=lambda e: (-(e.weighted if e.weighted is not None else -1), e.id))
         g = Group(pk, dk, es)
         proto = get_protocol(pk)
+
+        def resampled(e: Entry, t: Predictions) -> np.ndarray:
+            if e.resampled is None:
+                e.resampled = bootstrap_aurocs(t.y, t.p, t.patients, proto.bootstrap, proto.seed)
+            return e.resampled
+
         best = es[0].test or Predictions(*read_predictions(es[0].predictions))
         order = {name: i for i, name in enumerate(best.names)}
         for e in es[1:]:
@@ -246,10 +254,10 @@ def rank(entries: list[Entry], protocol: str | None = None) -> list[Group]:
             idx = np.array([order[n] for n in t.names])
             y, p = np.empty_like(best.y), np.empty_like(t.p)
             y[idx], p[idx] = t.y, t.p
-            if not np.array_equal(y, best.y):
-                continue  # other labels for the same images: no paired comparison
-            c = compare(best.y, p, best.p, best.patients, metric="weighted", resamples=proto.bootstrap,
-                        seed=proto.seed)  # entry - best
+            if not np.array_equal(y, best.y) or not np.array_equal(best.patients[idx], t.patients):
+                continue  # other labels or patients for the same images: no paired comparison
+            c = compare_resampled(best.y, p, best.p, resampled(e, t), resampled(es[0], best), "weighted",
+                                  proto.bootstrap, proto.seed)  # entry - best
             g.comparisons[e.id] = c.to_dict()
         out.append(g)
     return out

@@ -64,10 +64,11 @@ def _none(x: float) -> float | None:
     return None if not np.isfinite(x) else round(float(x), 6)
 
 
-def rederive_test(rec: dict, protocol, pred: Predictions, source: str | Path) -> None:
+def rederive_test(rec: dict, protocol, pred: Predictions, source: str | Path) -> np.ndarray:
     """Per-class and mean test AUROCs, their bootstrap CIs (the protocol's resamples and seed), n_images and
-    n_patients, recomputed from the predictions; any difference is refused."""
-    from cxrbench.metrics import score
+    n_patients, recomputed from the predictions; any difference is refused. Returns the per-class resample
+    AUROCs (R, C), which the board's paired comparisons reuse."""
+    from cxrbench.metrics import score_with_resamples
 
     t = rec["test"]
     if pred.classes != rec["data"]["classes"]:
@@ -78,7 +79,7 @@ def rederive_test(rec: dict, protocol, pred: Predictions, source: str | Path) ->
                           f"{boot}")
     if len(pred.names) != t["n_images"]:
         raise RecordError(f"{source}: {len(pred.names)} predictions, but the record scores {t['n_images']}")
-    s = score(pred.y, pred.p, pred.patients, resamples=protocol.bootstrap, seed=protocol.seed)
+    s, resampled = score_with_resamples(pred.y, pred.p, pred.patients, protocol.bootstrap, protocol.seed)
     got = s.to_dict(tuple(pred.classes))
     if got["n_patients"] != t["n_patients"]:
         raise RecordError(f"{source}: the predictions hold {got['n_patients']} patients, the record says "
@@ -93,6 +94,7 @@ def rederive_test(rec: dict, protocol, pred: Predictions, source: str | Path) ->
             if not _same(want["ci95"][i], have["ci95"][i]):
                 raise RecordError(f"{source}: the recorded 95% CI {end} end of {what} ({want['ci95'][i]}) does not "
                                   f"follow from its predictions ({have['ci95'][i]}); the record was altered")
+    return resampled
 
 
 def rederive_validation(rec: dict, folds: dict[int, Predictions], source: str | Path) -> str | None:
@@ -159,6 +161,7 @@ class Verified:
     marks: dict[str, str | None]  # test, validation, parameters, timing, localization, reproducibility
     test: Predictions
     folds: dict[int, Predictions]
+    resampled: np.ndarray  # (R, C) test AUROCs over the protocol's patient resamples
 
 
 def verify(rec: dict, predictions: bytes, folds: dict[int, bytes], source: str | Path) -> Verified:
@@ -166,7 +169,7 @@ def verify(rec: dict, predictions: bytes, folds: dict[int, bytes], source: str |
     reported, or None when the record has none."""
     protocol = check_protocol(rec, source)
     test = Predictions(*parse_predictions(predictions, f"{source} (its predictions)"))
-    rederive_test(rec, protocol, test, source)
+    resampled = rederive_test(rec, protocol, test, source)
     fold_preds = {k: Predictions(*parse_predictions(raw, f"{source} (fold {k} validation predictions)"))
                   for k, raw in folds.items()}
     env = rec["environment"]
@@ -178,7 +181,7 @@ def verify(rec: dict, predictions: bytes, folds: dict[int, bytes], source: str |
         "localization": REPORTED if "localization" in rec else None,
         "reproducibility": REPORTED if ("deterministic" in env or "bitwise_reproducible" in env) else None,
     }
-    return Verified(marks, test, fold_preds)
+    return Verified(marks, test, fold_preds, resampled)
 
 
 # ------------------------------------------------------------------------------------------------ the data
