@@ -8,7 +8,6 @@ import io
 import json
 import os
 import shutil
-import textwrap
 
 import numpy as np
 import pytest
@@ -16,12 +15,13 @@ from click.testing import CliRunner
 
 from cxrbench.cli import cli
 from cxrbench.errors import InputError, RecordError
-from cxrbench.experiment import RunOptions, run
 from cxrbench.metrics import score
 from cxrbench.protocols import get_protocol
 from cxrbench.results import record as record_mod
 from cxrbench.results.leaderboard import load, rank, submit
 from cxrbench.results.record import read_predictions, read_record, seal, write_predictions
+
+from .board_runs import filed_board, finished_runs
 
 EVIL = '<script>alert("board")</script>'  # not test_leaderboard.py's name: registrations outlive a module
 SMOKE = get_protocol("smoke@v1")
@@ -30,22 +30,7 @@ SMOKE = get_protocol("smoke@v1")
 @pytest.fixture(scope="module")
 def runs(synth_cache, tmp_path_factory):
     """Finished smoke runs on the phantom cache: tiny, tiny_attn, and a plugin model with a hostile name."""
-    out = tmp_path_factory.mktemp("trust_runs")
-    plugin = out / "evil.py"
-    plugin.write_text(textwrap.dedent(f'''
-        from torch import nn
-        from cxrbench.models import register_model
-
-        @register_model(name={EVIL!r}, cam_layer="0", input_size=64)
-        def evil(num_classes=15, pretrained=False):
-            return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                 nn.Linear(4, num_classes))
-    '''))
-    dirs = {}
-    for model, plugins in (("tiny", ()), ("tiny_attn", ()), (EVIL, (str(plugin),))):
-        dirs[model] = run(RunOptions(model=model, protocol="smoke", cache=str(synth_cache), out=str(out),
-                                     device="cpu", plugins=plugins)).parent
-    return dirs
+    return finished_runs(synth_cache, tmp_path_factory.mktemp("trust_runs"), EVIL)
 
 
 def _copy(run_dir, tmp_path, name):
@@ -79,10 +64,7 @@ def _forge(run_dir, tmp_path, edit, name=None):
 
 @pytest.fixture()
 def board(runs, tmp_path):
-    b = tmp_path / "board"
-    for d in runs.values():
-        submit(d, b, allow_dirty=True)
-    return b
+    return filed_board(runs, tmp_path / "board")
 
 
 def _cli(*args):
@@ -157,11 +139,15 @@ def test_a_board_folder_that_links_out_is_not_written_through(runs, tmp_path):
     (lambda r: r["model"].__setitem__("parameters", 123), "has 6,583 parameters"),
 ])
 def test_resealed_edits_of_rederivable_figures_are_refused(runs, tmp_path, edit, message):
+    _refused_after_reseal(runs["tiny"], tmp_path, edit, message)
+
+
+def _refused_after_reseal(run_dir, tmp_path, edit, message):
     def edited(rec):
         edit(rec)
 
     with pytest.raises(RecordError, match=message):
-        submit(_reseal(runs["tiny"], tmp_path, edited), tmp_path / "board", allow_dirty=True)
+        submit(_reseal(run_dir, tmp_path, edited), tmp_path / "board", allow_dirty=True)
 
 
 def test_figures_that_cannot_be_rederived_are_marked_reported(runs, tmp_path):
@@ -637,11 +623,7 @@ def test_malformed_predictions_are_refused(lines, message):
     (lambda r: r["data"]["classes"].reverse(), "classes are not smoke@v1's 15 classes"),
 ])
 def test_wrong_types_in_nested_fields_are_refused(runs, tmp_path, edit, message):
-    def edited(rec):
-        edit(rec)
-
-    with pytest.raises(RecordError, match=message):
-        submit(_reseal(runs["tiny"], tmp_path, edited), tmp_path / "board", allow_dirty=True)
+    _refused_after_reseal(runs["tiny"], tmp_path, edit, message)
 
 
 def test_reordered_classes_in_predictions_are_refused(runs, tmp_path):

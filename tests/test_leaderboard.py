@@ -1,17 +1,16 @@
 import json
 import shutil
-import textwrap
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from cxrbench.errors import RecordError
-from cxrbench.experiment import RunOptions, run
 from cxrbench.results.leaderboard import load, rank, submit
 from cxrbench.results.record import seal
 
 from . import browser
+from .board_runs import filed_board, finished_runs
 
 EVIL = "<script>alert(1)</script>"
 
@@ -19,30 +18,12 @@ EVIL = "<script>alert(1)</script>"
 @pytest.fixture(scope="module")
 def runs(synth_cache, tmp_path_factory):
     """Three finished smoke runs on the phantom cache: tiny, tiny_attn and a plugin with a hostile name."""
-    out = tmp_path_factory.mktemp("lb_runs")
-    plugin = out / "evil.py"
-    plugin.write_text(textwrap.dedent(f'''
-        from torch import nn
-        from cxrbench.models import register_model
-
-        @register_model(name={EVIL!r}, cam_layer="0", input_size=64)
-        def evil(num_classes=15, pretrained=False):
-            return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                 nn.Linear(4, num_classes))
-    '''))
-    dirs = {}
-    for model, plugins in (("tiny", ()), ("tiny_attn", ()), (EVIL, (str(plugin),))):
-        dirs[model] = run(RunOptions(model=model, protocol="smoke", cache=str(synth_cache), out=str(out),
-                                     device="cpu", plugins=plugins)).parent
-    return dirs
+    return finished_runs(synth_cache, tmp_path_factory.mktemp("lb_runs"), EVIL)
 
 
 @pytest.fixture()
 def board(runs, tmp_path):
-    b = tmp_path / "board"
-    for d in runs.values():
-        submit(d, b, allow_dirty=True)
-    return b
+    return filed_board(runs, tmp_path / "board")
 
 
 def _reseal(run_dir, tmp_path, edit):

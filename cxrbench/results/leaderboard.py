@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,15 +99,6 @@ def _within(path: Path, root: Path, source: Path) -> Path:
     return path
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _filed(board: Path) -> list[tuple[Path, dict]]:
     """(path, record) of every filed record that still parses and validates (others are skipped here)."""
     out = []
@@ -164,8 +154,10 @@ def submit(run: str | Path, board: str | Path = DEFAULT_BOARD, allow_dirty: bool
     writes = [(_within(_predictions_file(target), root, src), files.predictions)]
     writes += [(_within(_fold_file(target, k), root, src), raw) for k, raw in sorted(files.folds.items())]
     writes.append((_within(target, root, src), files.raw))  # the record last: a filed record has its files
+    from cxrbench.cache.store import atomic_write_bytes
+
     for path, raw in writes:
-        _write(path, raw)
+        atomic_write_bytes(path, raw)
     return target
 
 
