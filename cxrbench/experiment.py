@@ -5,7 +5,6 @@ bootstrap CIs, predictions and a sealed run record written. Interrupted runs res
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -100,13 +99,9 @@ def bind(store, protocol) -> Bound:
 
 
 def split_hashes(b: Bound) -> dict:
-    names = b.metadata.names
+    from cxrbench.results.record import split_hashes as hashes
 
-    def h(rows: np.ndarray) -> str:
-        return hashlib.sha256("\n".join(sorted(str(names[r]) for r in rows)).encode()).hexdigest()[:16]
-
-    return {"trainval": h(b.splits.trainval), "test": h(b.splits.test),
-            "folds": [{"train": h(f.train), "val": h(f.val)} for f in b.splits.folds]}
+    return hashes(b.metadata.names, b.splits)
 
 
 def default_run_id(model: str, protocol, lr: float) -> str:

@@ -30,8 +30,7 @@ def test_print_emits_one_command_per_run(synth_cache):
 
 def test_miniature_study_report_is_complete(synth1000_cache, tmp_path):
     out = tmp_path / "study"
-    r = CliRunner().invoke(cli, ["reproduce", "paper", "--cache", str(synth1000_cache), "--out", str(out), "--mini",
-                                 "--resamples", "200"])
+    r = CliRunner().invoke(cli, ["reproduce", "paper", "--cache", str(synth1000_cache), "--out", str(out), "--mini"])
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "report.json").read_text())
     assert len(rep["claims"]) == 6  # claims 1-5, the fourth in two parts (lr effect, attention gain)
@@ -59,5 +58,5 @@ def test_miniature_study_report_is_complete(synth1000_cache, tmp_path):
     assert errors == [] and 'data-images="ok"' in dom and dom.count("class=\"claim\"") == 6
     # a second call reuses every run and only rewrites the report
     again = CliRunner().invoke(cli, ["reproduce", "paper", "--cache", str(synth1000_cache), "--out", str(out),
-                                     "--mini", "--resamples", "200"])
+                                     "--mini"])
     assert again.exit_code == 0 and again.output.count("finished already") == 9
