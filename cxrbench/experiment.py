@@ -76,6 +76,12 @@ def bind(store, protocol) -> Bound:
     if protocol.image_size != store.size:
         raise CacheError(f"{store.path}: images are {store.size} px, protocol {protocol.key} needs "
                          f"{protocol.image_size} px (cache build --size {protocol.image_size})")
+    from cxrbench.cache.resample import manifest_resample
+
+    if protocol.resample != manifest_resample(store.manifest["params"]):
+        raise CacheError(f"{store.path}: images were resampled with {manifest_resample(store.manifest['params'])}, "
+                         f"protocol {protocol.key} needs {protocol.resample} (cache build --resample "
+                         f"{protocol.resample})")
     need = np.union1d(s.trainval, s.test)
     names = ds.metadata.names
     pos_of = {n: i for i, n in enumerate(store.names())}
@@ -415,6 +421,11 @@ class Runner:
             deviations.append("images streamed from the cache (chunk-level shuffle), not resident")
         if b.excluded:
             deviations.append(f"{b.excluded} images excluded (recorded as undecodable by the cache build)")
+        from cxrbench.cache.resample import PAPER_RESAMPLE, RESAMPLES
+
+        if p.resample != PAPER_RESAMPLE:
+            deviations.append(f"images resampled with {p.resample} ({RESAMPLES[p.resample]}), not with the reference "
+                              f"paper's {PAPER_RESAMPLE} ({RESAMPLES[PAPER_RESAMPLE]})")
         env = environment(self.device)
         env.update(processes=1 if self.dist is None else self.dist.world,
                    backend=None if self.dist is None else self.dist.backend, loader=self.loader_mode,

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrbench.data.labels import FINDINGS
+from cxrbench.data.subset import SUBSET_RULES
 
 
 @dataclass(frozen=True)
@@ -329,17 +330,21 @@ def evaluate(study: Study, runs: dict[RunSpec, Path]) -> list[Claim]:
 # ------------------------------------------------------------------------------------------------ tables
 
 
-def table1(study: Study, cache: str) -> list[tuple[str, int, float, int]]:
-    """The paper's Table 1 regenerated from the cache's own tables: (row, images, %, paper's number)."""
+def table1(study: Study, cache: str) -> dict:
+    """The paper's Table 1 regenerated from the cache's own tables, beside the paper's, and the per-class subset
+    counts beside the paper's targets: {"subset_rule", "rows": [(row, images, %, paper's, difference)],
+    "classes": {class: {subset, target, difference, taken_whole}}}."""
     from cxrbench.cache.store import open_cache
-    from cxrbench.cli.splits import PAPER_TABLE1
-    from cxrbench.data.dataset import open_dataset, splits_for
+    from cxrbench.data.dataset import open_dataset, per_class_counts, splits_for, subset_vs_targets
     from cxrbench.protocols import get_protocol
 
     store = open_cache(cache)
     ds = open_dataset(store.tables_dir())
-    s = splits_for(ds.metadata, ds.layout, get_protocol(study.p15))
-    return [(n, c, pct, PAPER_TABLE1[n]) for n, c, pct in s.table1(len(ds.metadata))]
+    protocol = get_protocol(study.p15)
+    s = splits_for(ds.metadata, ds.layout, protocol)
+    return {"protocol": protocol.key, "subset_rule": protocol.subset_rule, "source": s.source,
+            "rows": s.table1_vs_paper(len(ds.metadata)),
+            "classes": subset_vs_targets(per_class_counts(ds.metadata, s))}
 
 
 def table2() -> list[tuple[str, int, int]]:
@@ -463,14 +468,28 @@ def _finding_text(f: dict) -> str:
             "norm5 are therefore stretched float noise; cxrbench uses transition3.")
 
 
+def _table1_note(t1: dict) -> str:
+    rule = t1["subset_rule"]
+    return (f"{t1['protocol']}, {t1['source']}, subset rule {rule} ({SUBSET_RULES[rule].description}); "
+            "benchmarks/results/table1_readings.json compares every reading of the paper's rule over seeds.")
+
+
+def _off_target(v: dict) -> str:
+    return "taken whole" if v["taken_whole"] else f"{v['difference']:+,}"
+
+
 def _markdown(study, claims, t1, t2, finding, runs) -> str:
     L = [f"# Reproducing the reference paper ({study.name} study)", "",
          "Every number below was produced by `cxrbench reproduce paper`; the paper's statements are quoted as "
          "reported (reference-paper.md). Tests are paired patient-level bootstraps of the weighted mean test "
          "AUROC with each protocol's resamples and seed (the leaderboard's); verdicts: holds / does not hold / "
          "inconclusive at 95%.", "", _roles(study), "",
-         "## Table 1 (regenerated)", "", "| dataset | images | % of all | paper (reported) |", "|---|---|---|---|"]
-    L += [f"| {n} | {c:,} | {pct:.2f} % | {p:,} |" for n, c, pct, p in t1]
+         "## Table 1 (regenerated)", "", _table1_note(t1), "",
+         "| dataset | images | % of all | paper (reported) | difference |", "|---|---|---|---|---|"]
+    L += [f"| {n} | {c:,} | {pct:.2f} % | {p:,} | {d:+,} |" for n, c, pct, p, d in t1["rows"]]
+    L += ["", "Per class, the subset beside the paper's targets (\"quite close to the targets\"):", "",
+          "| class | subset | target | subset - target |", "|---|---|---|---|"]
+    L += [f"| {c} | {v['subset']:,} | {v['target']:,} | {_off_target(v)} |" for c, v in t1["classes"].items()]
     L += ["", "## Table 2 (regenerated)", "", "| model | parameters | paper (reported) |", "|---|---|---|"]
     L += [f"| {m} | {n:,} | {p:,} |" for m, n, p in t2]
     for c in claims:
@@ -495,9 +514,14 @@ def _html(study, claims, t1, t2, finding, runs) -> str:
              "<p>Every number was produced by <code>cxrbench reproduce paper</code>; the paper's statements are "
              "quoted as reported. Tests: paired patient-level bootstraps of the weighted mean test AUROC.</p>",
              f"<p>{e(_roles(study))}</p>",
-             "<h2>Table 1 (regenerated)</h2><table><tr><th>dataset</th><th>images</th><th>% of all</th>"
-             "<th>paper (reported)</th></tr>"]
-    parts += [f"<tr><td>{e(n)}</td><td>{c:,}</td><td>{pct:.2f} %</td><td>{p:,}</td></tr>" for n, c, pct, p in t1]
+             f"<h2>Table 1 (regenerated)</h2><p>{e(_table1_note(t1))}</p><table><tr><th>dataset</th><th>images</th>"
+             "<th>% of all</th><th>paper (reported)</th><th>difference</th></tr>"]
+    parts += [f"<tr><td>{e(n)}</td><td>{c:,}</td><td>{pct:.2f} %</td><td>{p:,}</td><td>{d:+,}</td></tr>"
+              for n, c, pct, p, d in t1["rows"]]
+    parts += ["</table><p>Per class, the subset beside the paper's targets:</p><table><tr><th>class</th>"
+              "<th>subset</th><th>target</th><th>subset - target</th></tr>"]
+    parts += [f"<tr><td>{e(c)}</td><td>{v['subset']:,}</td><td>{v['target']:,}</td><td>{e(_off_target(v))}</td></tr>"
+              for c, v in t1["classes"].items()]
     parts += ["</table><h2>Table 2 (regenerated)</h2><table><tr><th>model</th><th>parameters</th>"
               "<th>paper (reported)</th></tr>"]
     parts += [f"<tr><td>{e(m)}</td><td>{n:,}</td><td>{p:,}</td></tr>" for m, n, p in t2]

@@ -22,6 +22,7 @@ import numpy as np
 
 from cxrbench.cache.decode import available_decoders, decode_resized, default_decoder, warm_up
 from cxrbench.cache.png import DecodeError
+from cxrbench.cache.resample import DEFAULT_RESAMPLE, RESAMPLES, manifest_resample
 from cxrbench.cache.store import (
     CHUNK_IMAGES,
     CODECS,
@@ -89,13 +90,20 @@ def _table_files(layout) -> dict[str, Path]:
 
 
 def select_images(metadata, subset: str) -> np.ndarray:
-    """Metadata rows the cache holds: every image, or the paper's subset (seed 0)."""
+    """Metadata rows the cache holds: every image, or the paper's subset as every published protocol draws it
+    (the union over their subset rules and seeds, so that one cache serves paper-15c@v1 and @v2)."""
     if subset == "all":
         return np.arange(len(metadata))
     if subset == "paper":
         from cxrbench.data.subset import select_subset
+        from cxrbench.protocols import PROTOCOLS
 
-        return select_subset(metadata.labels(15), seed=0)
+        y = metadata.labels(15)
+        draws = sorted({(p.subset_rule, p.subset_seed) for p in PROTOCOLS.values() if p.subset == "paper"})
+        rows = np.zeros(0, np.int64)
+        for rule, seed in draws:
+            rows = np.union1d(rows, select_subset(y, seed=seed, rule=rule))
+        return rows
     raise CacheError(f"unknown --subset {subset!r} (all or paper)")
 
 
@@ -107,7 +115,7 @@ def _worker_init() -> None:
 
 def process_chunk(task: tuple) -> dict:
     """Decode one chunk's images, write them, and report checksums, bad files and odd formats."""
-    store, k, lo, names, paths, size, decoder = task
+    store, k, lo, names, paths, size, decoder, resample = task
     block = np.zeros((len(names), size, size), np.uint8)
     shapes = np.zeros((len(names), 2), np.uint16)
     bad: dict[str, str] = {}
@@ -119,7 +127,7 @@ def process_chunk(task: tuple) -> dict:
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
-            dec = decode_resized(decoder, data, size)
+            dec = decode_resized(decoder, data, size, resample)
         except FileNotFoundError:
             bad[name] = f"missing file ({path})"
             continue
@@ -175,6 +183,8 @@ def _compare(old: dict, new: dict, path: Path) -> None:
     for key in ("size", "decoder", "subset", "chunk_images", "codecs", "rules"):
         if old["params"].get(key) != new["params"].get(key):
             changes.append(f"{key} {old['params'].get(key)!r} -> {new['params'].get(key)!r}")
+    if manifest_resample(old["params"]) != manifest_resample(new["params"]):
+        changes.append(f"resample {manifest_resample(old['params'])!r} -> {manifest_resample(new['params'])!r}")
     oi, ni = old.get("inputs", {}), new["inputs"]
     for name in sorted(set(oi) | set(ni)):
         if oi.get(name) != ni.get(name):
@@ -188,8 +198,10 @@ def _compare(old: dict, new: dict, path: Path) -> None:
 
 
 def build_cache(data_dir: str | Path, out: str | Path, *, subset: str = "all", workers: int | None = None,
-                size: int = 256, decoder: str | None = None, skip_bad: bool = False, display=None) -> BuildReport:
-    """Build (or resume) the cache of `data_dir` at `out`; see the module docstring."""
+                size: int = 256, decoder: str | None = None, skip_bad: bool = False, display=None,
+                resample: str = DEFAULT_RESAMPLE) -> BuildReport:
+    """Build (or resume) the cache of `data_dir` at `out`; see the module docstring. `resample`: box (the exact
+    area mean) or bilinear (the paper's, Pillow's); a box store's params leave it out, as before the option."""
     from cxrbench.data.dataset import open_dataset
 
     t0 = time.perf_counter()
@@ -198,6 +210,8 @@ def build_cache(data_dir: str | Path, out: str | Path, *, subset: str = "all", w
         raise CacheError(f"decoder {decoder!r} is not available here (available: {', '.join(available_decoders())})")
     if size < 8 or size > 4096:
         raise CacheError(f"--size {size} is out of range (8..4096)")
+    if resample not in RESAMPLES:
+        raise CacheError(f"unknown --resample {resample!r} (known: {', '.join(RESAMPLES)})")
     ds = open_dataset(data_dir)
     meta = ds.metadata
     rows = select_images(meta, subset)
@@ -210,7 +224,8 @@ def build_cache(data_dir: str | Path, out: str | Path, *, subset: str = "all", w
         "format_version": FORMAT_VERSION,
         "complete": False,
         "params": {"size": size, "decoder": decoder, "subset": subset, "chunk_images": CHUNK_IMAGES,
-                   "codecs": CODECS, "rules": RULES},
+                   "codecs": CODECS, "rules": RULES,
+                   **({} if resample == DEFAULT_RESAMPLE else {"resample": resample})},
         "inputs": inputs,
         "metadata_csv": ds.layout.metadata_csv.name,
         "n_images": len(names),
@@ -231,7 +246,7 @@ def build_cache(data_dir: str | Path, out: str | Path, *, subset: str = "all", w
                 return BuildReport(out, len(names), 0, time.perf_counter() - t0, up_to_date=True)
         else:
             manifest = _initialise(out, manifest_new, names, tables, size)
-        return _run(out, manifest, names, paths, size, decoder, workers, skip_bad, display, t0)
+        return _run(out, manifest, names, paths, size, decoder, workers, skip_bad, display, t0, resample)
 
 
 def _initialise(out: Path, manifest: dict, names: list[str], tables: dict[str, Path], size: int) -> dict:
@@ -249,7 +264,7 @@ def _initialise(out: Path, manifest: dict, names: list[str], tables: dict[str, P
 
 
 def _run(out: Path, manifest: dict, names: list[str], paths: dict[str, Path], size: int, decoder: str,
-         workers: int | None, skip_bad: bool, display, t0: float) -> BuildReport:
+         workers: int | None, skip_bad: bool, display, t0: float, resample: str = DEFAULT_RESAMPLE) -> BuildReport:
     n = len(names)
     done = unpack_bits(manifest["images_done"], n)
     n_chunks = manifest["chunks"]["count"]
@@ -260,7 +275,7 @@ def _run(out: Path, manifest: dict, names: list[str], paths: dict[str, Path], si
         lo = k * CHUNK_IMAGES
         chunk_names = names[lo : lo + CHUNK_IMAGES]
         tasks.append((str(out), k, lo, chunk_names, [str(paths[nm]) if nm in paths else None for nm in chunk_names],
-                      size, decoder))
+                      size, decoder, resample))
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
     warm_up()  # compile once in the parent; forked workers inherit the kernels
     state = {"last_flush": time.perf_counter()}

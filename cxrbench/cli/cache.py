@@ -31,20 +31,24 @@ def cache() -> None:
               "(default: the fastest present).")
 @click.option("--skip-bad", is_flag=True, help="Record undecodable images in the manifest and exclude them "
               "from every split, instead of failing.")
+@click.option("--resample", type=click.Choice(["box", "bilinear"]), default="box", show_default=True,
+              help="box: the exact area mean (4x4 for 1024 -> 256); bilinear: the reference paper's resize (Pillow's "
+              "antialiased bilinear, as torchvision's Resize on PIL images), bit-exact; the v2 paper protocols need it.")
 def build(data_dir: str, out: str, subset: str, workers: int | None, size: int, decoder: str | None,
-          skip_bad: bool) -> None:
-    """Decode every image once, area-resize it and store uint8 pixels in zarr (resumable).
+          skip_bad: bool, resample: str) -> None:
+    """Decode every image once, resize it (box or the paper's bilinear) and store uint8 pixels in zarr (resumable).
 
     \b
     Example:
       cxrbench cache build --data-dir /data/ChestX-ray14 --out cache/ --workers 16
+      cxrbench cache build --data-dir /data/ChestX-ray14 --out cache-paper/ --resample bilinear
     """
     from cxrbench.cache.build import build_cache
     from cxrbench.console import get_display
 
     d = get_display()
     r = build_cache(data_dir, out, subset=subset, workers=workers, size=size, decoder=decoder, skip_bad=skip_bad,
-                    display=d)
+                    display=d, resample=resample)
     if r.up_to_date:
         d.info(f"{out}: complete and up to date ({r.n_images} images); nothing to do")
         return
