@@ -27,6 +27,7 @@ from cxrbench.cache.store import CacheStore, chunk_file, open_cache, verify_cach
 from cxrbench.errors import CacheError
 from cxrbench.experiment import RunOptions, run
 
+from .conftest import REAL_ORIGINALS
 from .pngutil import _chunk, png_bytes
 from .test_cache import N_ROWS, _files, _manifest_core, _real_dataset, built, real_dir  # noqa: F401
 
@@ -117,6 +118,19 @@ def test_a_chunk_changed_after_its_first_read_is_checked_again(synth_cache, tmp_
     _rewrite_pixels(cache, 0)
     with pytest.raises(CacheError, match=r"chunk 0 .* is damaged: checksum"):
         store.read(np.arange(5))
+
+
+def test_read_benchmark_on_a_hard_linked_dataset(tmp_path):
+    """benchmarks/cache_read.py measures on a dataset laid out with hard links (which the build accepts)."""
+    from benchmarks.cache_read import measure
+    from benchmarks.paper_size import lay_out
+
+    lay_out(tmp_path / "nih", REAL_ORIGINALS, n=130)
+    build_cache(tmp_path / "nih", tmp_path / "c", workers=1)
+    r = measure(tmp_path / "c", rounds=1)
+    assert r["images"] == 130 and r["chunks"] == 3
+    assert set(r["ms_per_chunk"]) == {"unchecked", "checked_cold", "checked_warm", "zarr"}
+    assert r["checked_cold_vs_unchecked"] > 0 and r["checksum_ms_per_chunk"] is not None
 
 
 def test_unchecked_baseline_reads_the_same_pixels(built):

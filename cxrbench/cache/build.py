@@ -400,7 +400,10 @@ class _Build:
             execute(process_chunk, self.tasks, self.workers, self.record, self.display, self.n, int(self.done.sum()),
                      self.lock.identity())
         except KeyboardInterrupt:
-            self.flush()
+            try:
+                self.flush()
+            except OSError as e:  # a full disk too: the chunks since the last save are decoded again
+                raise self._write_failure(e) from None
             if self.display is not None:
                 self.display.info(f"interrupted: {int(self.done.sum())} of {self.n} images are in the cache; run the "
                                   "same command again to resume")
