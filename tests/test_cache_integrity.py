@@ -29,7 +29,9 @@ from cxrbench.experiment import RunOptions, run
 
 from .conftest import REAL_ORIGINALS
 from .pngutil import _chunk, png_bytes
-from .test_cache import N_ROWS, _files, _manifest_core, _real_dataset, built, real_dir  # noqa: F401
+from .test_cache import (  # noqa: F401  (built, real_dir: the same module fixtures)
+    N_ROWS, _files, _manifest_core, _real_dataset, built, interrupt_build, kill_when_a_chunk_is_recorded, real_dir,
+)
 
 BACKENDS = available_decoders()
 
@@ -258,19 +260,7 @@ def test_repair_cli(built, real_dir, tmp_path):
 
 def test_resume_redecodes_recorded_chunks_whose_files_are_gone(built, real_dir, tmp_path, monkeypatch):
     out = tmp_path / "c"
-    calls = {"n": 0}
-    orig = build_mod.process_chunk
-
-    def interrupted(task):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return orig(task)
-
-    monkeypatch.setattr(build_mod, "process_chunk", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        build_cache(real_dir, out, workers=1)
-    monkeypatch.setattr(build_mod, "process_chunk", orig)
+    interrupt_build(real_dir, out, monkeypatch, at=3)
     chunk_file(out, "images", 0).unlink()
     r = build_cache(real_dir, out, workers=1)
     assert r.decoded == 64 + (N_ROWS - 128)
@@ -307,26 +297,12 @@ def test_killing_the_parent_leaves_no_worker_and_the_next_build_resumes(built, r
     out, pids = tmp_path / "c", tmp_path / "pids"
     pids.mkdir()
     proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(pids), str(real_dir), str(out)])
-    workers: list[int] = []
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            mp = out / "manifest.json"
-            workers = [int(p.name) for p in pids.iterdir()]
-            if len(workers) >= 2 and mp.exists() and json.loads(mp.read_text()).get("chunks", {}).get("checksums"):
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the build recorded no chunk")
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        t = time.time()
-        while time.time() - t < 5 and not all(_gone(p) for p in workers):
-            time.sleep(0.05)
-        alive = [p for p in workers if not _gone(p)]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_when_a_chunk_is_recorded(proc, out, ready=lambda: len(list(pids.iterdir())) >= 2)  # both workers busy
+    workers = [int(p.name) for p in pids.iterdir()]
+    t = time.time()
+    while time.time() - t < 5 and not all(_gone(p) for p in workers):
+        time.sleep(0.05)
+    alive = [p for p in workers if not _gone(p)]
     for p in alive:  # clean up before failing
         os.kill(p, signal.SIGKILL)
     assert not alive, f"workers {alive} outlived their killed parent"
@@ -593,18 +569,7 @@ def test_fingerprint_holds_the_pixel_changing_libraries_only(synth_dir, synth_ca
 
 def test_resume_refuses_other_pixel_library_versions(real_dir, tmp_path, monkeypatch):
     out = tmp_path / "c"
-    orig = build_mod.process_chunk
-    calls = {"n": 0}
-
-    def interrupted(task):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return orig(task)
-
-    monkeypatch.setattr(build_mod, "process_chunk", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        build_cache(real_dir, out, workers=1)
+    interrupt_build(real_dir, out, monkeypatch, at=2)
     m = json.loads((out / "manifest.json").read_text())
     m["libraries"]["numba"] = "0.1"
     (out / "manifest.json").write_text(json.dumps(m))

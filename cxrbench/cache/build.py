@@ -122,7 +122,7 @@ class ChunkTask:
     expect: tuple[str, str | None] | None = None  # (images, original_shape) checksums recorded at build time
 
 
-def _decode_one(name: str, path: str | None, decoder: str, size: int):
+def _decode_one(path: str | None, decoder: str, size: int):
     """(Decoded, None) or (None, the reason it could not be decoded); never raises for a bad file."""
     if path is None:
         return None, "missing file (not found under the dataset folder)"
@@ -154,7 +154,7 @@ def process_chunk(task: ChunkTask) -> dict:
     bad: dict[str, str] = {}
     odd: dict[str, dict] = {}
     for i, (name, path) in enumerate(zip(task.names, task.paths)):
-        dec, reason = _decode_one(name, path, task.decoder, task.size)
+        dec, reason = _decode_one(path, task.decoder, task.size)
         if dec is None:
             bad[name] = reason
             continue
@@ -191,7 +191,8 @@ def compare_manifests(old: dict, new: dict, path: Path, libraries: bool = False)
         changes.append("the list of images changed")
     if libraries:
         was, now = pixel_libraries(old), pixel_libraries(new)
-        changes += [f"{d} {was.get(d)} -> {now.get(d)}" for d in sorted(set(was) | set(now)) if was.get(d) != now.get(d)]
+        changes += [f"{d} {was.get(d)} -> {now.get(d)}" for d in sorted(set(was) | set(now))
+                    if was.get(d) != now.get(d)]
     if changes:
         raise CacheError(f"{path}: this store was built from other inputs or settings ({'; '.join(changes)}); "
                          "it is not reused - remove it or choose another --out")
@@ -210,6 +211,7 @@ class BuildPlan:
 
 
 def plan_build(data_dir: str | Path, subset: str, size: int, decoder: str) -> BuildPlan:
+    """Read the dataset folder's tables and find its PNGs: what a build with these settings would write."""
     from cxrbench.data.dataset import open_dataset
 
     if decoder not in available_decoders():
@@ -330,7 +332,8 @@ def _initialise(out: Path, manifest: dict, plan: BuildPlan, size: int) -> dict:
 
 
 def chunk_tasks(out: Path, plan: BuildPlan, chunks: list[int], size: int, decoder: str,
-           expect: dict[int, tuple[str, str | None]] | None = None) -> list[ChunkTask]:
+                expect: dict[int, tuple[str, str | None]] | None = None) -> list[ChunkTask]:
+    """One task per chunk index, with the paths of its PNGs (None where a PNG is missing)."""
     tasks = []
     for k in chunks:
         names = plan.names[k * CHUNK_IMAGES : (k + 1) * CHUNK_IMAGES]
@@ -398,7 +401,7 @@ class _Build:
         warm_up()  # compile once in the parent; forked workers inherit the kernels
         try:
             execute(process_chunk, self.tasks, self.workers, self.record, self.display, self.n, int(self.done.sum()),
-                     self.lock.identity())
+                    self.lock.identity())
         except KeyboardInterrupt:
             try:
                 self.flush()
