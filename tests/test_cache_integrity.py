@@ -430,12 +430,18 @@ def test_a_killed_writer_leaves_no_temp_file_behind(built, real_dir, tmp_path):
 
 
 def _bomb() -> bytes:
-    """A small valid PNG whose IHDR claims 20000 x 20000."""
+    """A real 20000 x 20000 gray PNG of 389 KB: its data inflates to 400 MB of zeros (one flushed deflate segment
+    of 1000 rows, repeated, then the zlib trailer: made in a fraction of a second)."""
     import struct
+    import zlib
 
-    good = png_bytes(np.zeros((16, 16), np.uint8), filters=[0], idat_chunks=1)
-    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
-    return good[:8] + _chunk(b"IHDR", ihdr) + good[8 + 25:]
+    w = h = 20000
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    segment = deflate.compress(bytes((w + 1) * 1000)) + deflate.flush(zlib.Z_FULL_FLUSH)
+    adler = ((w + 1) * h % 65521) << 16 | 1  # adler32 of n zero bytes
+    idat = b"\x78\xda" + segment * (h // 1000) + b"\x03\x00" + adler.to_bytes(4, "big")
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
 
 
 _RSS = """
@@ -458,7 +464,7 @@ print("grew_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 
 def test_pixel_limit_is_enforced_by_every_backend_before_allocating(tmp_path):
     data = _bomb()
-    assert len(data) < 200
+    assert len(data) < 400_000
     for b in BACKENDS:
         with pytest.raises(DecodeError, match=r"too large: 20000x20000 is 400,000,000 pixels, over the limit"):
             decode_resized(b, data, 256)
