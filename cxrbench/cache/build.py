@@ -279,6 +279,9 @@ def build_cache(data_dir: str | Path, out: str | Path, *, subset: str = "all", w
     t0 = time.perf_counter()
     plan = plan_build(data_dir, subset, size, decoder or default_decoder())
     out = Path(out)
+    checked = not (out / MANIFEST).exists()
+    if checked:  # a new store: check the PNGs before the folder is touched
+        check_sources(plan, plan.names, follow_links, display, skip_bad)
     _prepare_out(out)
     with StoreLock(out, display) as lock:
         remove_temp_files(out)  # left by a killed build; nobody else writes while we hold the lock
@@ -288,7 +291,8 @@ def build_cache(data_dir: str | Path, out: str | Path, *, subset: str = "all", w
             if manifest.get("complete"):
                 _check_chunk_files(out, manifest, data_dir)
                 return BuildReport(out, len(plan.names), 0, time.perf_counter() - t0, up_to_date=True)
-        check_sources(plan, plan.names, follow_links, display, skip_bad)
+        if not checked:
+            check_sources(plan, plan.names, follow_links, display, skip_bad)
         if manifest is None:
             manifest = write_or_fail(out, lambda: _initialise(out, plan.manifest, plan, size))
         return _Build(out, manifest, plan, workers, skip_bad, display, lock, t0).run()
