@@ -130,6 +130,19 @@ def _library(name: str, decode, data: bytes) -> np.ndarray:
         raise DecodeError(f"{name} could not decode it: {e}") from None
 
 
+def _opencv_full(data: bytes) -> np.ndarray:
+    """OpenCV's decode under the rules; its cv2.error (and a None result) become DecodeError, per file."""
+    import cv2
+
+    try:
+        a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except Exception as e:  # cv2.error
+        raise DecodeError(f"OpenCV could not decode it: {type(e).__name__}: {str(e).strip()}") from None
+    if a is None:
+        raise DecodeError("OpenCV could not decode it")
+    return to_gray(a, bgr=True)
+
+
 def _decode_full(backend: str, data: bytes) -> np.ndarray:
     """The whole image as 8-bit gray under the rules (the container is checked first, for every backend)."""
     info = parse(data)
@@ -148,12 +161,7 @@ def _decode_full(backend: str, data: bytes) -> np.ndarray:
             return _pillow_full(data)
         return _library("pyspng", pyspng.load, data)
     if backend == "opencv":
-        import cv2
-
-        a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if a is None:
-            raise DecodeError("OpenCV could not decode it")
-        return to_gray(a, bgr=True)
+        return _opencv_full(data)
     raise ValueError(f"unknown decoder {backend!r}")
 
 
