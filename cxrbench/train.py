@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import time
 from contextlib import contextmanager
+from contextlib import nullcontext as _none
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -73,6 +74,7 @@ class FoldState:
     compile_seconds: float = 0.0
     checkpoints: int = 0  # checkpoint writes (all sessions)
     last_checkpoint_epoch: int | None = None
+    capture_seconds: float = 0.0  # CUDA graphs: the warm-up steps and the capture
     setup_seconds: float = 0.0  # this session: optimizer, checkpoint load (the first optimizer imports torch's
     #                             compiler stack, seconds on a CPU)
 
@@ -107,9 +109,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return _load_verified(path, CHECKPOINT_VERSION)
 
 
-class CompileClock:
-    """Wall time of the steps that meet a batch shape (and train/eval mode) for the first time under
-    torch.compile: compilation happens there, so it is counted apart from training and validation."""
+class StepClock:
+    """Wall time of the steps that are not steady-state work, counted apart from training and validation time:
+    under torch.compile the steps that meet a batch shape (and train/eval mode) for the first time (compilation
+    happens there); with CUDA graphs the warm-up steps up to the capture (every key is new there). Timed steps
+    are synchronised on a GPU."""
 
     def __init__(self, active: bool, device: torch.device) -> None:
         self.active = active
@@ -155,12 +159,12 @@ def autocast(cfg: TrainConfig, cache: bool = True):
 
 @torch.no_grad()
 def predict(model, loader, cfg: TrainConfig, gather: Callable | None = None,
-            clock: CompileClock | None = None) -> tuple[np.ndarray, np.ndarray]:
+            clock: StepClock | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Sigmoid probabilities (N, C) float32 in split order, and the split positions they belong to."""
     was = model.training
     model.eval()
     probs, index = [], []
-    clock = clock or CompileClock(False, torch.device("cpu"))
+    clock = clock or StepClock(False, torch.device("cpu"))
     try:
         for batch in loader:
             with clock.step(("eval", batch.y.shape[0])), autocast(cfg):
@@ -260,17 +264,19 @@ def fit(
     is_main: bool = True,
     barrier: Callable[[], None] | None = None,
     reduce: Callable[..., list[float]] | None = None,
-    clock: CompileClock | None = None,
+    clock: StepClock | None = None,
 ) -> FoldState:
     """Train for cfg.epochs (continuing from `ckpt` with `resume`); returns the per-epoch history and timings.
 
     `progress` (optional) gets `advance(images)` per batch and `update(description=..., status=...)`; `evaluate`
-    runs after every epoch (its time is `validate_seconds`); `clock` times compilation apart (torch.compile).
+    runs after every epoch (its time is `validate_seconds`); `clock` times compilation apart (torch.compile), and
+    the CUDA-graph warm-up and capture are timed apart too (`capture_seconds`).
     """
     t_setup = time.perf_counter()
     device = torch.device(cfg.device)
     base = unwrap(model)
-    clock = clock or CompileClock(cfg.compile, device)
+    clock = clock or StepClock(cfg.compile, device)
+    capture = StepClock(True, device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     state = FoldState()
     start = 0
@@ -283,7 +289,7 @@ def fit(
                           **ck["timing"], last_checkpoint_epoch=ck["epoch"])
         start = ck["epoch"] + 1
     model.train()
-    graph = GraphStep(model, opt, cfg) if (cfg.cuda_graphs and device.type == "cuda") else None
+    graph = GraphStep(model, opt, cfg) if cfg.cuda_graphs else None  # emulated on the CPU (tests)
     compiled_before, clock_start = state.compile_seconds, clock.seconds
     state.setup_seconds = time.perf_counter() - t_setup
     last_save = time.perf_counter()
@@ -294,11 +300,13 @@ def fit(
         seen = 0
         bad = torch.zeros((), dtype=torch.bool, device=device)
         t0 = time.perf_counter()
-        compiling = clock.seconds
+        compiling, capturing = clock.seconds, capture.seconds
         if progress is not None:
             progress.update(description=f"epoch {epoch + 1}/{cfg.epochs}")
         for i, batch in enumerate(train_loader):
-            with clock.step(("train", batch.y.shape[0])):
+            warming = graph is not None and graph.replay is None
+            timed = capture.step(("warm", state.step)) if warming else _none()
+            with clock.step(("train", batch.y.shape[0])), timed:
                 if graph is not None:
                     loss = graph(batch)
                 else:
@@ -328,7 +336,8 @@ def fit(
                                 "writes no result (try a lower --lr)")
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - t0 - (clock.seconds - compiling)
+        seconds = time.perf_counter() - t0 - (clock.seconds - compiling) - (capture.seconds - capturing)
+        state.capture_seconds += capture.seconds - capturing
         total_loss = float(loss_sum.item())
         if reduce is not None:  # every rank's share of the epoch
             total_loss, seen_f = reduce(total_loss, float(seen))
@@ -358,7 +367,7 @@ def fit(
                 "train_seconds": state.train_seconds, "config": asdict(cfg),
                 "timing": {"validate_seconds": state.validate_seconds,
                            "checkpoint_seconds": state.checkpoint_seconds, "compile_seconds": state.compile_seconds,
-                           "checkpoints": state.checkpoints},
+                           "capture_seconds": state.capture_seconds, "checkpoints": state.checkpoints},
             }, epoch=epoch)
             save_cost = time.perf_counter() - t_save
             state.checkpoint_seconds += save_cost

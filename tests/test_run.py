@@ -179,6 +179,7 @@ def test_graph_step_logic_equals_eager_on_cpu():
                           cuda_graphs=graphs)
         state = fit(m, ResidentLoader(imgs, y, f, View(64, 64, 64, False), 8, "cpu", True, 0), cfg, None)
         weights.append((m.state_dict(), [h.train_loss for h in state.history]))
+        assert (state.capture_seconds > 0) == graphs  # the emulated warm-up and capture ran, timed apart
     (wa, la), (wb, lb) = weights
     assert la == lb
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

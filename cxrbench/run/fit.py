@@ -85,7 +85,7 @@ def fit_folds(ctx: RunContext, images: Images) -> Trained:
                 model = trained
             del trained
     if model is None:
-        model = load_trained(ctx, trainings[[t.name for t in trainings].index(scorer)])
+        model = scoring_model(ctx)
     folds = [results[t.name] for t in trainings if t.name != "final"]
     return Trained(folds=folds, trainings=[results[t.name] for t in trainings], model=model, scorer=scorer,
                    stages=stages, trained_now=todo)
@@ -126,7 +126,7 @@ def train_one(ctx: RunContext, images: Images, t: Training, bar) -> tuple[dict, 
 
     from cxrbench.metrics import per_class_auroc, plain_mean, weighted_mean
     from cxrbench.run.folder import write_result
-    from cxrbench.train import CompileClock, fit, predict
+    from cxrbench.train import StepClock, fit, predict
 
     cfg = ctx.train_config()
     t_build = time.perf_counter()
@@ -135,7 +135,7 @@ def train_one(ctx: RunContext, images: Images, t: Training, bar) -> tuple[dict, 
     val_loader = images.loader(ctx, t.val_rows, train=False) if t.val_rows is not None else None
     build_seconds = time.perf_counter() - t_build
     yv = ctx.labels[t.val_rows] if t.val_rows is not None else None
-    clock = CompileClock(cfg.compile, torch.device(ctx.device))
+    clock = StepClock(cfg.compile, torch.device(ctx.device))
     last: dict[str, Any] = {}  # the latest validation pass: its epoch and predictions
 
     def evaluate(m, epoch):
@@ -174,6 +174,8 @@ def train_one(ctx: RunContext, images: Images, t: Training, bar) -> tuple[dict, 
               "checkpoint": state.checkpoint_seconds}
     if cfg.compile:
         stages["compile"] = state.compile_seconds
+    if cfg.cuda_graphs:
+        stages["capture"] = state.capture_seconds
     if ctx.is_main:
         stages["results"] = time.perf_counter() - t_results
         write_result(t.result_file(ctx.dir), result, stages)
@@ -194,6 +196,13 @@ def validation_result(ctx: RunContext, t: Training, probs: np.ndarray) -> dict:
     return {"per_class": {c: finite_or_none(a[i]) for i, c in enumerate(ctx.bound.classes)},
             "weighted_auroc": finite_or_none(weighted_mean(a, y)), "plain_auroc": finite_or_none(plain_mean(a)),
             "predictions": {"path": path, "sha256": sha}}
+
+
+def scoring_model(ctx: RunContext):
+    """The model that scores the test set (the final run's, else fold 0's) from its verified checkpoint: with
+    `bind(opts, build_model=False)` this rebuilds a finished run without loading its images (galleries)."""
+    trainings = plan(ctx)
+    return load_trained(ctx, trainings[-1] if ctx.protocol.final_run else trainings[0])
 
 
 def load_trained(ctx: RunContext, t: Training):

@@ -1,9 +1,10 @@
 """Where a run's time goes: wall seconds per named stage (`timing.stages` in the record) and the one-line
 breakdown printed at the end of a run.
 
-Stage names are flat: `bind`, `load`, `<training>.<part>` for each training (`fold0.build`, `fold0.train`,
-`fold0.compile`, `fold0.validate`, `fold0.checkpoint`, `fold0.results`; `final.*`), `score.predict`,
-`score.bootstrap`, `score.write`, `explain`, `record`.
+Stage names are flat: `bind`, `load`, `<training>.<part>` for each training (`fold0.build`: model, loaders
+and optimizer; `fold0.compile`: torch.compile's compilations; `fold0.capture`: the CUDA-graph warm-up and
+capture; `fold0.train`: the other training steps; `fold0.validate`, `fold0.checkpoint`, `fold0.results`;
+`final.*`), `score.predict`, `score.write`, `score.bootstrap`, `explain`, `record`.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-# the breakdown line's groups, in pipeline order: (label, a stage name, or `*.part` for that part of every training)
+# the breakdown line's groups in pipeline order: (label, a stage name or `*.part`: that part of every training)
 _GROUPS = (
     ("bind", "bind"), ("load", "load"), ("model set-up", "*.build"), ("compile", "*.compile"),
-    ("training", "*.train"), ("validation", "*.validate"), ("checkpoints", "*.checkpoint"),
-    ("fold results", "*.results"), ("test predictions", "score.predict"), ("bootstrap", "score.bootstrap"),
-    ("predictions file", "score.write"), ("Grad-CAM localisation", "explain"), ("record", "record"),
+    ("graph capture", "*.capture"), ("training", "*.train"), ("validation", "*.validate"),
+    ("checkpoints", "*.checkpoint"), ("fold results", "*.results"), ("test predictions", "score.predict"),
+    ("predictions file", "score.write"), ("bootstrap", "score.bootstrap"), ("Grad-CAM localisation", "explain"),
+    ("record", "record"),
 )
 _ALWAYS = ("bind", "load", "training")
 _TRAINING = re.compile(r"^(?:fold\d+|final)\.(\w+)$")
