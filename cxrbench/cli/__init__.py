@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "quickstart": "cxrbench.cli.quickstart:quickstart",
     "sweep": "cxrbench.cli.sweep:sweep",
     "reproduce": "cxrbench.cli.reproduce:reproduce",
+    "rescore": "cxrbench.cli.rescore:rescore",
 }
 
 _DEBUG = False
