@@ -66,6 +66,8 @@ def training_bar(ctx: RunContext, total_images: int):
 def interrupted_message(ctx: RunContext, checkpoint: Path | None, checkpoint_epoch: int | None) -> str:
     """Where a run stopped (stage, training and epoch, last checkpoint) and how to continue it."""
     resume = "run the same command with --resume to continue from there"
+    if ctx.stage == "fit" and ctx.training is None:
+        return f"interrupted before the first training started; {resume}"
     if ctx.stage == "fit":
         if checkpoint is not None and checkpoint_epoch is not None:
             saved = f"last checkpoint {checkpoint} (after epoch {checkpoint_epoch + 1})"
