@@ -41,7 +41,7 @@ def main() -> None:
 
     from cxrbench.cache.build import build_cache
     from cxrbench.data.synth import generate
-    from cxrbench.experiment import RunOptions, run
+    from cxrbench.run import RunOptions, run
     from cxrbench.metrics import compare
     from cxrbench.protocols import PROTOCOLS, get_protocol
     from cxrbench.results.record import read_predictions, read_record

@@ -80,7 +80,7 @@ def needed(study: Study, models: set[str] | None = None) -> list[RunSpec]:
 
 
 def run_dir(out: Path, s: RunSpec) -> Path:
-    from cxrbench.experiment import default_run_id
+    from cxrbench.run import default_run_id
     from cxrbench.protocols import get_protocol
 
     return out / "runs" / default_run_id(s.model, get_protocol(s.protocol), s.lr)
@@ -96,7 +96,7 @@ def commands(study: Study, cache: str, out: Path, device: str, models: set[str] 
 def run_all(study: Study, cache: str, out: Path, device: str, models: set[str] | None, pretrained: bool | None,
             display=None) -> dict[RunSpec, Path]:
     """Run (or resume) every needed run; finished runs are reused."""
-    from cxrbench.experiment import RunOptions, run_or_reuse
+    from cxrbench.run import RunOptions, run_or_reuse
 
     done = {}
     specs = needed(study, models)

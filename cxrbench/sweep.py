@@ -34,7 +34,7 @@ def commands(opts, models: list[str], extra: list[str]) -> list[str]:
 
 def sweep(opts, models: list[str], display=None) -> list[Path | None]:
     """Run the grid in this process; finished runs are skipped and unfinished ones resumed."""
-    from cxrbench.experiment import run_or_reuse
+    from cxrbench.run import run_or_reuse
 
     runs = plan(opts.protocol, models)
     records = []

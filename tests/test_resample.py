@@ -134,7 +134,8 @@ def test_paper_subset_cache_serves_v1_and_v2(real_metadata):
 
 
 def test_run_refuses_a_cache_of_another_resampling_and_records_the_deviation(synth_cache, synth_dir, tmp_path):
-    from cxrbench.experiment import RunOptions, bind, run
+    from cxrbench.run import RunOptions, run
+    from cxrbench.run.bind import bind_cache as bind
     from cxrbench.protocols import PROTOCOLS, get_protocol
     from cxrbench.results.record import read_record
 

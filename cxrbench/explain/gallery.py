@@ -60,8 +60,9 @@ def model_code(rec: dict, plugins: tuple[str, ...], source: str | Path) -> tuple
 def load_run(run_dir: str | Path, cache: str | None = None, plugins: tuple[str, ...] = ()) -> Loaded:
     """Rebuild a finished run's trained model and its test split from the run folder (a plugin model only from
     a `plugins` file whose sha256 the record names)."""
-    from cxrbench.experiment import RunOptions, Runner
     from cxrbench.results.record import parse_json, read_predictions, read_record, read_regular
+    from cxrbench.run import RunOptions
+    from cxrbench.run.bind import bind
 
     run_dir = Path(run_dir)
     rec = read_record(run_dir)
@@ -77,7 +78,7 @@ def load_run(run_dir: str | Path, cache: str | None = None, plugins: tuple[str, 
     opts = RunOptions(model=rec["model"]["name"], protocol=protocol_key(rec["protocol"]["id"], rec["protocol"]["version"]),
                       cache=cache_path, device="auto", out=str(run_dir.parent), lr=rec["lr"], plugins=plugins,
                       run_id=run_dir.name)
-    runner = Runner(opts)
+    runner = bind(opts, build_model=False)  # the run's context: cache binding, labels, features; no pixels
     if rec["model"]["source"]["kind"] == "file" and runner.spec.source.get("sha256") != rec["model"]["source"]["sha256"]:
         raise RecordError(f"{run_dir}: model {opts.model!r} was registered by another file than the run's plugin")
     if runner.store.fingerprint != rec["data"]["cache_fingerprint"]:
@@ -90,7 +91,6 @@ def load_run(run_dir: str | Path, cache: str | None = None, plugins: tuple[str, 
     model = create_model(opts.model, num_classes=runner.protocol.num_classes, pretrained=False)
     model.load_state_dict(load_checkpoint(ckpt)["model"])
     model.to(runner.device).eval()
-    runner.load_images_meta_only()
     b = runner.bound
     test_rows = b.local(b.splits.test)
     names, _, _, p, _ = read_predictions(run_dir / rec["predictions"]["path"])
@@ -103,7 +103,7 @@ def load_run(run_dir: str | Path, cache: str | None = None, plugins: tuple[str, 
 def choose(loaded: Loaded, n: int, boxes: dict[int, list]) -> list[int]:
     """Indices into test rows: images with boxes first, then images with findings, then the rest (by name)."""
     b = loaded.runner.bound
-    y = loaded.runner.y_all[loaded.test_rows]
+    y = loaded.runner.labels[loaded.test_rows]
     finding = y[:, : min(14, y.shape[1])].any(1)
     names = b.metadata.names[b.rows[loaded.test_rows]]
     order = sorted(range(len(names)), key=lambda i: (i not in boxes, not finding[i], str(names[i])))
@@ -191,6 +191,7 @@ def build_gallery(run_dir: str | Path, out: str | Path | None = None, n: int = 2
     from cxrbench.explain.gradcam import GradCAM, attention_maps
     from cxrbench.explain.localization import Geometry
     from cxrbench.loader import Transform, View
+    from cxrbench.run.explain import boxes as run_boxes
 
     if classes not in CLASS_CHOICES:
         raise RecordError(f"--classes must be one of {', '.join(CLASS_CHOICES)}, not {classes!r}")
@@ -206,16 +207,16 @@ def build_gallery(run_dir: str | Path, out: str | Path | None = None, n: int = 2
     spec = r.spec
     geo = Geometry(p.image_size, p.resize, p.crop)
     boxes: dict[int, list] = {}
-    for row, label, x, y, w, h in r.boxes(L.test_rows):
+    for row, label, x, y, w, h in run_boxes(r, L.test_rows):
         boxes.setdefault(row, []).append((label, geo.box_in_crop(x, y, w, h)))
     pick = choose(L, n, boxes)
     names = r.bound.metadata.names[r.bound.rows[L.test_rows]]
-    y_true = r.y_all[L.test_rows]
+    y_true = r.labels[L.test_rows]
     cls_names = list(r.bound.classes)
     view = View(p.image_size, p.resize, p.crop, augment=False, channels_last=r.device.startswith("cuda"))
     tf = Transform(view, torch.device(r.device))
     imgs = torch.from_numpy(r.store.read(r.bound.positions[L.test_rows[pick]]))
-    feats = torch.as_tensor(r.f_all[L.test_rows[pick]], dtype=torch.float32)
+    feats = torch.as_tensor(r.features[L.test_rows[pick]], dtype=torch.float32)
     scale = DISPLAY / p.crop
     legend = _scale_png(out)
     cards = []
