@@ -40,7 +40,7 @@ _PUBLISHED_WITHOUT_LATER_FIELDS = frozenset({
 
 @dataclass(frozen=True, kw_only=True)
 class Protocol:
-    """One benchmark protocol (every setting explicit; see DESIGN.md for the paper's choices)."""
+    """One benchmark protocol (every setting explicit; docs/paper-readings.md gives the paper's choices)."""
 
     id: str
     version: int

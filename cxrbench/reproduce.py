@@ -18,6 +18,7 @@ import numpy as np
 
 from cxrbench.data.labels import FINDINGS
 from cxrbench.data.subset import SUBSET_RULES
+from cxrbench.results.reference import PAPER_CITATION
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ PAPER = Study("paper", "paper-15c", "paper-14c", "paper-lr-grid", "densenet121",
 MINI = Study("mini", "mini-paper-15c", "mini-paper-14c", "mini-lr-grid", "tiny", "tiny_res", ("tiny_attn",),
              (("tiny", "tiny_nonimage"),), 0.01, 0.1)
 
-# What the reference paper says (reference-paper.md), quoted in the report as reported.
+# What the reference paper (reference.PAPER_CITATION) says, quoted in the report as reported.
 PAPER_SAYS = {
     "subset": "Table 1 (train-val subset 16,944, train 15,249, validation 1,695, test 6,112 images); \"average "
               "validation and test AUROC scores as high as 0.7 or greater can be achieved\" with DenseNet-121 "
@@ -481,7 +482,7 @@ def _off_target(v: dict) -> str:
 def _markdown(study, claims, t1, t2, finding, runs) -> str:
     L = [f"# Reproducing the reference paper ({study.name} study)", "",
          "Every number below was produced by `cxrbench reproduce paper`; the paper's statements are quoted as "
-         "reported (reference-paper.md). Tests are paired patient-level bootstraps of the weighted mean test "
+         f"reported ({PAPER_CITATION}). Tests are paired patient-level bootstraps of the weighted mean test "
          "AUROC with each protocol's resamples and seed (the leaderboard's); verdicts: holds / does not hold / "
          "inconclusive at 95%.", "", _roles(study), "",
          "## Table 1 (regenerated)", "", _table1_note(t1), "",
