@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from cxrbench.cli._options import parallel_option
+
 
 @click.group()
 def reproduce() -> None:
@@ -28,14 +30,16 @@ def reproduce() -> None:
 @click.option("--mini", is_flag=True, help="The miniature study: tiny models, 64-pixel protocols (phantom data).")
 @click.option("--no-pretrained", is_flag=True, help="Train without ImageNet weights (recorded in every run).")
 @click.option("--resamples", type=click.IntRange(min=100), default=1000, show_default=True)
+@parallel_option
 def paper(cache: str, out: str, models: str | None, device: str, print_only: bool, mini: bool, no_pretrained: bool,
-          resamples: int) -> None:
-    """Run every run the paper's five comparisons need (resuming any that stopped), then write
-    OUT/report.md, OUT/report.html and figures with a verdict per claim.
+          resamples: int, parallel: int | None) -> None:
+    """Run every run the paper's five comparisons need (resuming any that stopped; K at a time per GPU with
+    --parallel), then write OUT/report.md, OUT/report.html and figures with a verdict per claim.
 
     \b
     Example:
       cxrbench reproduce paper --cache cache/ --out reproduce/
+      cxrbench reproduce paper --cache cache/ --parallel 4         # 4 runs at once per GPU, logs in OUT/logs
       cxrbench reproduce paper --cache cache/ --print > jobs.txt   # one command per run, for a cluster
       cxrbench reproduce paper --cache phantom-cache/ --mini      # the whole study in miniature, on a CPU
     """
@@ -46,11 +50,11 @@ def paper(cache: str, out: str, models: str | None, device: str, print_only: boo
     chosen = None if models is None else {m.strip() for m in models.split(",") if m.strip()}
     outp = Path(out)
     if print_only:
-        for line in commands(study, cache, outp, device, chosen, ["--no-pretrained"] if no_pretrained else []):
+        for line in commands(study, cache, outp, device, chosen, False if no_pretrained else None):
             click.echo(line)
         return
     d = get_display()
     outp.mkdir(parents=True, exist_ok=True)
-    runs = run_all(study, cache, outp, device, chosen, False if no_pretrained else None, d)
+    runs = run_all(study, cache, outp, device, chosen, False if no_pretrained else None, d, parallel)
     md, page = write_report(study, cache, outp, runs, resamples)
     d.info(f"wrote {md} and {page}")
