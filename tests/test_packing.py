@@ -2,6 +2,7 @@
 the default K, with short fake jobs; `cxrbench sweep --parallel` and `reproduce paper --parallel` with tiny
 models under `smoke` on the phantom cache."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -84,15 +85,40 @@ def test_visible_devices_and_the_device_each_child_gets():
 
 
 def test_default_parallel_from_free_memory():
-    per_run = run_bytes(24_453, 256)  # the paper subset resident, plus the model's working memory
-    assert per_run == 24_453 * 65_536 + RUN_WORKING_BYTES
+    per_run = run_bytes(24_674, 256)  # a --subset paper cache resident, plus the model's working memory
+    assert per_run == 24_674 * 65_536 + RUN_WORKING_BYTES
     assert parallel_for([139 * GIB], per_run) == 4  # an H200: memory allows more, 4 is the most measured to pay
     assert parallel_for([139 * GIB, 20 * GIB], per_run) == 2  # the fullest GPU decides
     assert parallel_for([4 * GIB], per_run) == 1  # at least one
     assert parallel_for([], per_run) == 1  # a CPU
-    assert default_parallel([], 24_453, 256)[0] == 1
+    assert default_parallel([], 24_674, 256)[0] == 1
     smi = "0, GPU-aa11, 143000\n1, GPU-bb22, 1024\n"
     assert parse_nvidia_smi(smi) == {"0": 143000 * 2**20, "GPU-aa11": 143000 * 2**20, "1": GIB, "GPU-bb22": GIB}
+
+
+def test_default_k_on_gpus_from_nvidia_smi_and_children_on_cuda(synth_cache, tmp_path, monkeypatch):
+    from cxrbench.experiment import RunOptions
+    from cxrbench.packing import Outcome
+    from cxrbench.sweep import sweep
+
+    smi = tmp_path / "bin" / "nvidia-smi"  # two GPUs, one of them with 12,000 MiB free
+    smi.parent.mkdir()
+    smi.write_text("#!/bin/sh\necho '0, GPU-aa11, 143000'\necho '1, GPU-bb22, 12000'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{smi.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr("cxrbench.packing.visible_gpus", lambda: ["0", "1"])
+    seen = {}
+
+    def fake_pack(jobs, **kw):
+        seen.update(jobs=jobs, **kw)
+        return [Outcome(j, "finished", 0) for j in jobs]
+
+    monkeypatch.setattr("cxrbench.packing.pack", fake_pack)
+    opts = RunOptions(model="tiny", protocol="smoke", cache=str(synth_cache), out=str(tmp_path / "runs"))
+    sweep(opts, ["tiny", "tiny_attn", "tiny"], None)
+    # 48 images resident and RUN_WORKING_BYTES: two runs fit in 90% of 12,000 MiB
+    assert seen["parallel"] == 2 and seen["devices"] == ["0", "1"] and len(seen["jobs"]) == 2
+    assert all(j.argv[j.argv.index("--device") + 1] == "cuda" for j in seen["jobs"])
 
 
 def test_runs_spread_over_fake_gpus_at_most_k_each(tmp_path):
@@ -258,7 +284,8 @@ def test_k2_records_equal_k1_records(packed_sweep, synth_cache, tmp_path):
     for name in ("tiny__smoke@v1__lr0.1__seed0", "tiny_attn__smoke@v1__lr0.1__seed0"):
         a, b = read_record(tmp_path / "seq" / name), read_record(runs / name)
         assert a["predictions"]["sha256"] == b["predictions"]["sha256"]
-        assert a["test"]["weighted_mean"] == b["test"]["weighted_mean"] and a["test"]["per_class"] == b["test"]["per_class"]
+        assert a["test"]["weighted_mean"] == b["test"]["weighted_mean"]
+        assert a["test"]["per_class"] == b["test"]["per_class"]
         assert "record:" in (runs / "logs" / f"{name}.log").read_text()  # each run's output in its own log
 
 
