@@ -85,16 +85,15 @@ def parse_compute_apps(text: str) -> dict[int, int]:
 
 
 class GpuMemory:
-    """The peak GPU memory of each run's process, sampled from nvidia-smi once a second (GPU runs only)."""
+    """GPU memory sampled from nvidia-smi once a second while runs go: the peak of each run's process (where
+    nvidia-smi sees this container's process ids) and the peak used on the GPU in all, per phase."""
 
-    def __init__(self) -> None:
-        self.names: dict[int, str] = {}
-        self.peak_mib: dict[str, int] = {}
+    def __init__(self, gpu: str) -> None:
+        self.gpu = gpu
+        self.peak_by_pid: dict[int, int] = {}
+        self.used_peak_mib = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def watch(self, job, pid: int, device: str | None) -> None:
-        self.names[pid] = job.name
 
     def __enter__(self) -> "GpuMemory":
         self._thread.start()
@@ -104,17 +103,29 @@ class GpuMemory:
         self._stop.set()
         self._thread.join()
 
+    def take_used_peak(self) -> int:
+        """The GPU's peak used MiB since the last call."""
+        peak, self.used_peak_mib = self.used_peak_mib, 0
+        return peak
+
     def _loop(self) -> None:
+        from cxrbench.packing import parse_nvidia_smi
+
         while not self._stop.wait(1.0):
             try:
-                r = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,"
-                                    "nounits"], capture_output=True, text=True, timeout=10)
+                apps = _smi("--query-compute-apps=pid,used_memory")
+                used = parse_nvidia_smi(_smi("--query-gpu=index,uuid,memory.used")).get(self.gpu)
             except (OSError, subprocess.TimeoutExpired):
                 return
-            for pid, mib in parse_compute_apps(r.stdout).items():
-                name = self.names.get(pid)
-                if name is not None:
-                    self.peak_mib[name] = max(mib, self.peak_mib.get(name, 0))
+            for pid, mib in parse_compute_apps(apps).items():
+                self.peak_by_pid[pid] = max(mib, self.peak_by_pid.get(pid, 0))
+            if used is not None:
+                self.used_peak_mib = max(self.used_peak_mib, used // 2**20)
+
+
+def _smi(query: str) -> str:
+    return subprocess.run(["nvidia-smi", query, "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                          timeout=10).stdout
 
 
 def run_figures(o, folder: Path, model: str, protocol: str, peak_mib: int | None) -> dict:
@@ -202,10 +213,12 @@ def phase(runs: list, root: Path, devices: list, child_device: str, parallel: in
 
     shutil.rmtree(root, ignore_errors=True)
     runs = [replace(o, out=str(root / "runs")) for o in runs]
+    if memory is not None:
+        memory.take_used_peak()  # this phase's peak only
     outcomes = pack(jobs(runs, child_device), parallel=parallel, devices=devices, logs=root / "logs",
-                    display=display, env=env, stop_at=stop_at, on_start=None if memory is None else memory.watch)
-    figs = [run_figures(o, run_dir(r), r.model, r.protocol, None if memory is None else memory.peak_mib.get(o.job.name))
-            for o, r in zip(outcomes, runs)]
+                    display=display, env=env, stop_at=stop_at)
+    peaks = {} if memory is None else memory.peak_by_pid
+    figs = [run_figures(o, run_dir(r), r.model, r.protocol, peaks.get(o.pid)) for o, r in zip(outcomes, runs)]
     ran = [o for o in outcomes if o.started is not None]
     wall = max(o.ended for o in ran) - min(o.started for o in ran) if ran else None
     rates = [f["per_epoch_images_per_s"] for f in figs if f["per_epoch_images_per_s"]]
@@ -216,7 +229,8 @@ def phase(runs: list, root: Path, devices: list, child_device: str, parallel: in
     return {"runs": {o.job.name: f for o, f in zip(outcomes, figs)}, "runs_at_once": at_once,
             "phase_seconds": None if wall is None else round(wall, 2),
             "aggregate_per_epoch_images_per_s": round(statistics.mean(rates) * at_once, 1) if rates else None,
-            "aggregate_whole_run_images_per_s": whole}
+            "aggregate_whole_run_images_per_s": whole,
+            "gpu_used_peak_mib": None if memory is None else memory.take_used_peak()}
 
 
 def _median(xs: list) -> float | None:
@@ -315,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
     store = open_cache(cache)
     k = args.parallel or (2 if args.cpu_smoke else
                           default_parallel([g for g in devices if g is not None], store.n_images, store.size)[0])
-    memory = GpuMemory() if devices != [None] and shutil.which("nvidia-smi") else None
+    memory = GpuMemory(devices[0]) if devices != [None] and shutil.which("nvidia-smi") else None
     # the smoke's runs get one thread each, alone and packed alike: on a busy CPU, runs that each spin every
     # core's OpenMP threads slow down 30-fold (measured: 16 against 466 training images/s)
     env = {"OMP_NUM_THREADS": "1"} if args.cpu_smoke else {}

@@ -57,6 +57,7 @@ class Outcome:
     status: str = "not started"  # then "running"; at the end "reused", "finished", "failed", "stopped" or this
     returncode: int | None = None
     device: str | None = None  # the GPU it ran on (CUDA_VISIBLE_DEVICES), None on the CPU
+    pid: int | None = None  # its process
     log: Path | None = None
     started: float | None = None  # seconds after `pack` began
     ended: float | None = None
@@ -149,8 +150,8 @@ def parallel_for(free_bytes: Sequence[int], per_run: int, cap: int = PACK_CAP, h
 
 
 def parse_nvidia_smi(text: str) -> dict[str, int]:
-    """Free bytes by GPU index and by UUID, from `nvidia-smi --query-gpu=index,uuid,memory.free
-    --format=csv,noheader,nounits` (MiB)."""
+    """Bytes by GPU index and by UUID, from `nvidia-smi --query-gpu=index,uuid,memory.free
+    --format=csv,noheader,nounits` (MiB; or memory.used)."""
     free = {}
     for line in text.strip().splitlines():
         parts = [p.strip() for p in line.split(",")]
@@ -301,7 +302,7 @@ def _start(o: Outcome, slot: int, device: str | None, base_env: dict[str, str], 
         # a session of its own: a terminal's Ctrl-C reaches the scheduler alone, which stops each child's group
         proc = subprocess.Popen(list(o.job.argv), stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
-    o.status, o.device, o.started = "running", device, time.monotonic() - t0
+    o.status, o.device, o.pid, o.started = "running", device, proc.pid, time.monotonic() - t0
     return _Child(o.job, slot, proc, o)
 
 

@@ -75,12 +75,14 @@ def run_many(runs: list, parallel: int | None, logs: Path, display=None) -> list
         return []
     runs = list({run_dir(o): o for o in runs}.values())  # one process per run folder
     devices, child_device = device_plan(runs[0].device)
-    if parallel is None:
+    if parallel is None and devices == [None]:
+        parallel = 1  # a CPU run already uses every core
+    elif parallel is None:
         from cxrbench.cache.store import open_cache
 
         store = open_cache(runs[0].cache)
-        parallel, why = default_parallel([d for d in devices if d is not None], store.n_images, store.size)
-        if display is not None and devices != [None]:
+        parallel, why = default_parallel(devices, store.n_images, store.size)  # type: ignore[arg-type]
+        if display is not None:
             display.info(f"packing {parallel} run(s) at once per GPU ({why}); --parallel K to choose")
     if parallel * len(devices) == 1:
         out = []

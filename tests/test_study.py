@@ -2,10 +2,21 @@
 its time budget, and the pieces it measures and projects with."""
 
 import json
+import os
+import time
 
 import pytest
 
-from benchmarks.study import epoch_rates, interpolated, main, makespan, parse_compute_apps, project, training_images
+from benchmarks.study import (
+    GpuMemory,
+    epoch_rates,
+    interpolated,
+    main,
+    makespan,
+    parse_compute_apps,
+    project,
+    training_images,
+)
 from cxrbench.results.record import read_record
 
 
@@ -73,3 +84,23 @@ def test_what_is_read_from_logs_and_nvidia_smi():
            "fold0 epoch 2/10: train loss 0.5, 1,650 images/s\nfinal epoch 1/10: train loss 0.4, 987 images/s\n")
     assert epoch_rates(log) == [1234.0, 1650.0, 987.0]
     assert parse_compute_apps("4242, 6144\n77, 512\n[N/A], 1\n") == {4242: 6144, 77: 512}
+
+
+def test_gpu_memory_peaks_per_process_and_per_gpu(tmp_path, monkeypatch):
+    smi = tmp_path / "nvidia-smi"  # a GPU whose use grows from 40,000 to 50,000 MiB, this process at 6,144
+    smi.write_text(f"""#!/bin/sh
+case "$1" in
+  --query-compute-apps=*) echo '{os.getpid()}, 6144'; echo '1, 99' ;;
+  *) n=$(cat {tmp_path}/calls 2>/dev/null || echo 0); echo $((n + 1)) > {tmp_path}/calls
+     if [ "$n" -ge 1 ]; then echo '0, GPU-aa11, 50000'; else echo '0, GPU-aa11, 40000'; fi ;;
+esac
+""")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    with GpuMemory("0") as mem:
+        end = time.monotonic() + 30
+        calls = tmp_path / "calls"
+        while time.monotonic() < end and int(calls.read_text() if calls.exists() else 0) < 2:
+            time.sleep(0.2)
+        time.sleep(0.2)
+    assert mem.peak_by_pid[os.getpid()] == 6144 and mem.take_used_peak() == 50000 and mem.take_used_peak() == 0
