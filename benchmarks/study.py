@@ -1,8 +1,8 @@
 """The paper's study, measured whole runs at a time on a paper-size input, and projected.
 
 Lays out the full ChestX-ray14 folder (benchmarks/paper_size.py: all 112,120 metadata rows and the official
-lists, every image hard-linked from a few PNGs), builds its cache with `--subset paper` (only the ~24,500
-images the study uses are decoded), then runs a chosen subset of the study's runs
+lists, every image hard-linked from a few PNGs), builds its cache with `--subset paper` (only the 24,674
+images of the paper subset are decoded), then runs a chosen subset of the study's runs
 (cxrbench.reproduce.needed(PAPER)) as `cxrbench run` subprocesses through the packing scheduler, on one
 device, in two phases:
 
@@ -16,7 +16,8 @@ its ratio to the run alone. It then projects the wall time of the study's runs (
 with packing and on 8 GPUs, saying which figures were measured and which projected. Protocols are frozen:
 to save time it runs fewer runs, never shorter ones (no protocol allows an epoch override).
 
-    python benchmarks/study.py --work /tmp/study --models densenet121 --parallel 4 --budget-seconds 420
+    python benchmarks/study.py --work /tmp/study --models densenet121 --parallel 4 --alone-seconds 75 \
+        --budget-seconds 420                                            # one GPU, about 7 minutes
     python benchmarks/study.py --work /tmp/study-smoke --cpu-smoke      # tiny models, mini protocols, CPU
 
 --work keeps the layout and the cache between invocations; the runs start afresh each time.
