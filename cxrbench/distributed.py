@@ -7,6 +7,8 @@ divide); every rank trains on the same number of batches per epoch (shards are e
 which drops at most K-1 images an epoch); evaluation gathers predictions on rank 0; only rank 0 writes
 checkpoints and the record, which states the number of processes and the backend. BatchNorm statistics
 are per rank, as usual with DDP, so results agree with one process within a tolerance, not bit for bit.
+
+This module is the layer below the run's stages (`cxrbench.run`): they call it, it imports none of them.
 """
 
 from __future__ import annotations
@@ -87,26 +89,6 @@ def init_from_env(device: str) -> Dist:
         backend = "gloo"
     dist.init_process_group(backend=backend)
     return Dist(rank, world, local, backend, device)
-
-
-def run_maybe_distributed(opts, display=None):
-    """Run in this process, or as one rank of a torchrun job when its environment says so."""
-    from cxrbench.experiment import Runner
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return Runner(opts, display).execute()
-    import torch.distributed as dist
-
-    d = init_from_env(opts.device)
-    try:
-        from dataclasses import replace
-
-        runner = Runner(replace(opts, device=d.device), display if d.rank == 0 else None)
-        runner.attach(d)
-        return runner.execute()
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
 
 
 def check_batch(batch_size: int, world: int) -> int:

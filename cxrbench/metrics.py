@@ -164,6 +164,13 @@ def _ci(x: np.ndarray) -> tuple[float, float]:
 
 def score(y: np.ndarray, p: np.ndarray, patients: np.ndarray, resamples: int = 1000, seed: int = 0) -> Scores:
     """Per-class and mean AUROCs with patient-level bootstrap 95% CIs (percentile method, seeded)."""
+    return score_with_resamples(y, p, patients, resamples, seed)[0]
+
+
+def score_with_resamples(y: np.ndarray, p: np.ndarray, patients: np.ndarray, resamples: int = 1000,
+                         seed: int = 0) -> tuple[Scores, np.ndarray]:
+    """`score`, and its (R, C) per-class resample AUROCs (what `compare_resampled` pairs without drawing again:
+    the resamples depend only on the patients, the count and the seed, not on the order of the rows)."""
     y = np.asarray(y)
     p = np.asarray(p, np.float64)
     point = per_class_auroc(y, p)
@@ -174,7 +181,7 @@ def score(y: np.ndarray, p: np.ndarray, patients: np.ndarray, resamples: int = 1
     bw, bp = _means(boots, weights)
     ci = np.array([_ci(boots[:, c]) for c in range(y.shape[1])])
     return Scores(point, ci, weighted_mean(point, y), _ci(bw), plain_mean(point), _ci(bp), len(y),
-                  len(np.unique(patients)), resamples, seed)
+                  len(np.unique(patients)), resamples, seed), boots
 
 
 @dataclass(frozen=True)
@@ -186,6 +193,7 @@ class Comparison:
     ci95: tuple[float, float]
     p_value: float
     resamples: int
+    seed: int = 0
 
     @property
     def significant(self) -> bool:
@@ -194,17 +202,26 @@ class Comparison:
     def to_dict(self) -> dict:
         return {"metric": self.metric, "diff": round(self.diff, 6), "ci95": [round(self.ci95[0], 6),
                 round(self.ci95[1], 6)], "p_value": round(self.p_value, 6), "significant": self.significant,
-                "resamples": self.resamples}
+                "resamples": self.resamples, "seed": self.seed}
 
 
 def compare(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, patients: np.ndarray, metric: str = "weighted",
             resamples: int = 1000, seed: int = 0) -> Comparison:
     """Paired patient-level bootstrap: both runs are scored on the same resamples of the same test set."""
     y = np.asarray(y)
-    weights = y.sum(0).astype(np.float64)
     ba = bootstrap_aurocs(y, pa, patients, resamples, seed)
     bb = bootstrap_aurocs(y, pb, patients, resamples, seed)
+    return compare_resampled(y, pa, pb, ba, bb, metric, resamples, seed)
+
+
+def compare_resampled(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, ba: np.ndarray, bb: np.ndarray,
+                      metric: str = "weighted", resamples: int = 1000, seed: int = 0) -> Comparison:
+    """`compare` from the two runs' per-class resample AUROCs (R, C), drawn with the same patients, count and
+    seed (e.g. by `score_with_resamples`)."""
+    y = np.asarray(y)
+    weights = y.sum(0).astype(np.float64)
     undefined = ~np.isfinite(per_class_auroc(y, pa))
+    ba, bb = ba.copy(), bb.copy()
     ba[:, undefined] = np.nan
     bb[:, undefined] = np.nan
     idx = 0 if metric == "weighted" else 1
@@ -215,9 +232,9 @@ def compare(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, patients: np.ndarray,
         (plain_mean(pa_c) - plain_mean(pb_c))
     d = (da - db)[np.isfinite(da - db)]
     if len(d) == 0:
-        return Comparison(metric, float("nan"), (float("nan"), float("nan")), float("nan"), resamples)
+        return Comparison(metric, float("nan"), (float("nan"), float("nan")), float("nan"), resamples, seed)
     p = min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean()))
-    return Comparison(metric, float(point), _ci(d), float(p), resamples)
+    return Comparison(metric, float(point), _ci(d), float(p), resamples, seed)
 
 
 def bootstrap_means(y: np.ndarray, preds: list[np.ndarray], patients: np.ndarray, metric: str = "weighted",
@@ -238,12 +255,14 @@ def bootstrap_means(y: np.ndarray, preds: list[np.ndarray], patients: np.ndarray
     return np.array(points), np.stack(boots, 1)
 
 
-def contrast(points: np.ndarray, boots: np.ndarray, coef: np.ndarray, resamples: int, metric: str) -> Comparison:
-    """A linear contrast (e.g. [1, -1] or [1, -1, -1, 1]) of bootstrapped means, with its CI and p-value."""
+def contrast(points: np.ndarray, boots: np.ndarray, coef: np.ndarray, resamples: int, metric: str,
+             seed: int = 0) -> Comparison:
+    """A linear contrast (e.g. [1, -1] or [1, -1, -1, 1]) of bootstrapped means, with its CI and p-value
+    (`seed`: the seed the resamples were drawn with, recorded with the result)."""
     d = boots @ coef
     d = d[np.isfinite(d)]
     point = float(points @ coef)
     if len(d) == 0:
-        return Comparison(metric, point, (float("nan"), float("nan")), float("nan"), resamples)
+        return Comparison(metric, point, (float("nan"), float("nan")), float("nan"), resamples, seed)
     p = min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean()))
-    return Comparison(metric, point, _ci(d), float(p), resamples)
+    return Comparison(metric, point, _ci(d), float(p), resamples, seed)

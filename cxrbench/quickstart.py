@@ -16,7 +16,7 @@ def quickstart(out: str | Path = "cxrbench-quickstart", device: str = "auto", n:
     from cxrbench.console import get_display
     from cxrbench.data.synth import generate
     from cxrbench.errors import RecordError
-    from cxrbench.experiment import RunOptions, default_run_id, run_or_reuse
+    from cxrbench.run import RunOptions, default_run_id, run_or_reuse
     from cxrbench.explain.gallery import build_gallery
     from cxrbench.protocols import get_protocol
     from cxrbench.results import render
@@ -45,11 +45,11 @@ def quickstart(out: str | Path = "cxrbench-quickstart", device: str = "auto", n:
         except RecordError as e:
             if "already on the leaderboard" not in str(e):
                 raise
-    groups = rank(load(board), "smoke", resamples=200)
+    groups = rank(load(board, d), "smoke")
     render.to_table(groups, d)
     from cxrbench.cache.store import atomic_write_bytes
 
-    atomic_write_bytes(board / "LEADERBOARD.md", render.to_markdown(groups).encode())
+    atomic_write_bytes(board / "LEADERBOARD.md", render.to_markdown(groups, render.WRITTEN).encode())
     figs = render.plots(groups, board / "plots")
     atomic_write_bytes(board / "index.html", render.to_html(groups, figs, board / "index.html").encode())
     best = groups[0].entries[0].record["run_id"] if groups else run_dirs[0].name

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrbench.data.labels import FINDINGS
+from cxrbench.data.subset import SUBSET_RULES
 
 
 @dataclass(frozen=True)
@@ -81,14 +82,14 @@ def needed(study: Study, models: set[str] | None = None) -> list[RunSpec]:
 def run_options(study: Study, cache: str, out: Path, device: str, models: set[str] | None,
                 pretrained: bool | None = None) -> list:
     """The RunOptions of every needed run (in OUT/runs)."""
-    from cxrbench.experiment import RunOptions
+    from cxrbench.run import RunOptions
 
     return [RunOptions(model=s.model, protocol=s.protocol, cache=cache, out=str(out / "runs"), device=device, lr=s.lr,
                        pretrained=pretrained) for s in needed(study, models)]
 
 
 def run_dir(out: Path, s: RunSpec) -> Path:
-    from cxrbench.experiment import default_run_id
+    from cxrbench.run import default_run_id
     from cxrbench.protocols import get_protocol
 
     return out / "runs" / default_run_id(s.model, get_protocol(s.protocol), s.lr)
@@ -143,11 +144,45 @@ def _fmt_ci(m: dict) -> str:
     return "undefined" if m["auroc"] is None else f"{m['auroc']:.4f} [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]"
 
 
-def _greater(c: dict) -> str:
+INCONCLUSIVE = "inconclusive at 95%"
+CLAIMED_GAIN = (0.02, 0.03)  # claim 4b: attention models over DenseNet-121
+
+
+def _ci_of(c: dict) -> tuple[float, float] | None:
     lo, hi = c["ci95"]
-    if lo is None or not np.isfinite(lo):
-        return "inconclusive at 95%"
-    return "holds" if lo > 0 else ("does not hold" if hi < 0 else "inconclusive at 95%")
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        return None
+    return float(lo), float(hi)
+
+
+def greater_verdict(c: dict) -> str:
+    """"a > b" from the 95% CI of a - b: holds above 0, does not hold below 0, else inconclusive."""
+    ci = _ci_of(c)
+    if ci is None:
+        return INCONCLUSIVE
+    return "holds" if ci[0] > 0 else ("does not hold" if ci[1] < 0 else INCONCLUSIVE)
+
+
+def gain_in_range_verdict(c: dict, lo: float = CLAIMED_GAIN[0], hi: float = CLAIMED_GAIN[1]) -> str:
+    """"a beats b by lo to hi": holds when the gain is significant (CI above 0) and its 95% CI overlaps
+    [lo, hi]; does not hold when the CI lies wholly below lo or above hi; else inconclusive."""
+    ci = _ci_of(c)
+    if ci is None:
+        return INCONCLUSIVE
+    if ci[1] < lo or ci[0] > hi:
+        return "does not hold"
+    return "holds" if ci[0] > 0 else INCONCLUSIVE
+
+
+def negligible_verdict(c: dict, limit: float = 0.02) -> str:
+    """"b adds little to a": holds when the whole 95% CI of the gain lies below `limit`; does not hold when the
+    gain is significant and its point estimate reaches `limit`; else inconclusive."""
+    ci = _ci_of(c)
+    if ci is None:
+        return INCONCLUSIVE
+    if ci[0] > 0 and c["diff"] >= limit:
+        return "does not hold"
+    return "holds" if ci[1] < limit else INCONCLUSIVE
 
 
 def _combine(verdicts: list[str]) -> str:
@@ -157,25 +192,34 @@ def _combine(verdicts: list[str]) -> str:
         return "holds"
     if any(v == "does not hold" for v in verdicts):
         return "does not hold"
-    return "inconclusive at 95%"
+    return INCONCLUSIVE
 
 
-def evaluate(study: Study, runs: dict[RunSpec, Path], resamples: int = 1000) -> list[Claim]:
-    from cxrbench.metrics import bootstrap_means, contrast
+def evaluate(study: Study, runs: dict[RunSpec, Path]) -> list[Claim]:
+    """The claims with their numbers, tests and verdicts. Every bootstrap uses the resamples and seed of the
+    protocol the compared runs share (as the leaderboard does), so a comparison has one p-value everywhere."""
+    from cxrbench.metrics import bootstrap_means, compare, contrast
+    from cxrbench.protocols import get_protocol
 
     def get(protocol, model, lr):
         return runs.get(RunSpec(protocol, model, lr))
 
-    def pair(a: Path, b: Path, classes: list[str] | None = None):
-        """Paired weighted-mean contrast a - b on the same test images (optionally restricted to classes)."""
+    def boot(protocol: str) -> dict:
+        p = get_protocol(protocol)
+        return {"resamples": p.bootstrap, "seed": p.seed}
+
+    def pair(a: Path, b: Path, protocol: str, classes: list[str] | None = None):
+        """Paired weighted-mean comparison a - b on the same test images (optionally restricted to classes)."""
         na, pat, ya, pa, ca = _preds(a)
         nb, _, yb, pb, cb = _preds(b)
-        assert na == nb, "the two runs were scored on different test images"
+        if na != nb:
+            from cxrbench.errors import RecordError
+
+            raise RecordError(f"{a} and {b} were scored on different test images; they cannot be compared")
         if classes is not None:
             ia, ib = [ca.index(c) for c in classes], [cb.index(c) for c in classes]
             ya, pa, pb = ya[:, ia], pa[:, ia], pb[:, ib]
-        pts, boots = bootstrap_means(ya, [pa, pb], pat, resamples=resamples)
-        return contrast(pts, boots, np.array([1.0, -1.0]), resamples, "weighted").to_dict()
+        return compare(ya, pa, pb, pat, metric="weighted", **boot(protocol)).to_dict()
 
     claims = []
     hi, lo = study.high_lr, study.low_lr
@@ -189,10 +233,11 @@ def evaluate(study: Study, runs: dict[RunSpec, Path], resamples: int = 1000) -> 
             continue
         c.rows.append((f"{m} test AUROC (weighted)", _fmt_ci(_rec(d)["test"]["weighted_mean"])))
         _, pat, y, p, _ = _preds(d)
-        pts, boots = bootstrap_means(y, [p], pat, resamples=resamples)
-        t = contrast(pts - 0.7, boots - 0.7, np.array([1.0]), resamples, "weighted").to_dict()
+        b = boot(study.p15)
+        pts, boots = bootstrap_means(y, [p], pat, **b)
+        t = contrast(pts - 0.7, boots - 0.7, np.array([1.0]), b["resamples"], "weighted", b["seed"]).to_dict()
         c.tests.append((f"{m} - 0.7", t))
-        vs.append(_greater(t))
+        vs.append(greater_verdict(t))
     c.verdict = _combine(vs)
     c.why = "holds when the 95% CI of each baseline's weighted test AUROC lies above 0.7"
     claims.append(c)
@@ -203,9 +248,9 @@ def evaluate(study: Study, runs: dict[RunSpec, Path], resamples: int = 1000) -> 
     if a and b:
         for m, d in ((study.baseline, a), (study.resnet, b)):
             c.rows.append((f"{m} test AUROC (weighted)", _fmt_ci(_rec(d)["test"]["weighted_mean"])))
-        t = pair(a, b)
+        t = pair(a, b, study.p15)
         c.tests.append((f"{study.baseline} - {study.resnet}", t))
-        c.verdict = _greater(t)
+        c.verdict = greater_verdict(t)
     claims.append(c)
 
     # 3. 15 classes beat 14, compared on the 14 findings both predict
@@ -214,9 +259,9 @@ def evaluate(study: Study, runs: dict[RunSpec, Path], resamples: int = 1000) -> 
     if a and b:
         c.rows.append((f"{study.baseline} 15 classes, test AUROC (weighted)", _fmt_ci(_rec(a)["test"]["weighted_mean"])))
         c.rows.append((f"{study.baseline} 14 classes, test AUROC (weighted)", _fmt_ci(_rec(b)["test"]["weighted_mean"])))
-        t = pair(a, b, classes=list(FINDINGS))
+        t = pair(a, b, study.p15, classes=list(FINDINGS))
         c.tests.append(("15-class - 14-class model, on the 14 findings", t))
-        c.verdict = _greater(t)
+        c.verdict = greater_verdict(t)
         from cxrbench.protocols import get_protocol
 
         c.why = (f"protocols {study.p15} and {study.p14} ({get_protocol(study.p15).epochs} epochs, lr {hi:g}), not "
@@ -236,10 +281,11 @@ def evaluate(study: Study, runs: dict[RunSpec, Path], resamples: int = 1000) -> 
         preds = [_preds(d) for d in ds]
         for name, d in zip((f"{m} lr {hi:g}", f"{m} lr {lo:g}"), att):
             c.rows.append((name + " test AUROC (weighted)", _fmt_ci(_rec(d)["test"]["weighted_mean"])))
-        pts, boots = bootstrap_means(preds[0][2], [p[3] for p in preds], preds[0][1], resamples=resamples)
-        t = contrast(pts, boots, np.array([1.0, -1.0, -1.0, 1.0]), resamples, "weighted").to_dict()
+        b = boot(study.grid)
+        pts, boots = bootstrap_means(preds[0][2], [p[3] for p in preds], preds[0][1], **b)
+        t = contrast(pts, boots, np.array([1.0, -1.0, -1.0, 1.0]), b["resamples"], "weighted", b["seed"]).to_dict()
         c.tests.append((f"({m} gain) - ({study.baseline} gain)", t))
-        vs.append(_greater(t))
+        vs.append(greater_verdict(t))
     if base[0] and base[1]:
         c.rows[:0] = [(f"{study.baseline} lr {hi:g} test AUROC (weighted)", _fmt_ci(_rec(base[0])["test"]["weighted_mean"])),
                       (f"{study.baseline} lr {lo:g} test AUROC (weighted)", _fmt_ci(_rec(base[1])["test"]["weighted_mean"]))]
@@ -247,7 +293,8 @@ def evaluate(study: Study, runs: dict[RunSpec, Path], resamples: int = 1000) -> 
     claims.append(c)
 
     # 4b. attention models beat the baseline at the higher lr by 0.02-0.03
-    c = Claim("attention", f"4b. Attention models beat DenseNet-121 by 0.02-0.03 test AUROC (lr {hi:g})",
+    lo_gain, hi_gain = CLAIMED_GAIN
+    c = Claim("attention", f"4b. Attention models beat DenseNet-121 by {lo_gain:g}-{hi_gain:g} test AUROC (lr {hi:g})",
               PAPER_SAYS["attention"])
     b = get(study.p15, study.baseline, hi)
     vs = []
@@ -256,11 +303,15 @@ def evaluate(study: Study, runs: dict[RunSpec, Path], resamples: int = 1000) -> 
         if a is None or b is None:
             continue
         c.rows.append((f"{m} test AUROC (weighted)", _fmt_ci(_rec(a)["test"]["weighted_mean"])))
-        t = pair(a, b)
-        in_range = 0.02 <= t["diff"] <= 0.03
-        c.tests.append((f"{m} - {study.baseline} (difference {'inside' if in_range else 'outside'} 0.02-0.03)", t))
-        vs.append(_greater(t))
+        t = pair(a, b, study.p15)
+        ci = _ci_of(t)
+        overlap = ci is not None and ci[1] >= lo_gain and ci[0] <= hi_gain
+        c.tests.append((f"{m} - {study.baseline} (95% CI {'overlaps' if overlap else 'excludes'} "
+                        f"{lo_gain:g}-{hi_gain:g})", t))
+        vs.append(gain_in_range_verdict(t))
     c.verdict = _combine(vs)
+    c.why = (f"holds when the gain is significant (95% CI above 0) and its 95% CI overlaps {lo_gain:g}-{hi_gain:g}; "
+             f"does not hold when the CI lies wholly below {lo_gain:g} or above {hi_gain:g}")
     claims.append(c)
 
     # 5. non-image features do not help much
@@ -271,11 +322,9 @@ def evaluate(study: Study, runs: dict[RunSpec, Path], resamples: int = 1000) -> 
         if a is None or b is None:
             continue
         c.rows.append((f"{with_f} test AUROC (weighted)", _fmt_ci(_rec(a)["test"]["weighted_mean"])))
-        t = pair(a, b)
+        t = pair(a, b, study.p15)
         c.tests.append((f"{with_f} - {plain}", t))
-        lo_ci, hi_ci = t["ci95"]
-        vs.append("does not hold" if lo_ci > 0 and t["diff"] >= NEGLIGIBLE else
-                  "holds" if hi_ci < NEGLIGIBLE else "inconclusive at 95%")
+        vs.append(negligible_verdict(t, NEGLIGIBLE))
     c.verdict = _combine(vs)
     c.why = f"holds when the whole 95% CI of the gain lies below {NEGLIGIBLE}"
     claims.append(c)
@@ -285,17 +334,21 @@ def evaluate(study: Study, runs: dict[RunSpec, Path], resamples: int = 1000) -> 
 # ------------------------------------------------------------------------------------------------ tables
 
 
-def table1(study: Study, cache: str) -> list[tuple[str, int, float, int]]:
-    """The paper's Table 1 regenerated from the cache's own tables: (row, images, %, paper's number)."""
+def table1(study: Study, cache: str) -> dict:
+    """The paper's Table 1 regenerated from the cache's own tables, beside the paper's, and the per-class subset
+    counts beside the paper's targets: {"subset_rule", "rows": [(row, images, %, paper's, difference)],
+    "classes": {class: {subset, target, difference, taken_whole}}}."""
     from cxrbench.cache.store import open_cache
-    from cxrbench.cli.splits import PAPER_TABLE1
-    from cxrbench.data.dataset import open_dataset, splits_for
+    from cxrbench.data.dataset import open_dataset, per_class_counts, splits_for, subset_vs_targets
     from cxrbench.protocols import get_protocol
 
     store = open_cache(cache)
     ds = open_dataset(store.tables_dir())
-    s = splits_for(ds.metadata, ds.layout, get_protocol(study.p15))
-    return [(n, c, pct, PAPER_TABLE1[n]) for n, c, pct in s.table1(len(ds.metadata))]
+    protocol = get_protocol(study.p15)
+    s = splits_for(ds.metadata, ds.layout, protocol)
+    return {"protocol": protocol.key, "subset_rule": protocol.subset_rule, "source": s.source,
+            "rows": s.table1_vs_paper(len(ds.metadata)),
+            "classes": subset_vs_targets(per_class_counts(ds.metadata, s))}
 
 
 def table2() -> list[tuple[str, int, int]]:
@@ -381,8 +434,8 @@ def figures(study: Study, runs: dict[RunSpec, Path], folder: Path) -> dict[str, 
     return figs
 
 
-def write_report(study: Study, cache: str, out: Path, runs: dict[RunSpec, Path], resamples: int = 1000) -> tuple[Path, Path]:
-    claims = evaluate(study, runs, resamples)
+def write_report(study: Study, cache: str, out: Path, runs: dict[RunSpec, Path]) -> tuple[Path, Path]:
+    claims = evaluate(study, runs)
     figs = figures(study, runs, out)
     for c in claims:
         c.figure = figs.get(c.key)
@@ -419,13 +472,28 @@ def _finding_text(f: dict) -> str:
             "norm5 are therefore stretched float noise; cxrbench uses transition3.")
 
 
+def _table1_note(t1: dict) -> str:
+    rule = t1["subset_rule"]
+    return (f"{t1['protocol']}, {t1['source']}, subset rule {rule} ({SUBSET_RULES[rule].description}); "
+            "benchmarks/results/table1_readings.json compares every reading of the paper's rule over seeds.")
+
+
+def _off_target(v: dict) -> str:
+    return "taken whole" if v["taken_whole"] else f"{v['difference']:+,}"
+
+
 def _markdown(study, claims, t1, t2, finding, runs) -> str:
     L = [f"# Reproducing the reference paper ({study.name} study)", "",
          "Every number below was produced by `cxrbench reproduce paper`; the paper's statements are quoted as "
          "reported (reference-paper.md). Tests are paired patient-level bootstraps of the weighted mean test "
-         "AUROC; verdicts: holds / does not hold / inconclusive at 95%.", "", _roles(study), "",
-         "## Table 1 (regenerated)", "", "| dataset | images | % of all | paper (reported) |", "|---|---|---|---|"]
-    L += [f"| {n} | {c:,} | {pct:.2f} % | {p:,} |" for n, c, pct, p in t1]
+         "AUROC with each protocol's resamples and seed (the leaderboard's); verdicts: holds / does not hold / "
+         "inconclusive at 95%.", "", _roles(study), "",
+         "## Table 1 (regenerated)", "", _table1_note(t1), "",
+         "| dataset | images | % of all | paper (reported) | difference |", "|---|---|---|---|---|"]
+    L += [f"| {n} | {c:,} | {pct:.2f} % | {p:,} | {d:+,} |" for n, c, pct, p, d in t1["rows"]]
+    L += ["", "Per class, the subset beside the paper's targets (\"quite close to the targets\"):", "",
+          "| class | subset | target | subset - target |", "|---|---|---|---|"]
+    L += [f"| {c} | {v['subset']:,} | {v['target']:,} | {_off_target(v)} |" for c, v in t1["classes"].items()]
     L += ["", "## Table 2 (regenerated)", "", "| model | parameters | paper (reported) |", "|---|---|---|"]
     L += [f"| {m} | {n:,} | {p:,} |" for m, n, p in t2]
     for c in claims:
@@ -450,9 +518,14 @@ def _html(study, claims, t1, t2, finding, runs) -> str:
              "<p>Every number was produced by <code>cxrbench reproduce paper</code>; the paper's statements are "
              "quoted as reported. Tests: paired patient-level bootstraps of the weighted mean test AUROC.</p>",
              f"<p>{e(_roles(study))}</p>",
-             "<h2>Table 1 (regenerated)</h2><table><tr><th>dataset</th><th>images</th><th>% of all</th>"
-             "<th>paper (reported)</th></tr>"]
-    parts += [f"<tr><td>{e(n)}</td><td>{c:,}</td><td>{pct:.2f} %</td><td>{p:,}</td></tr>" for n, c, pct, p in t1]
+             f"<h2>Table 1 (regenerated)</h2><p>{e(_table1_note(t1))}</p><table><tr><th>dataset</th><th>images</th>"
+             "<th>% of all</th><th>paper (reported)</th><th>difference</th></tr>"]
+    parts += [f"<tr><td>{e(n)}</td><td>{c:,}</td><td>{pct:.2f} %</td><td>{p:,}</td><td>{d:+,}</td></tr>"
+              for n, c, pct, p, d in t1["rows"]]
+    parts += ["</table><p>Per class, the subset beside the paper's targets:</p><table><tr><th>class</th>"
+              "<th>subset</th><th>target</th><th>subset - target</th></tr>"]
+    parts += [f"<tr><td>{e(c)}</td><td>{v['subset']:,}</td><td>{v['target']:,}</td><td>{e(_off_target(v))}</td></tr>"
+              for c, v in t1["classes"].items()]
     parts += ["</table><h2>Table 2 (regenerated)</h2><table><tr><th>model</th><th>parameters</th>"
               "<th>paper (reported)</th></tr>"]
     parts += [f"<tr><td>{e(m)}</td><td>{n:,}</td><td>{p:,}</td></tr>" for m, n, p in t2]

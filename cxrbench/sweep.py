@@ -45,7 +45,7 @@ def grid(opts, models: list[str]) -> list:
 
 def run_dir(opts) -> Path:
     """The folder a run writes (its --run-id, else the default run id)."""
-    from cxrbench.experiment import default_run_id
+    from cxrbench.run import default_run_id
     from cxrbench.protocols import get_protocol
 
     p = get_protocol(opts.protocol)
@@ -68,7 +68,7 @@ def run_many(runs: list, parallel: int | None, logs: Path, display=None) -> list
     takes the default of cxrbench.packing.default_parallel. A failed packed run does not stop the others:
     when all are done, each failure is shown with its exit code and the tail of its log, and TrainingError
     names them."""
-    from cxrbench.experiment import run_or_reuse
+    from cxrbench.run import run_or_reuse
     from cxrbench.packing import default_parallel, device_plan, pack
 
     if not runs:

@@ -1,27 +1,35 @@
 """The training loop: fit one fold, evaluate, checkpoint atomically, resume exactly.
 
-A checkpoint (written after every epoch: temp file, fsync, rename) holds the model, optimizer, scaler, epoch,
-step, every RNG state and the history so far; it loads with `torch.load(weights_only=True)`. Batches depend
-only on (seed, epoch), so a run resumed from a checkpoint sees the same batches as an unbroken run and, on
+A checkpoint (`cxrbench.checkpoint`: temp file, fsync, rename, sha256-verified on load) holds the model,
+optimizer, scaler, epoch, step, every RNG state and the history so far. It is written after the first and the
+last epoch, and after any other epoch once writing it costs at most `checkpoint_budget` of the time spent since
+the previous one (a 56 MB DenseNet-121 checkpoint every 1.6-s epoch would cost more than that). Batches depend
+only on (seed, epoch), so a run resumed from any checkpoint sees the same batches as an unbroken run and, on
 the CPU, ends with the same weights and metrics. A non-finite loss stops the run with a clear error.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import time
+from contextlib import contextmanager
+from contextlib import nullcontext as _none
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cxrbench.checkpoint import load_checkpoint as _load_verified
+from cxrbench.checkpoint import save_checkpoint
 from cxrbench.errors import TrainingError
 
-CHECKPOINT_VERSION = 1
+__all__ = ["CHECKPOINT_VERSION", "EpochLog", "FoldState", "GraphStep", "TrainConfig", "fit", "load_checkpoint",
+           "predict", "save_checkpoint", "unwrap"]
+
+CHECKPOINT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,8 @@ class TrainConfig:
     channels_last: bool = False
     cuda_graphs: bool = False  # replay each full-batch training step as one captured CUDA graph (GPU)
     check_every: int = 25  # steps between non-finite checks on a GPU (every step on the CPU)
+    compile: bool = False  # the model is torch.compile'd: time its compilations apart from training
+    checkpoint_budget: float = 0.05  # most of the time since the last checkpoint that writing one may cost
 
 
 @dataclass
@@ -53,10 +63,20 @@ class EpochLog:
 
 @dataclass
 class FoldState:
+    """A fold's training so far; the seconds exclude compilation, which `compile_seconds` holds."""
+
     history: list[EpochLog] = field(default_factory=list)
     step: int = 0
     train_images: int = 0
     train_seconds: float = 0.0
+    validate_seconds: float = 0.0
+    checkpoint_seconds: float = 0.0
+    compile_seconds: float = 0.0
+    checkpoints: int = 0  # checkpoint writes (all sessions)
+    last_checkpoint_epoch: int | None = None
+    capture_seconds: float = 0.0  # CUDA graphs: the warm-up steps and the capture
+    setup_seconds: float = 0.0  # this session: optimizer, checkpoint load (the first optimizer imports torch's
+    #                             compiler stack, seconds on a CPU)
 
 
 def rng_state() -> dict[str, Any]:
@@ -84,35 +104,38 @@ def set_rng_state(st: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Atomic: write a temp file beside `path`, fsync it, rename over `path`, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # the previous checkpoint stays as it was
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise TrainingError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); remove it to start "
-                            "this fold again") from e
-    if ck.get("version") != CHECKPOINT_VERSION:
-        raise TrainingError(f"checkpoint {path} has version {ck.get('version')}, expected {CHECKPOINT_VERSION}")
-    return ck
+    """A training checkpoint, verified (sha256) and of this version; a TrainingError says why not."""
+    return _load_verified(path, CHECKPOINT_VERSION)
+
+
+class StepClock:
+    """Wall time of the steps that are not steady-state work, counted apart from training and validation time:
+    under torch.compile the steps that meet a batch shape (and train/eval mode) for the first time (compilation
+    happens there); with CUDA graphs the warm-up steps up to the capture (every key is new there). Timed steps
+    are synchronised on a GPU."""
+
+    def __init__(self, active: bool, device: torch.device) -> None:
+        self.active = active
+        self.device = device
+        self.seen: set[tuple] = set()
+        self.seconds = 0.0
+
+    @contextmanager
+    def step(self, key: tuple) -> Iterator[None]:
+        if not self.active or key in self.seen:
+            yield
+            return
+        self.seen.add(key)
+        self._sync()
+        t0 = time.perf_counter()
+        yield
+        self._sync()
+        self.seconds += time.perf_counter() - t0
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -135,14 +158,16 @@ def autocast(cfg: TrainConfig, cache: bool = True):
 
 
 @torch.no_grad()
-def predict(model, loader, cfg: TrainConfig, gather: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
+def predict(model, loader, cfg: TrainConfig, gather: Callable | None = None,
+            clock: StepClock | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Sigmoid probabilities (N, C) float32 in split order, and the split positions they belong to."""
     was = model.training
     model.eval()
     probs, index = [], []
+    clock = clock or StepClock(False, torch.device("cpu"))
     try:
         for batch in loader:
-            with autocast(cfg):
+            with clock.step(("eval", batch.y.shape[0])), autocast(cfg):
                 logits = forward(model, batch, cfg)
             probs.append(torch.sigmoid(logits.float()))
             index.append(batch.index.to(probs[-1].device))
@@ -239,10 +264,19 @@ def fit(
     is_main: bool = True,
     barrier: Callable[[], None] | None = None,
     reduce: Callable[..., list[float]] | None = None,
+    clock: StepClock | None = None,
 ) -> FoldState:
-    """Train for cfg.epochs (continuing from `ckpt` with `resume`); returns the per-epoch history."""
+    """Train for cfg.epochs (continuing from `ckpt` with `resume`); returns the per-epoch history and timings.
+
+    `progress` (optional) gets `advance(images)` per batch and `update(description=..., status=...)`; `evaluate`
+    runs after every epoch (its time is `validate_seconds`); `clock` times compilation apart (torch.compile), and
+    the CUDA-graph warm-up and capture are timed apart too (`capture_seconds`).
+    """
+    t_setup = time.perf_counter()
     device = torch.device(cfg.device)
     base = unwrap(model)
+    clock = clock or StepClock(cfg.compile, device)
+    capture = StepClock(True, device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     state = FoldState()
     start = 0
@@ -251,41 +285,50 @@ def fit(
         base.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         set_rng_state(ck["rng"])
-        state = FoldState([EpochLog(**h) for h in ck["history"]], ck["step"], ck["train_images"], ck["train_seconds"])
+        state = FoldState([EpochLog(**h) for h in ck["history"]], ck["step"], ck["train_images"], ck["train_seconds"],
+                          **ck["timing"], last_checkpoint_epoch=ck["epoch"])
         start = ck["epoch"] + 1
     model.train()
-    graph = GraphStep(model, opt, cfg) if (cfg.cuda_graphs and device.type == "cuda") else None
+    graph = GraphStep(model, opt, cfg) if cfg.cuda_graphs else None  # emulated on the CPU (tests)
+    compiled_before, clock_start = state.compile_seconds, clock.seconds
+    state.setup_seconds = time.perf_counter() - t_setup
+    last_save = time.perf_counter()
+    save_cost: float | None = None  # seconds the last checkpoint write took (this session)
     for epoch in range(start, cfg.epochs):
         train_loader.set_epoch(epoch)
         loss_sum = torch.zeros((), device=device)
         seen = 0
         bad = torch.zeros((), dtype=torch.bool, device=device)
         t0 = time.perf_counter()
+        compiling, capturing = clock.seconds, capture.seconds
         if progress is not None:
-            progress.update(total=len(train_loader), completed=0, description=f"epoch {epoch + 1}/{cfg.epochs}")
+            progress.update(description=f"epoch {epoch + 1}/{cfg.epochs}")
         for i, batch in enumerate(train_loader):
-            if graph is not None:
-                loss = graph(batch)
+            warming = graph is not None and graph.replay is None
+            timed = capture.step(("warm", state.step)) if warming else _none()
+            with clock.step(("train", batch.y.shape[0])), timed:
+                if graph is not None:
+                    loss = graph(batch)
+                else:
+                    with autocast(cfg):
+                        logits = forward(model, batch, cfg)
+                    loss = F.binary_cross_entropy_with_logits(logits.float(), batch.y)
                 bad |= ~torch.isfinite(loss)
-            else:
-                with autocast(cfg):
-                    logits = forward(model, batch, cfg)
-                loss = F.binary_cross_entropy_with_logits(logits.float(), batch.y)
-                bad |= ~torch.isfinite(loss)
-            if device.type == "cpu" or (i + 1) % cfg.check_every == 0:
-                if bool(bad):
-                    raise TrainingError(f"the training loss became non-finite ({loss.item()}) in epoch {epoch + 1}, "
-                                        f"step {i + 1}; the run stops and writes no result (try a lower --lr)")
-            if graph is None:
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                if device.type == "cpu" or (i + 1) % cfg.check_every == 0:
+                    if bool(bad):
+                        raise TrainingError(f"the training loss became non-finite ({loss.item()}) in epoch "
+                                            f"{epoch + 1}, step {i + 1}; the run stops and writes no result "
+                                            "(try a lower --lr)")
+                if graph is None:
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
             n = batch.y.shape[0]
             loss_sum += loss.detach() * n
             seen += n
             state.step += 1
             if progress is not None:
-                progress.advance(1)
+                progress.advance(n)
                 if device.type == "cpu" or (i + 1) % cfg.check_every == 0:
                     progress.update(status=f"loss {loss_sum.item() / max(seen, 1):.4f}")
         if bool(bad):
@@ -293,7 +336,8 @@ def fit(
                                 "writes no result (try a lower --lr)")
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0 - (clock.seconds - compiling) - (capture.seconds - capturing)
+        state.capture_seconds += capture.seconds - capturing
         total_loss = float(loss_sum.item())
         if reduce is not None:  # every rank's share of the epoch
             total_loss, seen_f = reduce(total_loss, float(seen))
@@ -302,18 +346,32 @@ def fit(
         state.train_images += seen
         state.train_seconds += seconds
         if evaluate is not None:
+            t_val, compiling = time.perf_counter(), clock.seconds
             log.val_weighted_auroc, log.val_plain_auroc = evaluate(model, epoch)
+            state.validate_seconds += time.perf_counter() - t_val - (clock.seconds - compiling)
+        state.compile_seconds = compiled_before + clock.seconds - clock_start
         state.history.append(log)
         if on_epoch is not None:
             on_epoch(log)
-        if ckpt is not None and is_main:
+        last = epoch == cfg.epochs - 1
+        if ckpt is not None and is_main and (last or save_cost is None
+                                             or save_cost <= cfg.checkpoint_budget * (time.perf_counter() - last_save)):
+            t_save = time.perf_counter()
+            state.checkpoints += 1
+            state.last_checkpoint_epoch = epoch
             save_checkpoint(ckpt, {
                 "version": CHECKPOINT_VERSION, "model": base.state_dict(), "optimizer": opt.state_dict(),
                 "scaler": None,  # bf16 autocast needs no loss scaling
                 "epoch": epoch, "step": state.step, "rng": rng_state(),
                 "history": [asdict(h) for h in state.history], "train_images": state.train_images,
                 "train_seconds": state.train_seconds, "config": asdict(cfg),
-            })
+                "timing": {"validate_seconds": state.validate_seconds,
+                           "checkpoint_seconds": state.checkpoint_seconds, "compile_seconds": state.compile_seconds,
+                           "capture_seconds": state.capture_seconds, "checkpoints": state.checkpoints},
+            }, epoch=epoch)
+            save_cost = time.perf_counter() - t_save
+            state.checkpoint_seconds += save_cost
+            last_save = time.perf_counter()
         if barrier is not None:
             barrier()
     return state

@@ -165,21 +165,26 @@ def test_fixed_files_redo_only_their_chunks(tmp_path):
     assert open_cache(out).bad() == set()
 
 
-def test_interrupt_and_resume_is_bitwise_identical(built, real_dir, tmp_path, monkeypatch):
-    out = tmp_path / "c"
+def interrupt_build(data: Path, out: Path, monkeypatch, at: int) -> None:
+    """Build `out` from `data` with one worker and stop it (Ctrl-C) as its `at`-th chunk starts."""
     calls = {"n": 0}
     orig = build_mod.process_chunk
 
     def interrupted(task):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == at:
             raise KeyboardInterrupt
         return orig(task)
 
     monkeypatch.setattr(build_mod, "process_chunk", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        build_cache(real_dir, out, workers=1)
+        build_cache(data, out, workers=1)
     monkeypatch.setattr(build_mod, "process_chunk", orig)
+
+
+def test_interrupt_and_resume_is_bitwise_identical(built, real_dir, tmp_path, monkeypatch):
+    out = tmp_path / "c"
+    interrupt_build(real_dir, out, monkeypatch, at=2)
     m = json.loads((out / "manifest.json").read_text())
     assert not m["complete"] and len(m["chunks"]["checksums"]) == 1
     with pytest.raises(CacheError, match="not complete"):
@@ -188,6 +193,24 @@ def test_interrupt_and_resume_is_bitwise_identical(built, real_dir, tmp_path, mo
     assert r.decoded == N_ROWS - 64
     assert _files(out) == _files(built)
     assert _manifest_core(out) == _manifest_core(built)
+
+
+def kill_when_a_chunk_is_recorded(proc: subprocess.Popen, out: Path, ready=lambda: True) -> None:
+    """SIGKILL the build process `proc` once the manifest of `out` records a chunk and `ready()` holds."""
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            mp = out / "manifest.json"
+            if ready() and mp.exists() and json.loads(mp.read_text()).get("chunks", {}).get("checksums"):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the build recorded no chunk")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def test_killed_build_resumes_bitwise_identical(built, real_dir, tmp_path):
@@ -203,21 +226,7 @@ def test_killed_build_resumes_bitwise_identical(built, real_dir, tmp_path):
         "b.FLUSH_SECONDS = 0\n"
         f"b.build_cache({str(real_dir)!r}, {str(out)!r}, workers=1)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", slow])
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            mp = out / "manifest.json"
-            if mp.exists() and json.loads(mp.read_text()).get("chunks", {}).get("checksums"):
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the build recorded no chunk")
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_when_a_chunk_is_recorded(subprocess.Popen([sys.executable, "-c", slow]), out)
     with pytest.raises(CacheError, match="not complete"):
         open_cache(out)
     r = build_cache(real_dir, out, workers=2)

@@ -1,17 +1,16 @@
 import json
 import shutil
-import textwrap
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from cxrbench.errors import RecordError
-from cxrbench.experiment import RunOptions, run
 from cxrbench.results.leaderboard import load, rank, submit
 from cxrbench.results.record import seal
 
 from . import browser
+from .board_runs import filed_board, finished_runs
 
 EVIL = "<script>alert(1)</script>"
 
@@ -19,30 +18,12 @@ EVIL = "<script>alert(1)</script>"
 @pytest.fixture(scope="module")
 def runs(synth_cache, tmp_path_factory):
     """Three finished smoke runs on the phantom cache: tiny, tiny_attn and a plugin with a hostile name."""
-    out = tmp_path_factory.mktemp("lb_runs")
-    plugin = out / "evil.py"
-    plugin.write_text(textwrap.dedent(f'''
-        from torch import nn
-        from cxrbench.models import register_model
-
-        @register_model(name={EVIL!r}, cam_layer="0", input_size=64)
-        def evil(num_classes=15, pretrained=False):
-            return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                 nn.Linear(4, num_classes))
-    '''))
-    dirs = {}
-    for model, plugins in (("tiny", ()), ("tiny_attn", ()), (EVIL, (str(plugin),))):
-        dirs[model] = run(RunOptions(model=model, protocol="smoke", cache=str(synth_cache), out=str(out),
-                                     device="cpu", plugins=plugins)).parent
-    return dirs
+    return finished_runs(synth_cache, tmp_path_factory.mktemp("lb_runs"), EVIL)
 
 
 @pytest.fixture()
 def board(runs, tmp_path):
-    b = tmp_path / "board"
-    for d in runs.values():
-        submit(d, b, allow_dirty=True)
-    return b
+    return filed_board(runs, tmp_path / "board")
 
 
 def _reseal(run_dir, tmp_path, edit):
@@ -98,7 +79,7 @@ def test_tampered_and_mixed_records_are_refused(runs, board, tmp_path):
 
 
 def test_ranking_and_paired_comparisons(board):
-    (g,) = rank(load(board), resamples=200)
+    (g,) = rank(load(board))
     w = [e.weighted for e in g.entries]
     assert w == sorted(w, reverse=True) and g.protocol == "smoke@v1"
     assert set(g.comparisons) == {e.id for e in g.entries[1:]}
@@ -110,22 +91,28 @@ def test_groups_never_mix_data(board, runs, tmp_path):
     def other_split(rec):
         rec["data"]["split_hashes"]["test"] = "0" * 16
 
-    # a record from another split is filed, but ranked in a group of its own
-    submit(_reseal(runs["tiny"], tmp_path, other_split), board, allow_dirty=True)
-    groups = rank(load(board), resamples=100)
+    other = _reseal(runs["tiny"], tmp_path, other_split)
+    # submit checks the split against the run's data and refuses it ...
+    with pytest.raises(RecordError, match="test split hash differs"):
+        submit(other, board, allow_dirty=True)
+    # ... a record from another split put on the board by hand is ranked in a group of its own
+    folder = board / "records" / "smoke@v1"
+    shutil.copy(other / "record.json", folder / "other-split.json")
+    shutil.copy(other / "predictions.csv.gz", folder / "other-split.predictions.csv.gz")
+    groups = rank(load(board))
     assert sorted(len(g.entries) for g in groups) == [1, 3]
 
 
 def test_cli_formats_and_generated_markdown(board):
     from cxrbench.cli import cli
 
-    r = CliRunner().invoke(cli, ["leaderboard", "--leaderboard", str(board), "--format", "json", "--resamples", "100"])
+    r = CliRunner().invoke(cli, ["leaderboard", "--leaderboard", str(board), "--format", "json"])
     data = json.loads(r.output)
     assert [e["rank"] for e in data["groups"][0]["entries"]] == [1, 2, 3]
     assert any("CheXNet" in x["name"] for x in data["reported_elsewhere"])
-    r = CliRunner().invoke(cli, ["leaderboard", "--leaderboard", str(board), "--format", "csv", "--resamples", "100"])
-    assert r.output.splitlines()[0].startswith("protocol,data,rank,model")
-    r = CliRunner().invoke(cli, ["leaderboard", "--leaderboard", str(board), "--write", "--resamples", "100"])
+    r = CliRunner().invoke(cli, ["leaderboard", "--leaderboard", str(board), "--format", "csv"])
+    assert r.output.splitlines()[0].startswith("protocol,data,rank,entry,run_id,model,")
+    r = CliRunner().invoke(cli, ["leaderboard", "--leaderboard", str(board), "--write"])
     assert r.exit_code == 0, r.output
     md = (board / "LEADERBOARD.md").read_text()
     assert "do not edit by hand" in md and "tiny_attn" in md and "Reported elsewhere (not ranked)" in md
@@ -141,7 +128,7 @@ def test_cli_formats_and_generated_markdown(board):
 def test_html_leaderboard_in_chromium(board, tmp_path):
     from cxrbench.cli import cli
 
-    r = CliRunner().invoke(cli, ["leaderboard", "--leaderboard", str(board), "--write", "--resamples", "100"])
+    r = CliRunner().invoke(cli, ["leaderboard", "--leaderboard", str(board), "--write"])
     assert r.exit_code == 0, r.output
     page = board / "index.html"
     shot = tmp_path / "board.png"
@@ -166,7 +153,8 @@ def test_gallery_in_chromium(runs, tmp_path):
     dom, errors = browser.load(out / "index.html", tmp_path / "gallery.png")
     assert errors == [] and 'data-images="ok"' in dom
     assert dom.count("class=\"card\"") == 4 and "attention a1" in dom and "Grad-CAM on features.b3" in dom
-    r = CliRunner().invoke(cli, ["gallery", str(runs[EVIL]), "--n", "2", "--out", str(tmp_path / "evil")])
+    r = CliRunner().invoke(cli, ["gallery", str(runs[EVIL]), "--n", "2", "--out", str(tmp_path / "evil"),
+                                 "--plugin", str(runs[EVIL].parent / "evil.py")])
     assert r.exit_code == 0, r.output
     dom, errors = browser.load(tmp_path / "evil" / "index.html")
     assert errors == [] and "&lt;script&gt;alert(1)&lt;/script&gt;" in dom and EVIL not in dom

@@ -5,6 +5,7 @@ import json
 from click.testing import CliRunner
 
 from cxrbench.cli import cli
+from cxrbench.data.splits import PAPER_TABLE1
 from cxrbench.reproduce import MINI, PAPER, needed
 
 from . import browser
@@ -29,8 +30,7 @@ def test_print_emits_one_command_per_run(synth_cache):
 
 def test_miniature_study_report_is_complete(synth1000_cache, tmp_path):
     out = tmp_path / "study"
-    r = CliRunner().invoke(cli, ["reproduce", "paper", "--cache", str(synth1000_cache), "--out", str(out), "--mini",
-                                 "--resamples", "200"])
+    r = CliRunner().invoke(cli, ["reproduce", "paper", "--cache", str(synth1000_cache), "--out", str(out), "--mini"])
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "report.json").read_text())
     assert len(rep["claims"]) == 6  # claims 1-5, the fourth in two parts (lr effect, attention gain)
@@ -43,15 +43,20 @@ def test_miniature_study_report_is_complete(synth1000_cache, tmp_path):
     assert {c["key"] for c in rep["claims"] if c["figure"]} == {"densenet", "fifteen", "lr", "attention", "nonimage"}
     assert [row[0] for row in rep["table2"]] == ["resnet50", "densenet121", "densenet121_attA", "densenet121_attB"]
     assert all(row[1] == row[2] for row in rep["table2"])  # Table 2 regenerated equals the paper's
-    assert len(rep["table1"]) == 6
+    t1 = rep["table1"]
+    assert [r[0] for r in t1["rows"]] == list(PAPER_TABLE1)  # Table 1 beside the paper's, with the difference
+    assert all(r[3] == PAPER_TABLE1[r[0]] and r[4] == r[1] - r[3] for r in t1["rows"])
+    assert t1["subset_rule"] == "shortfall-unselected" and len(t1["classes"]) == 15
+    assert t1["classes"]["No Finding"]["target"] == 10_000 and t1["classes"]["Hernia"]["target"] == 2_000
     f = rep["attention_finding"]
     assert f["features.norm5"]["degenerate"] == f["features.norm5"]["maps"]
     assert f["features.norm5"]["peak_ratio_max"] < 1e-6 < f["features.transition3"]["peak_ratio_max"]
     md = (out / "report.md").read_text()
+    assert "| paper (reported) | difference |" in md and "| class | subset | target | subset - target |" in md
     assert md.count("**Verdict:") == 6 and md.count("Paper (reported)") == 6 and "## The attention-model finding" in md
     dom, errors = browser.load(out / "report.html", tmp_path / "report.png")
     assert errors == [] and 'data-images="ok"' in dom and dom.count("class=\"claim\"") == 6
     # a second call reuses every run and only rewrites the report
     again = CliRunner().invoke(cli, ["reproduce", "paper", "--cache", str(synth1000_cache), "--out", str(out),
-                                     "--mini", "--resamples", "200"])
+                                     "--mini"])
     assert again.exit_code == 0 and again.output.count("finished already") == 9

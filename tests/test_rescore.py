@@ -159,3 +159,35 @@ def test_rescore_a_finished_run(synth_cache, tmp_path):
     other = _labels(tmp_path, ["00000999_000.png"], [999], {f: np.ones(1, bool) for f in ADJUDICATED_FINDINGS})
     r = CliRunner().invoke(cli, ["rescore", str(run_dir), "--adjudicated", str(other)])
     assert r.exit_code != 0
+
+
+def test_a_run_with_rewritten_labels_is_not_rescored(synth_cache, tmp_path):
+    """The run folder is untrusted: predictions whose NIH labels were rewritten (and the record re-sealed) are
+    refused before anything is scored, as `submit` refuses them."""
+    import hashlib
+    import shutil
+
+    from cxrbench.errors import RecordError
+    from cxrbench.experiment import RunOptions, run
+    from cxrbench.rescore import rescore_run
+    from cxrbench.results.record import read_predictions, seal, write_predictions
+
+    run_dir = run(RunOptions(model="tiny", protocol="smoke", cache=str(synth_cache), out=str(tmp_path / "runs"),
+                             device="cpu")).parent
+    names, patients, y, p, classes = read_predictions(run_dir / "predictions.csv.gz")
+    table = {f: np.zeros(len(names), bool) for f in ADJUDICATED_FINDINGS}
+    table["Pneumothorax"][0] = True
+    labels = _labels(tmp_path, names, patients, table)
+    forged = tmp_path / "forged"
+    shutil.copytree(run_dir, forged)
+    y2 = y.copy()
+    c = classes.index("Pneumothorax")
+    y2[0, c] = 1 - y2[0, c]  # one rewritten label
+    sha = write_predictions(forged / "predictions.csv.gz", names, patients, y2, p, tuple(classes))
+    rec = json.loads((forged / "record.json").read_text())
+    rec["predictions"]["sha256"] = sha
+    (forged / "record.json").write_text(json.dumps(seal(rec)))
+    assert hashlib.sha256((forged / "predictions.csv.gz").read_bytes()).hexdigest() == sha
+    with pytest.raises(RecordError, match="label Pneumothorax"):
+        rescore_run(forged, labels)
+    rescore_run(run_dir, labels)  # the untouched run is rescored

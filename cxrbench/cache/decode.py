@@ -14,17 +14,21 @@ Rules (documented in README, one per case):
   (as are gray+alpha files under pyspng, which cannot read them).
 - Any size other than 4x the cache size: area resize (exact 4x4 box average for 1024 -> 256); the original
   shape is recorded.
+- `resample="bilinear"` instead resizes as the reference paper did (torchvision's Resize on a PIL image):
+  Pillow's antialiased bilinear, bit for bit (cache/resample.py), after the same conversion rules.
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from cxrbench.cache import kernels
 from cxrbench.cache.png import DecodeError, PngInfo, inflate, parse
+from cxrbench.cache.resample import RESAMPLES, bilinear_coefficients
 
 # measured order, fastest first (benchmarks/results/cache_build-*.json); the default is the first present
 PREFERENCE = ("cxr", "imagecodecs", "pyspng", "opencv", "pillow")
@@ -56,11 +60,21 @@ def to_gray(a: np.ndarray, bgr: bool = False) -> np.ndarray:
     raise DecodeError(f"unsupported pixel layout {a.shape}")
 
 
-def resize(gray: np.ndarray, size: int) -> np.ndarray:
-    """Exact 4x4 box average when the image is 4x `size`, else area resize."""
+@lru_cache(maxsize=32)
+def _bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return bilinear_coefficients(in_size, out_size)
+
+
+def resize(gray: np.ndarray, size: int, resample: str = "box") -> np.ndarray:
+    """`box`: exact 4x4 box average when the image is 4x `size`, else area resize. `bilinear`: Pillow's
+    `Image.resize((size, size), BILINEAR)` (horizontal pass, then vertical, as Pillow through 12.x does it)."""
+    if resample not in RESAMPLES:
+        raise ValueError(f"unknown resample {resample!r} (known: {', '.join(RESAMPLES)})")
     out = np.empty((size, size), np.uint8)
     h, w = gray.shape
-    if h == 4 * size and w == 4 * size:
+    if resample == "bilinear":
+        kernels.bilinear_resize(np.ascontiguousarray(gray), out, *_bilinear_taps(w, size), *_bilinear_taps(h, size))
+    elif h == 4 * size and w == 4 * size:
         kernels.box4(gray, out)
     else:
         kernels.area_resize(np.ascontiguousarray(gray), out)
@@ -70,7 +84,10 @@ def resize(gray: np.ndarray, size: int) -> np.ndarray:
 def _fused_full(info: PngInfo) -> np.ndarray:
     raw = np.frombuffer(inflate(info), np.uint8)
     out = np.empty((info.height, info.width), np.uint8)
-    bad = kernels.unfilter_to_gray(raw, info.width, info.height, _channels(info), info.bit_depth, out)
+    if info.color_type == 0 and info.bit_depth == 8:
+        bad = kernels.gray8_unfilter(raw, info.width, info.height, out)
+    else:
+        bad = kernels.unfilter_to_gray(raw, info.width, info.height, _channels(info), info.bit_depth, out)
     if bad:
         raise DecodeError(f"damaged PNG image data: invalid filter type in row {bad - 1}")
     return out
@@ -113,6 +130,19 @@ def _library(name: str, decode, data: bytes) -> np.ndarray:
         raise DecodeError(f"{name} could not decode it: {e}") from None
 
 
+def _opencv_full(data: bytes) -> np.ndarray:
+    """OpenCV's decode under the rules; its cv2.error (and a None result) become DecodeError, per file."""
+    import cv2
+
+    try:
+        a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except Exception as e:  # cv2.error
+        raise DecodeError(f"OpenCV could not decode it: {type(e).__name__}: {str(e).strip()}") from None
+    if a is None:
+        raise DecodeError("OpenCV could not decode it")
+    return to_gray(a, bgr=True)
+
+
 def _decode_full(backend: str, data: bytes) -> np.ndarray:
     """The whole image as 8-bit gray under the rules (the container is checked first, for every backend)."""
     info = parse(data)
@@ -131,12 +161,7 @@ def _decode_full(backend: str, data: bytes) -> np.ndarray:
             return _pillow_full(data)
         return _library("pyspng", pyspng.load, data)
     if backend == "opencv":
-        import cv2
-
-        a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if a is None:
-            raise DecodeError("OpenCV could not decode it")
-        return to_gray(a, bgr=True)
+        return _opencv_full(data)
     raise ValueError(f"unknown decoder {backend!r}")
 
 
@@ -145,11 +170,11 @@ def decode_full(backend: str, data: bytes) -> np.ndarray:
     return _decode_full(backend, data)
 
 
-def decode_resized(backend: str, data: bytes, size: int) -> Decoded:
-    """Decode and resize one PNG; raises DecodeError with the reason for a bad file."""
+def decode_resized(backend: str, data: bytes, size: int, resample: str = "box") -> Decoded:
+    """Decode and resize one PNG (`resample`: box or bilinear); raises DecodeError with the reason for a bad file."""
     info = parse(data)
-    if backend == "cxr" and _fused_supported(info) and info.color_type == 0 and info.bit_depth == 8 \
-            and info.width == 4 * size and info.height == 4 * size:
+    if resample == "box" and backend == "cxr" and _fused_supported(info) and info.color_type == 0 \
+            and info.bit_depth == 8 and info.width == 4 * size and info.height == 4 * size:
         raw = np.frombuffer(inflate(info), np.uint8)
         out = np.empty((size, size), np.uint8)
         bad = kernels.gray8_box4(raw, info.width, info.height, out)
@@ -157,7 +182,7 @@ def decode_resized(backend: str, data: bytes, size: int) -> Decoded:
             raise DecodeError(f"damaged PNG image data: invalid filter type in row {bad - 1}")
         return Decoded(out, (info.height, info.width), info.mode)
     gray = _decode_full(backend, data)
-    return Decoded(resize(gray, size), (info.height, info.width), info.mode)
+    return Decoded(resize(gray, size, resample), (info.height, info.width), info.mode)
 
 
 def available_decoders() -> list[str]:
@@ -176,7 +201,10 @@ def warm_up() -> None:
     """Compile (or load from numba's cache) every kernel once, before worker processes fork."""
     raw = np.zeros(8 * 9, np.uint8)
     kernels.gray8_box4(raw, 8, 8, np.empty((2, 2), np.uint8))
+    kernels.gray8_box4(np.zeros(32 * 33, np.uint8), 32, 32, np.empty((8, 8), np.uint8))
+    kernels.gray8_unfilter(np.zeros(32 * 33, np.uint8), 32, 32, np.empty((32, 32), np.uint8))
     kernels.unfilter_to_gray(np.zeros(2 * 7, np.uint8), 2, 2, 3, 8, np.empty((2, 2), np.uint8))
     kernels.box4(np.zeros((8, 8), np.uint8), np.empty((2, 2), np.uint8))
     kernels.area_resize(np.zeros((5, 7), np.uint8), np.empty((2, 2), np.uint8))
+    resize(np.zeros((8, 8), np.uint8), 2, "bilinear")
 

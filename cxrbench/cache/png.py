@@ -11,6 +11,10 @@ import zlib
 from dataclasses import dataclass
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The most pixels (width x height) any decoder is allowed to allocate for, checked from the header before
+# any backend decodes: 8192 x 8192. ChestX-ray14's images are 1024 x 1024; at the limit a 16-bit RGBA image
+# needs 512 MiB. Without it, a 389 KB PNG that really is 20000 x 20000 makes a decoder allocate ~900 MB.
+MAX_PIXELS = 8192 * 8192
 _CRITICAL = (b"IHDR", b"PLTE", b"IDAT", b"IEND")
 # bytes per complete pixel for (colour type, bit depth) with depth >= 8
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
@@ -54,6 +58,7 @@ class PngInfo:
 
 
 def describe_non_png(data: bytes) -> str:
+    """What a file that is not a PNG seems to be, in words: never its bytes (it may be any file at all)."""
     if len(data) == 0:
         return "empty file (0 bytes)"
     if data[:3] == b"\xff\xd8\xff":
@@ -62,7 +67,14 @@ def describe_non_png(data: bytes) -> str:
         return "TIFF data, not PNG"
     if data[:2] == b"BM":
         return "BMP data, not PNG"
-    return f"not a PNG file (starts with {data[:8]!r})"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF data, not PNG"
+    return f"not a PNG file ({len(data):,} bytes without the PNG signature)"
+
+
+def _chunk_name(ctype: bytes) -> str:
+    """A chunk type for a message: the four letters when it is letters, never other raw bytes."""
+    return repr(ctype.decode("ascii")) if ctype.isalpha() and ctype.isascii() else "with an invalid type"
 
 
 def parse(data: bytes) -> PngInfo:
@@ -81,11 +93,11 @@ def parse(data: bytes) -> PngInfo:
         length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
         end = pos + 8 + length + 4
         if end > n:
-            raise DecodeError(f"truncated PNG: {ctype.decode('latin-1')} chunk at byte {pos} runs past the end "
+            raise DecodeError(f"truncated PNG: chunk {_chunk_name(ctype)} at byte {pos} runs past the end "
                               f"of the file ({n} bytes)")
         body = data[pos + 8 : pos + 8 + length]
         if ctype[:1].isupper() and ctype not in _CRITICAL:
-            raise DecodeError(f"damaged PNG: unknown critical chunk {ctype.decode('latin-1')!r} at byte {pos}")
+            raise DecodeError(f"damaged PNG: unknown critical chunk {_chunk_name(ctype)} at byte {pos}")
         if ctype in _CRITICAL:
             (crc,) = struct.unpack(">I", data[pos + 8 + length : end])
             if zlib.crc32(body, zlib.crc32(ctype)) != crc:
@@ -104,6 +116,9 @@ def parse(data: bytes) -> PngInfo:
     w, h, depth, ctype_, comp, filt, interlace = ihdr
     if w == 0 or h == 0 or comp != 0 or filt != 0 or interlace > 1 or ctype_ not in CHANNELS:
         raise DecodeError(f"damaged PNG: invalid header ({w}x{h}, colour type {ctype_}, depth {depth})")
+    if w * h > MAX_PIXELS:
+        raise DecodeError(f"image too large: {w}x{h} is {w * h:,} pixels, over the limit of {MAX_PIXELS:,} "
+                          "(8192 x 8192) that every decoder enforces before it allocates")
     if not idat:
         raise DecodeError("damaged PNG: no image data (IDAT) chunk")
     return PngInfo(w, h, depth, ctype_, interlace, b"".join(idat))

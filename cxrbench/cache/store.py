@@ -3,7 +3,10 @@
 
 Any zarr reader can use it without cxrbench (`zarr.open_group(path)["images"]`; the delta filter is
 numcodecs', which zarr-python ships with). cxrbench's readers refuse a store that is incomplete, of an
-unknown format version, or damaged.
+unknown format version, or damaged: `open_cache` checks the stored tables against the sha256 recorded at
+build time, `CacheStore.names` checks the names, and `CacheStore.read` decodes each chunk file itself and
+checks its pixels against the chunk's recorded blake2b (a missing chunk file is an error, never zarr's
+fill value of zeros).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from cxrbench.errors import CacheError
+from cxrbench.hashing import content_sha256
 
 FORMAT = "cxrbench-cache"
 FORMAT_VERSION = 1
@@ -33,14 +38,44 @@ CHUNK_IMAGES = 64
 CODECS = "delta+zstd1"
 
 
+# where a disk-full (or other write) error leaves no trace: atomic writes use `.NAME.tmpPID` beside NAME
+TMP_PATTERN = re.compile(r"^\..+\.tmp\d+$")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder, fsync, rename: a reader sees the old or the new file."""
+    """Write via a temp file in the same folder, fsync, rename: a reader sees the old or the new file.
+
+    A failed write (disk full, I/O error) removes the temp file and raises OSError naming `path`.
+    """
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        if isinstance(e, OSError) and e.errno is not None:
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from None
+        raise
+
+
+def remove_temp_files(path: Path) -> int:
+    """Delete temp files that killed writers left in a store (call only while holding the build lock)."""
+    n = 0
+    for folder, _, files in os.walk(path):
+        for f in files:
+            if TMP_PATTERN.match(f):
+                try:
+                    os.unlink(os.path.join(folder, f))
+                    n += 1
+                except FileNotFoundError:
+                    pass
+    return n
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -48,8 +83,15 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def chunk_checksum(block: np.ndarray) -> str:
-    """blake2b-128 of a chunk's uint8 pixels (what verify recomputes)."""
-    return hashlib.blake2b(np.ascontiguousarray(block).tobytes(), digest_size=16).hexdigest()
+    """blake2b-128 of a chunk's pixels (uint8) or original shapes (little-endian uint16), without padding."""
+    if block.dtype != np.uint8:
+        block = block.astype("<u2")
+    return hashlib.blake2b(np.ascontiguousarray(block), digest_size=16).hexdigest()
+
+
+def names_sha256(names) -> str:
+    """sha256 of the image names joined by newlines (the manifest's `names_sha256`)."""
+    return hashlib.sha256("\n".join(str(n) for n in names).encode()).hexdigest()
 
 
 def pack_bits(flags: np.ndarray) -> str:
@@ -117,16 +159,174 @@ def create_arrays(path: Path, names: list[str], size: int) -> None:
         )
     g.create_array("original_shape", shape=(n, 2), chunks=(CHUNK_IMAGES, 2), dtype="uint16", fill_value=0,
                    compressors=[ZstdCodec(level=1)], config={"write_empty_chunks": True}, overwrite=True)
-    arr = g.create_array("names", shape=(n,), chunks=(max(n, 1),), dtype=str, overwrite=True)
+    write_names(path, names)
+
+
+def write_names(path: Path, names: list[str]) -> None:
+    """(Re)write the `names` array of an existing group (a build, or a repair of damaged names)."""
+    import zarr
+
+    g = zarr.open_group(str(path), mode="a", zarr_format=3)
+    arr = g.create_array("names", shape=(len(names),), chunks=(max(len(names), 1),), dtype=str, overwrite=True)
     arr[:] = np.array(names, dtype=object)
+
+
+# ------------------------------------------------------------------ checked reads
+
+
+def fix_hint(path: Path | str) -> str:
+    """What to do about a damaged store (every damage message ends with it)."""
+    return (f"run `cxrbench cache verify {path}` to list the damage and `cxrbench cache repair {path} "
+            "--data-dir DATA_DIR` to re-decode it from the PNGs")
+
+
+class ChunkDamage(CacheError):
+    """One chunk file that is missing, cannot be decoded, or does not match its recorded checksum."""
+
+    def __init__(self, array: str, k: int, file: Path, what: str) -> None:
+        self.array, self.k, self.file = array, k, file
+        label = "chunk" if array == "images" else f"{array} chunk"
+        super().__init__(f"{label} {k} ({file}) {what}")
+
+
+def _chunk_rows(m: dict, k: int) -> int:
+    c, n = int(m["params"]["chunk_images"]), int(m["n_images"])
+    return min(c, n - k * c)
+
+
+def _read_chunk_file(f: Path, array: str, k: int) -> tuple[bytes, tuple]:
+    """The bytes of a chunk file and its identity (device, inode, size, mtime, ctime)."""
+    try:
+        with open(f, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            return fh.read(), (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    except FileNotFoundError:
+        raise ChunkDamage(array, k, f, "is missing (its file was deleted or never written)") from None
+    except OSError as e:
+        raise ChunkDamage(array, k, f, f"cannot be read ({e.strerror or e})") from None
+
+
+def _decode_chunk(raw: bytes, array: str, k: int, f: Path, rows: int, size: int) -> np.ndarray:
+    """Undo the codecs of one chunk file (delta + zstd for images, zstd for shapes), padding removed."""
+    from numcodecs import Delta, Zstd
+
+    try:
+        plain = Zstd().decode(raw)
+        if array == "images":
+            flat = Delta(dtype="u1").decode(plain)
+            shape = (CHUNK_IMAGES, size, size)
+        else:
+            flat = np.frombuffer(plain, "<u2")
+            shape = (CHUNK_IMAGES, 2)
+        if flat.size != int(np.prod(shape)):
+            raise ValueError(f"{flat.size} values, expected {int(np.prod(shape))}")
+    except Exception as e:  # zstd's RuntimeError on damaged data, a wrong size
+        raise ChunkDamage(array, k, f, f"is damaged: cannot be decompressed ({type(e).__name__}: {e})") from None
+    return flat.reshape(shape)[:rows]
+
+
+def _checksums(m: dict, array: str) -> dict | None:
+    """The per-chunk checksums recorded for `array` (None for original_shape in stores from before them)."""
+    return m["chunks"]["checksums"] if array == "images" else m["chunks"].get("shape_checksums")
+
+
+# chunk file -> (recorded checksum, file identity) of chunks whose pixels this process has checked: a chunk is
+# hashed on its first read, and again only if its file changed (another inode, size, mtime or ctime)
+_VERIFIED: dict[str, tuple[str, tuple]] = {}
+
+
+def load_chunk(path: Path, m: dict, array: str, k: int, *, trust_checked: bool = True) -> np.ndarray:
+    """Chunk k of `images` or `original_shape`, decoded and checked against its recorded checksum.
+
+    Raises ChunkDamage when the file is missing, undecodable or does not match; `trust_checked` skips the
+    hash for a file this process already checked and that has not changed since.
+    """
+    f = chunk_file(path, array, k)
+    sums = _checksums(m, array)
+    want = None if sums is None else sums.get(str(k))
+    if sums is not None and want is None:
+        raise ChunkDamage(array, k, f, "has no checksum recorded in the manifest")
+    raw, ident = _read_chunk_file(f, array, k)
+    block = _decode_chunk(raw, array, k, f, _chunk_rows(m, k), int(m["params"]["size"]))
+    key = str(f)
+    if want is not None and not (trust_checked and _VERIFIED.get(key) == (want, ident)):
+        got = chunk_checksum(block)
+        if got != want:
+            raise ChunkDamage(array, k, f, f"is damaged: checksum {got} != recorded {want}")
+        _VERIFIED[key] = (want, ident)
+    return block
+
+
+def check_tables(path: Path, m: dict) -> list[str]:
+    """Problems with the stored tables: a file missing, edited (sha256 differs from the manifest's inputs)
+    or not written by the build (a run must read exactly the tables the cache was built with)."""
+    problems = []
+    tables = path / TABLES
+    inputs = m.get("inputs", {})
+    for name, info in sorted(inputs.items()):
+        f = tables / name
+        if not f.is_file():
+            problems.append(f"{f}: missing")
+            continue
+        try:
+            same = content_sha256(f) == info["sha256"]
+        except Exception as e:  # an unreadable or damaged gzip file
+            problems.append(f"{f}: cannot be read ({type(e).__name__}: {e})")
+            continue
+        if not same:
+            problems.append(f"{f}: content differs from the sha256 recorded at build time (edited or damaged)")
+    if tables.is_dir():
+        for f in sorted(tables.rglob("*")):
+            rel = f.relative_to(tables).as_posix()
+            if f.is_file() and rel not in inputs and not TMP_PATTERN.match(f.name):
+                problems.append(f"{f}: not written by the cache build (a run could read it as a table)")
+    return problems
+
+
+def check_names(path: Path, m: dict) -> tuple[np.ndarray | None, str | None]:
+    """The stored names and a problem (or None): unreadable, or not matching the manifest's names_sha256."""
+    f = path / "names"
+    try:
+        names = np.asarray(zopen(f)[:], dtype=object)
+    except Exception as e:
+        return None, f"{f}: the image names cannot be read ({type(e).__name__}: {e})"
+    if len(names) != int(m["n_images"]) or names_sha256(names) != m.get("names_sha256"):
+        return names, f"{f}: the image names differ from the sha256 recorded at build time (edited or damaged)"
+    return names, None
+
+
+# Library versions that can change decoded pixels, per decoder backend; the fingerprint holds these and no
+# others. numba compiles cxrbench's unfilter and resize kernels (every backend resizes with them; the area
+# resize computes in float64). The backend's own library decodes (imagecodecs, pyspng, OpenCV, Pillow), and
+# Pillow also decodes what `cxr` and `pyspng` leave to it (palette, sub-byte, interlaced; gray+alpha for
+# pyspng). cxrbench's own rules and kernels are versioned by params["rules"], already in the fingerprint.
+# Left out on purpose: zstd, numcodecs and zarr store the pixels losslessly (a bug there fails the checksum
+# instead of changing pixels); inflate (libdeflate via imagecodecs for `cxr`, or zlib) is lossless and
+# size-checked; numpy only applies the integer rules (16-bit shift, luma), exact on every version.
+PIXEL_LIBRARIES: dict[str, tuple[str, ...]] = {
+    "cxr": ("numba", "pillow"),
+    "imagecodecs": ("imagecodecs", "numba"),
+    "pyspng": ("pyspng", "pillow", "numba"),
+    "opencv": ("opencv-python-headless", "opencv-python", "opencv-contrib-python", "opencv-contrib-python-headless",
+               "numba"),
+    "pillow": ("pillow", "numba"),
+}
+
+
+def pixel_libraries(m: dict) -> dict[str, str | None]:
+    """The recorded versions of the libraries that can change this cache's pixels (see PIXEL_LIBRARIES)."""
+    libs = m.get("libraries", {})
+    wanted = PIXEL_LIBRARIES.get(m["params"]["decoder"], ())
+    return {d: libs[d] for d in wanted if d in libs}
 
 
 @dataclass
 class CacheStore:
-    """A complete cache opened for reading."""
+    """A complete cache opened for reading; every read is checked against the manifest's checksums."""
 
     path: Path
     manifest: dict
+    check_reads: bool = True  # False only for the benchmark's baseline (benchmarks/cache_read.py)
 
     @property
     def size(self) -> int:
@@ -141,16 +341,22 @@ class CacheStore:
         return int(self.manifest["params"]["chunk_images"])
 
     def images(self):
+        """The `images` array through zarr (unchecked: cxrbench's own reads go through `read`)."""
         return zopen(self.path / "images")
 
     def names(self) -> np.ndarray:
-        return np.asarray(zopen(self.path / "names")[:], dtype=object)
+        """The image names, refused when they differ from what the build recorded."""
+        names, problem = check_names(self.path, self.manifest)
+        if problem is not None:
+            raise CacheError(f"{problem}; {fix_hint(self.path)}")
+        return names
 
     def bad(self) -> set[str]:
         """Images recorded as undecodable (built with --skip-bad); excluded from every split."""
         return {b["name"] for b in self.manifest.get("bad_images", [])}
 
     def tables_dir(self) -> Path:
+        """The metadata tables the cache was built with (checked by `open_cache`)."""
         return self.path / TABLES
 
     def metadata(self):
@@ -160,29 +366,43 @@ class CacheStore:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 (16 hex) of what determines the pixels: format, parameters, inputs and chunk checksums."""
+        """sha256 (16 hex) of what determines the pixels: format, parameters, inputs, chunk checksums and the
+        versions of the libraries that can change decoded pixels (PIXEL_LIBRARIES)."""
         m = self.manifest
         core = {k: m[k] for k in ("format", "format_version", "params", "inputs", "n_images")}
         core["checksums"] = m["chunks"]["checksums"]
         core["bad_images"] = sorted(self.bad())
+        core["pixel_libraries"] = pixel_libraries(m)
         return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:16]
 
+    def read_chunk(self, k: int) -> np.ndarray:
+        """Chunk k of the images (its real rows), checked; CacheError naming the chunk file and the fix."""
+        if not self.check_reads:
+            f = chunk_file(self.path, "images", k)
+            raw, _ = _read_chunk_file(f, "images", k)
+            return _decode_chunk(raw, "images", k, f, _chunk_rows(self.manifest, k), self.size)
+        try:
+            return load_chunk(self.path, self.manifest, "images", k)
+        except ChunkDamage as e:
+            raise CacheError(f"{self.path}: {e}; the cache is damaged, no pixels are read from it - "
+                             f"{fix_hint(self.path)}") from None
+
     def read(self, positions: np.ndarray) -> np.ndarray:
-        """Images at cache positions (any order), reading each needed chunk once."""
+        """Images at cache positions (any order), reading and checking each needed chunk once."""
         positions = np.asarray(positions, dtype=np.int64)
-        arr = self.images()
         out = np.empty((len(positions), self.size, self.size), np.uint8)
         if len(positions) == 0:
             return out
         order = np.argsort(positions, kind="stable")
         sp = positions[order]
+        if sp[0] < 0 or sp[-1] >= self.n_images:
+            raise IndexError(f"cache positions must lie in 0..{self.n_images - 1}")
         c = self.chunk_images
         chunk_of = sp // c
         for ch in np.unique(chunk_of):
             sel = np.flatnonzero(chunk_of == ch)
-            lo = int(ch) * c
-            block = arr[lo : min(lo + c, self.n_images)]
-            out[order[sel]] = block[sp[sel] - lo]
+            block = self.read_chunk(int(ch))
+            out[order[sel]] = block[sp[sel] - int(ch) * c]
         return out
 
 
@@ -191,13 +411,34 @@ def read_manifest(path: Path) -> dict | None:
     if not mp.exists():
         return None
     try:
-        return json.loads(mp.read_text())
-    except json.JSONDecodeError as e:
+        m = json.loads(mp.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CacheError(f"{mp}: damaged manifest ({e})") from None
+    if not isinstance(m, dict):
+        raise CacheError(f"{mp}: damaged manifest (not a JSON object)")
+    return m
+
+
+def _check_layout(p: Path, m: dict) -> None:
+    """Refuse a manifest whose layout this reader cannot decode (chunking, codecs, sizes)."""
+    try:
+        params, n = m["params"], int(m["n_images"])
+        size, c, count = int(params["size"]), int(params["chunk_images"]), int(m["chunks"]["count"])
+        ok = (params.get("codecs") == CODECS and c == CHUNK_IMAGES and 8 <= size <= 4096 and n >= 0
+              and count == (n + c - 1) // c and isinstance(m["chunks"]["checksums"], dict))
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise CacheError(f"{p}/{MANIFEST}: damaged manifest (its parameters, counts or checksums are not what "
+                         "cxrbench writes); rebuild the cache")
 
 
 def open_cache(path: str | Path) -> CacheStore:
-    """Open a complete cache; incomplete, foreign or newer stores are refused with the reason."""
+    """Open a complete cache; incomplete, foreign, newer or edited stores are refused with the reason.
+
+    The stored tables are checked here against the sha256 the build recorded (cheap: small files), the names
+    on first read (`CacheStore.names`), and each chunk as it is read (`CacheStore.read`).
+    """
     p = Path(path)
     if not p.is_dir():
         raise CacheError(f"{p}: no cache here (build one with `cxrbench cache build`)")
@@ -210,6 +451,12 @@ def open_cache(path: str | Path) -> CacheStore:
     if not m.get("complete"):
         raise CacheError(f"{p}: the cache is not complete (its build was interrupted or failed); run "
                          "`cxrbench cache build` again with the same options to finish it")
+    _check_layout(p, m)
+    problems = check_tables(p, m)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise CacheError(f"{problems[0]}{more}; the cache's tables are not the ones it was built with - "
+                         f"{fix_hint(p)}")
     return CacheStore(p, m)
 
 
@@ -220,47 +467,65 @@ def _manifest_or_fail(path: Path) -> dict:
     return m
 
 
-def verify_cache(path: str | Path, progress=None) -> list[str]:
-    """Re-read every recorded chunk and compare it with its checksum; also the stored tables.
+@dataclass
+class Damage:
+    """What `inspect_cache` found: damaged chunks (by index), names, tables, and one line per problem."""
 
-    Returns one line per problem (empty when the store is sound).
-    """
+    chunks: list[int]
+    names: bool
+    tables: list[str]
+    problems: list[str]
+    notes: list[str]
+
+
+def inspect_cache(path: str | Path, progress=None) -> Damage:
+    """Re-read every chunk of `images` and `original_shape` against its checksum, and check the names and
+    the stored tables: everything a run reads."""
     p = Path(path)
     m = _manifest_or_fail(p)
     problems: list[str] = []
+    notes: list[str] = []
     if not m.get("complete"):
         problems.append(f"{p}: the build is not complete")
-    arr = zopen(p / "images")
-    c = int(m["params"]["chunk_images"])
-    n = int(m["n_images"])
+    _check_layout(p, m)
+    damaged: set[int] = set()
     sums = m["chunks"]["checksums"]
+    if _checksums(m, "original_shape") is None:
+        notes.append(f"{p}/original_shape: no checksums recorded (built by an older cxrbench); its chunks are "
+                     "checked for being present and readable only")
     for k in range(int(m["chunks"]["count"])):
-        lo = k * c
-        where = chunk_file(p, "images", k)
-        want = sums.get(str(k))
-        if want is None:
-            if m.get("complete"):
-                problems.append(f"chunk {k} ({where}): no checksum recorded")
-        else:
+        for array in ("images", "original_shape"):
+            if str(k) not in sums and not m.get("complete"):
+                continue  # not built yet
             try:
-                got = chunk_checksum(arr[lo : min(lo + c, n)])
-            except Exception as e:  # a damaged file fails to decompress
-                problems.append(f"chunk {k} ({where}) is damaged: cannot be read ({type(e).__name__}: {e})")
-            else:
-                if got != want:
-                    problems.append(f"chunk {k} ({where}) is damaged: checksum {got} != recorded {want}")
+                load_chunk(p, m, array, k, trust_checked=False)
+            except ChunkDamage as e:
+                problems.append(str(e))
+                damaged.add(k)
         if progress is not None:
-            progress.advance(min(c, n - lo))
-    for name, info in m.get("inputs", {}).items():
-        f = p / TABLES / name
-        if not f.exists():
-            problems.append(f"{f}: missing")
-            continue
-        from cxrbench.hashing import content_sha256
+            progress.advance(_chunk_rows(m, k))
+    _, name_problem = check_names(p, m)
+    if name_problem is not None:
+        problems.append(name_problem)
+    tables = check_tables(p, m)
+    problems += tables
+    return Damage(sorted(damaged), name_problem is not None, tables, problems, notes)
 
-        if content_sha256(f) != info["sha256"]:
-            problems.append(f"{f}: content differs from the sha256 recorded at build time")
-    return problems
+
+def verify_cache(path: str | Path, progress=None) -> list[str]:
+    """One line per problem in the store (empty when it is sound); see `inspect_cache`."""
+    return inspect_cache(path, progress).problems
+
+
+def missing_chunk_files(path: Path, m: dict) -> list[tuple[int, Path]]:
+    """(chunk, file) for each file of a recorded chunk that does not exist (cheap: one stat per file)."""
+    out = []
+    for k in sorted(map(int, m["chunks"]["checksums"])):
+        for array in ("images", "original_shape"):
+            f = chunk_file(path, array, k)
+            if not f.is_file():
+                out.append((k, f))
+    return out
 
 
 def cache_info(path: str | Path) -> dict:

@@ -14,18 +14,22 @@ _BOARD = click.option("--leaderboard", "board", default="leaderboard", show_defa
 @click.argument("run", type=click.Path(exists=True, path_type=str))
 @_BOARD
 @click.option("--allow-dirty", is_flag=True, help="Accept a run from a modified git tree (the board marks it).")
-def submit(run: str, board: str, allow_dirty: bool) -> None:
-    """Validate RUN's record (schema, hashes, protocol, metrics against its predictions) and file it.
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=str), default=None,
+              help="The cache or ChestX-ray14 folder whose tables the predictions are checked against (default: "
+                   "the cache recorded in RUN/run.json).")
+def submit(run: str, board: str, allow_dirty: bool, data: str | None) -> None:
+    """Check RUN (schema, hashes, protocol, every figure re-derived from its predictions, the predictions against
+    the protocol's test split and labels of the run's data) and file it.
 
     \b
     Example:
       cxrbench submit runs/densenet121__paper-15c@v1__lr0.01__seed0
-      cxrbench submit runs/mine --leaderboard my-board/ --allow-dirty
+      cxrbench submit runs/mine --leaderboard my-board/ --data cache/ --allow-dirty
     """
     from cxrbench.console import get_display
     from cxrbench.results.leaderboard import submit as do_submit
 
-    path = do_submit(run, board, allow_dirty=allow_dirty)
+    path = do_submit(run, board, allow_dirty=allow_dirty, data=data)
     get_display().info(f"filed {path}")
 
 
@@ -37,27 +41,30 @@ def submit(run: str, board: str, allow_dirty: bool) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Write to this file instead of the terminal (html: plots go beside it).")
 @click.option("--write", is_flag=True, help="Regenerate <leaderboard>/LEADERBOARD.md and index.html with plots.")
-@click.option("--resamples", type=click.IntRange(min=100), default=1000, show_default=True,
-              help="Bootstrap resamples of the paired comparisons.")
-def leaderboard(board: str, protocol: str | None, fmt: str, out: str | None, write: bool, resamples: int) -> None:
-    """Rank the filed records within each protocol version and data fingerprint.
+def leaderboard(board: str, protocol: str | None, fmt: str, out: str | None, write: bool) -> None:
+    """Rank the filed records within each protocol version and data fingerprint. Paired comparisons use the
+    protocol's bootstrap resamples and seed; a filed record that fails its checks is named and left out.
 
     \b
     Example:
       cxrbench leaderboard
       cxrbench leaderboard --protocol paper-15c --format md
+      cxrbench leaderboard --format csv --out board.csv
       cxrbench leaderboard --write
     """
     from cxrbench.console import get_display
+    from cxrbench.errors import InputError
     from cxrbench.results import render
     from cxrbench.results.leaderboard import load, rank
 
     d = get_display()
-    groups = rank(load(board), protocol, resamples=resamples)
+    root = Path(board)
+    if not root.is_dir():
+        raise InputError(root, "no leaderboard here; `cxrbench submit RUN --leaderboard "
+                         f"{board}` makes one")
+    groups = rank(load(root, d), protocol)
     if write:
-        root = Path(board)
-        root.mkdir(parents=True, exist_ok=True)
-        _atomic(root / "LEADERBOARD.md", render.to_markdown(groups))
+        _atomic(root / "LEADERBOARD.md", render.to_markdown(groups, render.WRITTEN))
         figs = render.plots(groups, root / "plots")
         _atomic(root / "index.html", render.to_html(groups, figs, root / "index.html"))
         d.info(f"wrote {root / 'LEADERBOARD.md'} and {root / 'index.html'}")
@@ -69,9 +76,10 @@ def leaderboard(board: str, protocol: str | None, fmt: str, out: str | None, wri
         page = Path(out or "leaderboard.html")
         figs = render.plots(groups, page.parent / (page.stem + "-plots"))
         text = render.to_html(groups, figs, page)
+    elif fmt in ("md", "table"):
+        text = render.to_markdown(groups, render.PRINTED)
     else:
-        text = {"md": render.to_markdown, "csv": render.to_csv, "json": render.to_json,
-                "table": render.to_markdown}[fmt](groups)
+        text = {"csv": render.to_csv, "json": render.to_json}[fmt](groups)
     if out is None:
         click.echo(text, nl=False)
     else:

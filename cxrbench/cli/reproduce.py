@@ -29,12 +29,13 @@ def reproduce() -> None:
 @click.option("--print", "print_only", is_flag=True, help="Print the runs as `cxrbench run` commands and stop.")
 @click.option("--mini", is_flag=True, help="The miniature study: tiny models, 64-pixel protocols (phantom data).")
 @click.option("--no-pretrained", is_flag=True, help="Train without ImageNet weights (recorded in every run).")
-@click.option("--resamples", type=click.IntRange(min=100), default=1000, show_default=True)
 @parallel_option
 def paper(cache: str, out: str, models: str | None, device: str, print_only: bool, mini: bool, no_pretrained: bool,
-          resamples: int, parallel: int | None) -> None:
+          parallel: int | None) -> None:
     """Run every run the paper's five comparisons need (resuming any that stopped; K at a time per GPU with
-    --parallel), then write OUT/report.md, OUT/report.html and figures with a verdict per claim.
+    --parallel), then write OUT/report.md, OUT/report.html and figures with a verdict per claim. Comparisons
+    bootstrap with the protocol's resamples and seed, as the leaderboard does, so a comparison has one p-value
+    everywhere.
 
     \b
     Example:
@@ -56,5 +57,5 @@ def paper(cache: str, out: str, models: str | None, device: str, print_only: boo
     d = get_display()
     outp.mkdir(parents=True, exist_ok=True)
     runs = run_all(study, cache, outp, device, chosen, False if no_pretrained else None, d, parallel)
-    md, page = write_report(study, cache, outp, runs, resamples)
+    md, page = write_report(study, cache, outp, runs)
     d.info(f"wrote {md} and {page}")

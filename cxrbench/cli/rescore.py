@@ -32,7 +32,7 @@ def rescore(run: str, adjudicated: str, mapping: str | None, which: str, data: s
 
     d = get_display()
     sets = ("test", "val") if which == "both" else (which,)
-    result, path = rescore_run(run, adjudicated, mapping, sets, data, display=d)
+    result, path = rescore_run(run, adjudicated, mapping, sets, data)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from cxrbench.cli._options import plugin_option
@@ -25,15 +27,24 @@ from cxrbench.cli._options import plugin_option
               help="ImageNet weights file to use instead of torchvision's cache.")
 @click.option("--loader", type=click.Choice(["auto", "resident", "stream"]), default="auto", show_default=True,
               help="Keep images on the device, or stream chunks from the cache.")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (GPU).")
-@click.option("--cuda-graphs/--no-cuda-graphs", default=True, show_default=True,
-              help="Replay full-batch training steps as captured CUDA graphs (GPU).")
+@click.option("--compile", "compile_", is_flag=True,
+              help="torch.compile the model (its compile time is recorded apart from training).")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=None,
+              help="Replay full-batch training steps as captured CUDA graphs (GPU; default: on, off with "
+                   "--deterministic).")
+@click.option("--deterministic", is_flag=True,
+              help="Deterministic algorithms, no cuDNN autotuning: bitwise reproducible on a GPU, at a cost "
+                   "(recorded as environment.deterministic).")
 @click.option("--nproc", type=click.IntRange(min=1), default=None,
               help="Processes for DistributedDataParallel (re-executes itself under torchrun).")
 def run(model: str, protocol: str, cache: str, device: str, plugins: tuple[str, ...], out: str, lr: float | None,
         run_id: str | None, resume: bool, pretrained: bool | None, weights: str | None, loader: str,
-        compile_: bool, cuda_graphs: bool, nproc: int | None) -> None:
+        compile_: bool, cuda_graphs: bool | None, deterministic: bool, nproc: int | None) -> None:
     """Train and score MODEL under PROTOCOL on a cache; writes RUN/record.json and RUN/predictions.csv.gz.
+
+    The run goes bind -> load -> fit folds -> score -> explain -> record and prints where its time went. Ctrl-C
+    says where it stopped; --resume continues from the last checkpoint (or finishes the record when every
+    model is trained).
 
     \b
     Example:
@@ -41,27 +52,35 @@ def run(model: str, protocol: str, cache: str, device: str, plugins: tuple[str, 
       cxrbench run --plugin examples/my_model.py --model mynet --protocol smoke --cache cache/
     """
     from cxrbench.console import get_display
-    from cxrbench.experiment import RunOptions
+    from cxrbench.run import RunOptions
 
     opts = RunOptions(model=model, protocol=protocol, cache=cache, device=device, out=out, lr=lr, plugins=plugins,
                       resume=resume, run_id=run_id, pretrained=pretrained, weights=weights, loader=loader,
-                      compile=compile_, cuda_graphs=cuda_graphs)
+                      compile=compile_, cuda_graphs=cuda_graphs, deterministic=deterministic)
     if nproc is not None and nproc > 1:
         from cxrbench.distributed import exec_torchrun
 
         exec_torchrun(nproc)
         return
-    from cxrbench.distributed import run_maybe_distributed
+    from cxrbench.run import run as run_stages
+    from cxrbench.run.progress import RunInterrupted
 
     d = get_display()
-    path = run_maybe_distributed(opts, d)
+    try:
+        path = run_stages(opts, d)
+    except RunInterrupted as e:
+        d.error(e.message)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        d.error("interrupted before training started: nothing to keep; run the command again")
+        sys.exit(130)
     if path is not None:
         import json
 
         rec = json.loads(path.read_text())
         t = rec["test"]
         w, pl = t["weighted_mean"], t["plain_mean"]
-        d.info(f"test AUROC {_f(w['auroc'])} weighted [{_f(w['ci95'][0])}, {_f(w['ci95'][1])}], "
+        d.info(f"{_f(w['auroc'])} weighted test AUROC (95% CI {_f(w['ci95'][0])} to {_f(w['ci95'][1])}), "
                f"{_f(pl['auroc'])} plain; {rec['timing']['train_images_per_s']:,.0f} training images/s")
         d.info(f"record: {path}")
 

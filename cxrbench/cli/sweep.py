@@ -30,7 +30,7 @@ def sweep(protocol: str, models: str, cache: str, out: str, device: str, plugins
       cxrbench sweep --protocol paper-lr-grid --models densenet121_attA --cache cache/ --print > jobs.txt
     """
     from cxrbench.console import get_display
-    from cxrbench.experiment import RunOptions
+    from cxrbench.run import RunOptions
     from cxrbench.sweep import grid, run_command, sweep as run_sweep
 
     names = [m.strip() for m in models.split(",") if m.strip()]

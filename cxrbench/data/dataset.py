@@ -37,6 +37,7 @@ def splits_for(metadata: Metadata, layout: DatasetLayout | None, protocol, seed:
         layout,
         subset=protocol.subset,
         subset_seed=protocol.subset_seed if seed is None else seed,
+        subset_rule=protocol.subset_rule,
         lists=protocol.lists,
         val=protocol.val,
         n_folds=protocol.n_folds,
@@ -59,3 +60,16 @@ def per_class_counts(metadata: Metadata, s: SplitSet) -> dict[str, dict[str, int
     }
     sums = {k: y[v].sum(axis=0) for k, v in parts.items()}
     return {c: {k: int(sums[k][j]) for k in parts} for j, c in enumerate(ALL_LABELS)}
+
+
+def subset_vs_targets(per_class: dict[str, dict[str, int]]) -> dict[str, dict]:
+    """Each class's subset count beside the paper's target (2,000 per finding, 10,000 for No Finding); a class
+    with no more images than its target is taken whole, so its target cannot be met."""
+    from cxrbench.data.subset import class_target
+
+    out = {}
+    for c, v in per_class.items():
+        target = class_target(c)
+        out[c] = {"subset": v["subset"], "target": target, "difference": v["subset"] - target,
+                  "taken_whole": v["full"] <= target}
+    return out

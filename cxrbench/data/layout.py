@@ -98,3 +98,21 @@ def scan_images(root: Path) -> dict[str, Path]:
                 if e.name.endswith(".png") and e.name not in out:
                     out[e.name] = Path(e.path)
     return out
+
+
+def links_outside(root: Path, paths: dict[str, Path]) -> dict[str, Path]:
+    """Images whose real path (every symlink resolved) lies outside `root`: name -> real path.
+
+    Hard links are ordinary files and stay inside. One stat per file; folders are resolved once each.
+    """
+    top = Path(os.path.realpath(root))
+    folders: dict[Path, Path] = {}
+    out: dict[str, Path] = {}
+    for name, p in paths.items():
+        real_folder = folders.get(p.parent)
+        if real_folder is None:
+            real_folder = folders[p.parent] = Path(os.path.realpath(p.parent))
+        real = Path(os.path.realpath(p)) if os.path.islink(p) else real_folder / p.name
+        if not real.is_relative_to(top):
+            out[name] = real
+    return out

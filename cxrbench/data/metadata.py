@@ -31,6 +31,9 @@ REQUIRED_COLUMNS: dict[str, str] = {
 MAX_AGE = 120
 _AGE = re.compile(r"^(\d{1,3})([YMD]?)$")
 _INT = re.compile(r"^\d+$")
+# what an image name may be (the real ones are NNNNNNNN_NNN.png): one file name, nothing that needs quoting in
+# a CSV (comma, quote, line break) or that could leave a folder (separators, a leading dot)
+IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,123}\.(?i:png)")
 
 
 def read_text_maybe_gz(path: Path) -> bytes:
@@ -166,6 +169,9 @@ def _validate(f: pd.DataFrame, path: Path) -> None:
     _fail(path, (img == "").to_numpy(), f, lambda r: "empty Image Index")
     _fail(path, ~img.str.lower().str.endswith(".png").to_numpy(), f,
           lambda r: "Image Index must name a .png file")
+    _fail(path, ~img.str.fullmatch(IMAGE_NAME.pattern).to_numpy(dtype=bool), f,
+          lambda r: "Image Index may hold only letters, digits and ._- (no comma, quote, space or path "
+                    "separator; real names look like 00000001_000.png)")
     dup = img.duplicated().to_numpy()
     _fail(path, dup, f, lambda r: "Image Index appears twice")
 

@@ -11,11 +11,21 @@ import numpy as np
 from cxrbench.data.layout import DatasetLayout
 from cxrbench.data.lists import list_indices
 from cxrbench.data.metadata import Metadata
-from cxrbench.data.subset import select_subset
+from cxrbench.data.subset import V1_RULE, select_subset
 from cxrbench.errors import InputError
 
 # Share of test images in the official release (25,596 of 112,120): the patient-wise stand-in aims at it.
 OFFICIAL_TEST_FRACTION = 25596 / 112120
+
+# The reference paper's Table 1 (reported; reference-paper.md, section 1.2), row by row.
+PAPER_TABLE1 = {
+    "Full training-validation": 86524,
+    "Full test": 25596,
+    "Training-validation subset": 16944,
+    "Training subset": 15249,
+    "Validation subset": 1695,
+    "Test subset": 6112,
+}
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,10 @@ class SplitSet:
             ("Test subset", len(self.test)),
         ]
         return [(n, c, 100.0 * c / total) for n, c in rows]
+
+    def table1_vs_paper(self, total: int) -> list[tuple[str, int, float, int, int]]:
+        """Table 1 beside the paper's: (name, images, % of all images, paper's images, images - paper's)."""
+        return [(n, c, pct, PAPER_TABLE1[n], c - PAPER_TABLE1[n]) for n, c, pct in self.table1(total)]
 
 
 def patient_wise_split(
@@ -177,6 +191,7 @@ def make_splits(
     *,
     subset: str = "paper",
     subset_seed: int = 0,
+    subset_rule: str = V1_RULE,
     lists: str = "official",
     val: str = "stratified",
     n_folds: int = 3,
@@ -185,13 +200,14 @@ def make_splits(
 ) -> SplitSet:
     """Build a protocol's splits.
 
-    `subset`: "paper" (the class-balanced selection) or "all"; `lists`: "official" (with the patient-wise
-    stand-in) or the name of a split list `<name>_{train,val,test}.txt`; `val`: "stratified" (the paper's
-    StratifiedShuffleSplit on the string label, singletons dropped) or "patient" (patient-wise).
+    `subset`: "paper" (the class-balanced selection, drawn under `subset_rule`: data/subset.py) or "all";
+    `lists`: "official" (with the patient-wise stand-in) or the name of a split list `<name>_{train,val,test}.txt`;
+    `val`: "stratified" (the paper's StratifiedShuffleSplit on the string label, singletons dropped) or "patient"
+    (patient-wise).
     """
     patients = metadata.patients
     strings = metadata.label_strings
-    sel = select_subset(metadata.labels(15), seed=subset_seed) if subset == "paper" else None
+    sel = select_subset(metadata.labels(15), seed=subset_seed, rule=subset_rule) if subset == "paper" else None
     if subset not in ("paper", "all"):
         raise InputError(None, f"unknown subset {subset!r} (paper or all)")
 

@@ -28,38 +28,69 @@ class Loaded:
     probs: np.ndarray  # (N, C) from the run's predictions file, in test-row order
 
 
+def model_code(rec: dict, plugins: tuple[str, ...], source: str | Path) -> tuple[str, ...]:
+    """The plugin files to load for a run's model: only those the user named, and only when one of them is the
+    file the record names (same sha256). A record never makes cxrbench import anything by itself."""
+    from cxrbench.hashing import file_sha256
+    from cxrbench.models.registry import _all
+
+    m = rec["model"]
+    src, name = m["source"], m["name"]
+    if src["kind"] == "file":
+        want = src.get("sha256")
+        shown = Path(str(src.get("path", "?"))).name
+        if not plugins:
+            raise RecordError(f"{source}: its model {name!r} comes from the plugin file {shown}; cxrbench does not "
+                              "import code that a record names: pass that file with --plugin (its sha256 must be "
+                              f"{want})")
+        have = {p: file_sha256(Path(p)) if Path(p).is_file() else None for p in plugins}
+        if want not in have.values():
+            got = ", ".join(f"{p} has sha256 {h}" for p, h in have.items())
+            raise RecordError(f"{source}: the run used a plugin file with sha256 {want}, but {got}: refusing to load "
+                              "another model's code")
+        return tuple(plugins)
+    spec = _all().get(name) if src["kind"] in ("built-in", "entry point") else None
+    if spec is None or spec.source.get("kind") != src["kind"] or (
+            src["kind"] == "entry point" and (spec.source.get("distribution"), spec.source.get("value")) !=
+            (src.get("distribution"), src.get("value"))):
+        raise RecordError(f"{source}: its model {name!r} ({src['kind']}) is not installed here as the record says")
+    return tuple(plugins)
+
+
 def load_run(run_dir: str | Path, cache: str | None = None, plugins: tuple[str, ...] = ()) -> Loaded:
-    """Rebuild a finished run's trained model and its test split from the run folder."""
-    from cxrbench.experiment import RunOptions, Runner
-    from cxrbench.results.record import read_predictions, read_record
+    """Rebuild a finished run's trained model and its test split from the run folder (a plugin model only from
+    a `plugins` file whose sha256 the record names)."""
+    from cxrbench.results.record import parse_json, read_predictions, read_record, read_regular
+    from cxrbench.run import RunOptions
+    from cxrbench.run.bind import bind
 
     run_dir = Path(run_dir)
     rec = read_record(run_dir)
-    cfg = json.loads((run_dir / "run.json").read_text())
-    src = rec["model"]["source"]
-    plugins = tuple(plugins)
-    if src["kind"] == "file" and not plugins:
-        plugins = (src["path"],)
+    plugins = model_code(rec, tuple(plugins), run_dir / "record.json")
+    cfg = parse_json(read_regular(run_dir / "run.json", 1 << 20, "run.json"), run_dir / "run.json")
+    if not isinstance(cfg, dict):
+        raise RecordError(f"{run_dir / 'run.json'}: not a JSON object")
     cache_path = cache or cfg.get("cache_path")
-    if not cache_path:
+    if not cache_path or not isinstance(cache_path, str):
         raise RecordError(f"{run_dir}: no cache path recorded; pass --cache")
     from cxrbench.protocols import protocol_key
 
     opts = RunOptions(model=rec["model"]["name"], protocol=protocol_key(rec["protocol"]["id"], rec["protocol"]["version"]),
                       cache=cache_path, device="auto", out=str(run_dir.parent), lr=rec["lr"], plugins=plugins,
                       run_id=run_dir.name)
-    runner = Runner(opts)
+    runner = bind(opts, build_model=False)  # the run's context: cache binding, labels, features; no pixels
+    if rec["model"]["source"]["kind"] == "file" and runner.spec.source.get("sha256") != rec["model"]["source"]["sha256"]:
+        raise RecordError(f"{run_dir}: model {opts.model!r} was registered by another file than the run's plugin")
     if runner.store.fingerprint != rec["data"]["cache_fingerprint"]:
         raise RecordError(f"{cache_path}: this is not the cache the run used (fingerprint "
                           f"{runner.store.fingerprint} vs {rec['data']['cache_fingerprint']}); pass --cache")
-    ckpt = run_dir / ("final.pt" if rec["protocol"]["settings"]["final_run"] else "fold0.pt")
+    ckpt = run_dir / ("final.pt" if runner.protocol.final_run else "fold0.pt")
     from cxrbench.models import create_model
     from cxrbench.train import load_checkpoint
 
-    model = create_model(opts.model, num_classes=rec["protocol"]["settings"]["num_classes"], pretrained=False)
+    model = create_model(opts.model, num_classes=runner.protocol.num_classes, pretrained=False)
     model.load_state_dict(load_checkpoint(ckpt)["model"])
     model.to(runner.device).eval()
-    runner.load_images_meta_only()
     b = runner.bound
     test_rows = b.local(b.splits.test)
     names, _, _, p, _ = read_predictions(run_dir / rec["predictions"]["path"])
@@ -72,18 +103,59 @@ def load_run(run_dir: str | Path, cache: str | None = None, plugins: tuple[str, 
 def choose(loaded: Loaded, n: int, boxes: dict[int, list]) -> list[int]:
     """Indices into test rows: images with boxes first, then images with findings, then the rest (by name)."""
     b = loaded.runner.bound
-    y = loaded.runner.y_all[loaded.test_rows]
+    y = loaded.runner.labels[loaded.test_rows]
     finding = y[:, : min(14, y.shape[1])].any(1)
     names = b.metadata.names[b.rows[loaded.test_rows]]
     order = sorted(range(len(names)), key=lambda i: (i not in boxes, not finding[i], str(names[i])))
     return order[:n]
 
 
+CLASS_CHOICES = ("auto", "top3", "truth")
+
+
+def panel_classes(probs: np.ndarray, truth: np.ndarray, classes: list[str], mode: str = "auto",
+                  no_finding: bool = False, n: int = 3) -> list[int]:
+    """Which classes get a Grad-CAM panel. auto: the true findings first (so their boxes show), then the most
+    probable others, `n` panels at least; top3: the `n` most probable; truth: the true findings (the most
+    probable class when there are none). "No Finding" has no region to show: left out unless `no_finding`."""
+    from cxrbench.data.labels import NO_FINDING
+
+    allowed = [c for c in range(len(classes)) if no_finding or classes[c] != NO_FINDING]
+    by_prob = sorted(allowed, key=lambda c: (-float(probs[c]), c))
+    true = [c for c in by_prob if truth[c]]
+    if mode == "top3":
+        return by_prob[:n]
+    if mode == "truth":
+        return true or by_prob[:1]
+    if mode != "auto":
+        raise RecordError(f"--classes must be one of {', '.join(CLASS_CHOICES)}, not {mode!r}")
+    return true + [c for c in by_prob if c not in true][: max(0, n - len(true))]
+
+
+def _replace(path: Path, write) -> None:
+    """Write through a temp file and a rename, so that a link planted at `path` is replaced, never followed."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def _png(path: Path, rgb: np.ndarray) -> str:
     from PIL import Image
 
-    Image.fromarray(rgb).save(path, optimize=False)
+    _replace(path, lambda t: Image.fromarray(rgb).save(t, format="PNG", optimize=False))
     return path.name
+
+
+SCALE = "colour-scale.png"
+
+
+def _scale_png(folder: Path) -> str:
+    """The heatmaps' colour scale as a picture: transparent grey at 0 to red at the map's maximum."""
+    grey = np.full((24, DISPLAY * 2), 128, np.uint8)
+    ramp = np.tile(np.linspace(0.0, 1.0, DISPLAY * 2, dtype=np.float32), (24, 1))
+    return _png(folder / SCALE, _overlay(grey, ramp, None))
 
 
 def _overlay(gray: np.ndarray, heat: np.ndarray | None, box: tuple | None) -> np.ndarray:
@@ -108,44 +180,49 @@ def _overlay(gray: np.ndarray, heat: np.ndarray | None, box: tuple | None) -> np
     return out
 
 
-def build_gallery(run_dir: str | Path, out: str | Path | None = None, n: int = 24, classes: str = "top3",
-                  cache: str | None = None, plugins: tuple[str, ...] = (), progress=None) -> Path:
-    """Write OUT/index.html and its PNGs; returns the page path."""
+def build_gallery(run_dir: str | Path, out: str | Path | None = None, n: int = 24, classes: str = "auto",
+                  cache: str | None = None, plugins: tuple[str, ...] = (), progress=None,
+                  no_finding: bool = False) -> Path:
+    """Write OUT/index.html and its PNGs (default OUT: RUN/gallery); returns the page path. `classes` and
+    `no_finding` choose the Grad-CAM panels (see `panel_classes`)."""
     import torch
     import torch.nn.functional as F
 
     from cxrbench.explain.gradcam import GradCAM, attention_maps
     from cxrbench.explain.localization import Geometry
     from cxrbench.loader import Transform, View
+    from cxrbench.run.explain import boxes as run_boxes
 
-    if classes not in ("top3", "truth"):
-        raise RecordError(f"--classes must be top3 or truth, not {classes!r}")
+    if classes not in CLASS_CHOICES:
+        raise RecordError(f"--classes must be one of {', '.join(CLASS_CHOICES)}, not {classes!r}")
     L = load_run(run_dir, cache, plugins)
     r, rec = L.runner, L.record
-    out = Path(out) if out else Path(run_dir) / "gallery"
+    if out is None:  # inside the run folder, which may come from someone else: it must stay inside
+        out = Path(run_dir) / "gallery"
+        if out.is_symlink() or not out.resolve().is_relative_to(Path(run_dir).resolve()):
+            raise RecordError(f"{out}: a link out of the run folder; pass --out")
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     p = r.protocol
     spec = r.spec
     geo = Geometry(p.image_size, p.resize, p.crop)
     boxes: dict[int, list] = {}
-    for row, label, x, y, w, h in r.boxes(L.test_rows):
+    for row, label, x, y, w, h in run_boxes(r, L.test_rows):
         boxes.setdefault(row, []).append((label, geo.box_in_crop(x, y, w, h)))
     pick = choose(L, n, boxes)
     names = r.bound.metadata.names[r.bound.rows[L.test_rows]]
-    y_true = r.y_all[L.test_rows]
+    y_true = r.labels[L.test_rows]
     cls_names = list(r.bound.classes)
     view = View(p.image_size, p.resize, p.crop, augment=False, channels_last=r.device.startswith("cuda"))
     tf = Transform(view, torch.device(r.device))
     imgs = torch.from_numpy(r.store.read(r.bound.positions[L.test_rows[pick]]))
-    feats = torch.as_tensor(r.f_all[L.test_rows[pick]], dtype=torch.float32)
+    feats = torch.as_tensor(r.features[L.test_rows[pick]], dtype=torch.float32)
     scale = DISPLAY / p.crop
+    legend = _scale_png(out)
     cards = []
     with GradCAM(L.model, spec.cam_layer, spec.nonimage) as cam:
         for k, i in enumerate(pick):
-            if classes == "top3":
-                show = list(np.argsort(-L.probs[i])[:3])
-            else:
-                show = list(np.flatnonzero(y_true[i])) or [int(np.argmax(L.probs[i]))]
+            show = panel_classes(L.probs[i], y_true[i], cls_names, classes, no_finding)
             x = tf(imgs[k : k + 1].to(r.device), None)
             f = feats[k : k + 1].to(r.device) if spec.nonimage else None
             res = cam(x, torch.tensor([show]), f)
@@ -176,7 +253,8 @@ def build_gallery(run_dir: str | Path, out: str | Path | None = None, n: int = 2
             if progress is not None:
                 progress.advance(1)
     page = out / "index.html"
-    page.write_text(_html(rec, cards, classes))
+    text = _html(rec, cards, classes + (" (with No Finding)" if no_finding else ""), legend)
+    _replace(page, lambda t: t.write_text(text))
     return page
 
 
@@ -200,12 +278,14 @@ body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
 .panels { display: flex; flex-wrap: wrap; gap: 0.6em; }
 figure { margin: 0; width: 256px; font-size: 0.8em; }
 figure img { width: 256px; height: 256px; display: block; }
+figure.scale { width: 512px; margin: 0 0 1em 0; }
+figure.scale img { width: 512px; height: 24px; }
 .degenerate { color: #a00; font-weight: bold; }
 .meta { color: #555; font-size: 0.85em; }
 """
 
 
-def _html(rec: dict, cards: list[dict], classes: str) -> str:
+def _html(rec: dict, cards: list[dict], classes: str, legend: str) -> str:
     e = html.escape
     from cxrbench.protocols import protocol_key
 
@@ -213,7 +293,10 @@ def _html(rec: dict, cards: list[dict], classes: str) -> str:
     head = (f"<h1>Gallery: {e(rec['model']['name'])} under {e(key)}</h1>"
             f"<p class='meta'>run {e(rec['run_id'])} · test AUROC (weighted) "
             f"{e(str(rec['test']['weighted_mean']['auroc']))} · classes shown: {e(classes)} · green boxes: NIH "
-            "(or planted) boxes of the class shown · a degenerate Grad-CAM map is reported, not stretched</p>")
+            "(or planted) boxes of the class shown · a degenerate Grad-CAM map is reported, not stretched</p>"
+            f"<figure class='scale'><img src='{e(legend)}' alt='colour scale of the heatmaps'><figcaption>Heatmap "
+            "colour scale: 0 (no colour) to each map's own maximum (red); Grad-CAM maps are scaled one by one, so "
+            "colours compare regions within a map, not maps with each other.</figcaption></figure>")
     body = []
     for c in cards:
         figs = []

@@ -1,8 +1,9 @@
-"""Third-party models: the entry-point group `cxrbench.models` and `--plugin path/to/file.py`.
+"""Third-party models from a file: `--plugin path/to/file.py` on any command that takes `--model`.
 
-An entry point names a factory (`mynet = mypkg.models:mynet`) or a module whose import registers models
-with `@register_model`. Entry points are listed without importing them; a plugin that fails to import,
-registers a taken name or returns the wrong output shape gets an error that names it.
+The file registers models with `@register_model` when it is imported; its path and sha256 become each model's
+source (recorded with every run). A plugin that fails to import or registers a taken name gets an error that
+names it; a model it registers is checked when built (`registry.check_model`: output shape and CAM layer).
+Installed packages use the entry-point group instead (`cxrbench.models.entry_points`).
 """
 
 from __future__ import annotations
@@ -10,59 +11,17 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from cxrbench.errors import ModelError
-from cxrbench.models.registry import ENTRY_POINT_GROUP, ModelSpec, _REGISTRY, loading_source, with_source
+from cxrbench.models.registry import _REGISTRY, _ensure_builtins, _ensure_entry_points, loading_source
 
 _loaded_files: dict[str, str] = {}  # resolved path -> sha256
 
 
-def discover_entry_points() -> list[ModelSpec]:
-    """Lazy specs for every entry point in the `cxrbench.models` group (nothing imported)."""
-    specs = []
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = getattr(ep, "dist", None)
-        src = {"kind": "entry point", "name": ep.name, "value": ep.value,
-               "distribution": dist.metadata["Name"] if dist is not None else "?",
-               "version": dist.version if dist is not None else ""}
-        specs.append(ModelSpec(name=ep.name, factory=None, source=src, target=ep.value))
-    return specs
-
-
-def load_entry_point(spec: ModelSpec, registry: dict[str, ModelSpec]) -> ModelSpec:
-    """Import a lazy entry point; use what its import registered, else register the object it names."""
-    src = spec.source
-    ep = metadata.EntryPoint(name=spec.name, value=spec.target or "", group=ENTRY_POINT_GROUP)
-    placeholder = registry.pop(spec.name)
-    try:
-        with loading_source(src):
-            obj = ep.load()
-    except ModelError:
-        registry.setdefault(spec.name, placeholder)
-        raise
-    except Exception as e:
-        registry[spec.name] = placeholder
-        raise ModelError(f"plugin {spec.name} ({src['distribution']}) failed to import {spec.target!r}: "
-                         f"{type(e).__name__}: {e}") from e
-    loaded = registry.get(spec.name)
-    if loaded is None:
-        if not callable(obj):
-            registry[spec.name] = placeholder
-            raise ModelError(f"plugin {spec.name} ({src['distribution']}): {spec.target!r} is not a model factory "
-                             "and registered no model of that name")
-        opts = getattr(obj, "cxrbench_spec", {})
-        loaded = with_source(spec, factory=obj, target=None, **opts)
-        registry[spec.name] = loaded
-    return loaded
-
-
 def load_plugin_file(path: str | Path) -> list[str]:
     """Import a Python file that registers models with `@register_model`; returns the names it added."""
-    from cxrbench.models.registry import _ensure_builtins, _ensure_entry_points
-
     _ensure_builtins()
     _ensure_entry_points()
     p = Path(path).resolve()

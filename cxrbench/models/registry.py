@@ -11,13 +11,15 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from collections.abc import Callable
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from typing import Any
 
 from cxrbench.errors import ModelError
+from cxrbench.models.entry_points import discover_entry_points, load_entry_point
+from cxrbench.models.spec import ENTRY_POINT_GROUP, ModelSpec, current_source, loading_source, who
 
-ENTRY_POINT_GROUP = "cxrbench.models"
+__all__ = ["ENTRY_POINT_GROUP", "ModelSpec", "check_model", "count_parameters", "create_model", "get_spec",
+           "list_models", "loading_source", "refresh_entry_points", "register_model"]
+
 BUILTIN_MODULES = (
     "cxrbench.models.densenet",
     "cxrbench.models.resnet",
@@ -26,44 +28,8 @@ BUILTIN_MODULES = (
     "cxrbench.models.tiny",
 )
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the benchmark needs to know about a registered model."""
-
-    name: str
-    factory: Callable[..., Any] | None  # None for an entry point not loaded yet
-    cam_layer: str = ""
-    input_size: int = 224
-    nonimage: bool = False  # forward(x, features) with the 5 non-image features
-    attention: bool = False  # forward(..., return_attention=True) -> (logits, [maps])
-    description: str = ""
-    source: dict[str, Any] = field(default_factory=lambda: {"kind": "built-in"})
-    target: str | None = None  # "module:attr" of a lazy entry point
-
-    @property
-    def source_text(self) -> str:
-        s = self.source
-        if s["kind"] == "entry point":
-            return f"entry point {s.get('distribution', '?')} {s.get('version', '')}".strip()
-        if s["kind"] == "file":
-            return f"file {s['path']}"
-        return s["kind"]
-
-
 _REGISTRY: dict[str, ModelSpec] = {}
 _state = {"builtins": False, "entry_points": False}
-_current_source: list[dict[str, Any]] = [{"kind": "built-in"}]
-
-
-@contextmanager
-def loading_source(source: dict[str, Any]) -> Iterator[None]:
-    """Registrations made inside this block are attributed to `source` (a plugin being loaded)."""
-    _current_source.append(source)
-    try:
-        yield
-    finally:
-        _current_source.pop()
 
 
 def register_model(
@@ -80,11 +46,10 @@ def register_model(
 
     def deco(f: Callable[..., Any]) -> Callable[..., Any]:
         key = name or f.__name__
-        src = dict(_current_source[-1])
+        src = current_source()
         old = _REGISTRY.get(key)
         if old is not None and not (old.factory is None and old.source.get("kind") == src.get("kind") == "entry point"):
-            who = _who(src)
-            raise ModelError(f"{who} registers model {key!r}, which is already registered ({old.source_text})")
+            raise ModelError(f"{who(src)} registers model {key!r}, which is already registered ({old.source_text})")
         doc = description or (f.__doc__ or "").strip().split("\n")[0]
         _REGISTRY[key] = ModelSpec(
             name=key, factory=f, cam_layer=cam_layer, input_size=input_size, nonimage=nonimage,
@@ -93,14 +58,6 @@ def register_model(
         return f
 
     return deco(fn) if fn is not None else deco
-
-
-def _who(src: dict[str, Any]) -> str:
-    if src["kind"] == "file":
-        return f"plugin file {src['path']}"
-    if src["kind"] == "entry point":
-        return f"plugin {src.get('name')} ({src.get('distribution')})"
-    return "cxrbench"
 
 
 def _ensure_builtins() -> None:
@@ -117,8 +74,6 @@ def _ensure_entry_points() -> None:
     if _state["entry_points"]:
         return
     _state["entry_points"] = True
-    from cxrbench.models.plugins import discover_entry_points
-
     for spec in discover_entry_points():
         if spec.name in _REGISTRY:
             raise ModelError(f"plugin {spec.name} ({spec.source.get('distribution')}) registers model "
@@ -158,8 +113,6 @@ def get_spec(name: str) -> ModelSpec:
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ModelError(f"unknown model {name!r}{hint} (see `cxrbench models`)")
     if spec.factory is None:
-        from cxrbench.models.plugins import load_entry_point
-
         spec = load_entry_point(spec, _REGISTRY)
     return spec
 
@@ -168,7 +121,8 @@ def create_model(name: str, num_classes: int = 15, pretrained: bool | str = Fals
                  **kw: Any):
     """Build a registered model. `pretrained`: False, True (ImageNet from the local cache) or a weights path.
 
-    Plugins are checked once (a forward pass on a batch of 2) for the (2, num_classes) output shape.
+    Plugins are checked as they are built (`check_model`: output shape and CAM layer); built-ins are held by
+    tests instead, unless `check=True`.
     """
     spec = get_spec(name)
     try:
@@ -178,18 +132,23 @@ def create_model(name: str, num_classes: int = 15, pretrained: bool | str = Fals
     except Exception as e:
         if spec.source["kind"] == "built-in":
             raise
-        raise ModelError(f"{_who(spec.source)}: building model {name!r} failed: {type(e).__name__}: {e}") from e
+        raise ModelError(f"{who(spec.source)}: building model {name!r} failed: {type(e).__name__}: {e}") from e
     if not hasattr(model, "cxrbench_weights"):
         model.cxrbench_weights = {"pretrained": False}
     if check or (check is None and spec.source["kind"] != "built-in"):
-        check_output(model, spec, num_classes)
+        check_model(model, spec, num_classes)
     return model
 
 
-def check_output(model, spec: ModelSpec, num_classes: int) -> None:
-    """Forward a batch of 2 zero images (and features); the logits must have shape (2, num_classes)."""
+def check_model(model, spec: ModelSpec, num_classes: int) -> None:
+    """Forward a batch of 2 zero images (and features): the logits must have shape (2, num_classes), and the
+    declared `cam_layer` must be a module of the model whose output is a (2, channels, h, w) feature map, so
+    that Grad-CAM and localisation cannot fail after training."""
     import torch
 
+    layer = _cam_module(model, spec)
+    seen: list = []
+    handle = layer.register_forward_hook(lambda mod, inp, out: seen.append(out))
     s = spec.input_size
     x = torch.zeros(2, 3, s, s)
     was = model.training
@@ -201,6 +160,7 @@ def check_output(model, spec: ModelSpec, num_classes: int) -> None:
         raise ModelError(f"model {spec.name!r} ({spec.source_text}) failed on a (2, 3, {s}, {s}) batch: "
                          f"{type(e).__name__}: {e}") from e
     finally:
+        handle.remove()
         model.train(was)
     if isinstance(out, (tuple, list)):
         out = out[0]
@@ -208,12 +168,31 @@ def check_output(model, spec: ModelSpec, num_classes: int) -> None:
     if shape != (2, num_classes):
         raise ModelError(f"model {spec.name!r} ({spec.source_text}) returned output of shape {shape} for a batch "
                          f"of 2; expected (2, {num_classes})")
+    act = seen[-1] if seen else None
+    act_shape = tuple(act.shape) if isinstance(act, torch.Tensor) else None
+    if act_shape is None or len(act_shape) != 4 or act_shape[0] != 2:
+        what = "was not called" if not seen else f"gave {act_shape or type(act).__name__}"
+        raise ModelError(f"model {spec.name!r} ({spec.source_text}): its cam_layer {spec.cam_layer!r} {what} on a "
+                         "batch of 2; Grad-CAM needs a layer whose output is a (batch, channels, height, width) "
+                         "feature map that reaches the logits (fix cam_layer in @register_model)")
+
+
+def _cam_module(model, spec: ModelSpec):
+    """The module `spec.cam_layer` names, or a ModelError naming the closest module names."""
+    where = f"model {spec.name!r} ({spec.source_text})"
+    if not spec.cam_layer:
+        raise ModelError(f"{where} declares no cam_layer; Grad-CAM needs one: @register_model(cam_layer=...) "
+                         "with the dotted name of a feature-map module")
+    try:
+        return model.get_submodule(spec.cam_layer)
+    except AttributeError:
+        names = [n for n, _ in model.named_modules() if n]
+        close = difflib.get_close_matches(spec.cam_layer, names, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ModelError(f"{where} declares cam_layer {spec.cam_layer!r}, which is not a module of the built "
+                         f"model{hint} (fix cam_layer in @register_model)") from None
 
 
 def count_parameters(model) -> int:
     """Number of parameters (the paper's Table 2 counts every weight and bias)."""
     return sum(p.numel() for p in model.parameters())
-
-
-def with_source(spec: ModelSpec, **changes: Any) -> ModelSpec:
-    return replace(spec, **changes)

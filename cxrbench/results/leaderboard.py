@@ -1,37 +1,41 @@
 """The leaderboard: validated records filed append-only under `<board>/records/<id>@v<version>/`, ranked
 within one protocol version and one data fingerprint only, with paired comparisons against the best entry.
 
-`submit` re-derives every test metric from the record's predictions file, so an edited number is refused
-even when its hash was recomputed; the predictions travel with the record for later paired comparisons.
+A submitted run folder is untrusted. `submit` reads each file once (regular files inside the run folder), checks
+the record's schema and hash, re-derives every figure the board shows from the predictions (`verify`), checks
+the predictions against the protocol's test split and the metadata's labels of the run's data, refuses a copy
+of a filed result (same content, whatever its own hash), and writes only inside the board. `load` re-checks
+every filed record and skips (naming it) any that fails, so one bad file never takes the board down.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from cxrbench.errors import ConfigError, RecordError
-from cxrbench.hashing import file_sha256
-from cxrbench.results.record import read_predictions, read_record, validate
+from cxrbench.errors import CxrbenchError, InputError, RecordError
+from cxrbench.results.record import (MAX_PREDICTIONS_BYTES, MAX_RECORD_BYTES, RunFiles, parse_json,
+                                     read_regular, read_run_files, safe_name, validate)
+from cxrbench.results.verify import Predictions, check_data, open_tables, recorded_cache, verify
 
 DEFAULT_BOARD = Path("leaderboard")
-TOLERANCE = 1e-5
 
 
 @dataclass
 class Entry:
-    """One filed record."""
+    """One filed record, re-checked when loaded."""
 
     id: str
     record: dict
     path: Path
     predictions: Path
+    marks: dict[str, str | None] = field(default_factory=dict)  # figure group -> re-derived / reported / None
+    test: Predictions | None = None  # the parsed test predictions
+    resampled: np.ndarray | None = None  # (R, C) test AUROCs over the protocol's patient resamples
 
     @property
     def protocol_key(self) -> str:
@@ -41,15 +45,19 @@ class Entry:
 
     @property
     def data_key(self) -> str:
-        """What must be equal for two results to be ranked together: metadata, splits, exclusions."""
-        d = self.record["data"]
-        blob = json.dumps([d["metadata_csv_sha256"], d["split_hashes"], d.get("excluded_bad_images", 0)],
-                          sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return data_key(self.record)
 
     @property
     def weighted(self) -> float | None:
         return self.record["test"]["weighted_mean"]["auroc"]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A filed record that failed its checks, with the reason."""
+
+    path: Path
+    reason: str
 
 
 @dataclass
@@ -60,95 +68,158 @@ class Group:
     comparisons: dict[str, dict] = field(default_factory=dict)  # entry id -> paired comparison vs best
 
 
-def _check_protocol(rec: dict, source: Path) -> None:
-    from cxrbench.protocols import get_protocol, protocol_key
-
-    key = protocol_key(rec["protocol"]["id"], rec["protocol"]["version"])
-    try:
-        p = get_protocol(key)
-    except ConfigError as e:
-        raise RecordError(f"{source}: protocol {key} is not known to this cxrbench ({e})") from None
-    if rec["protocol"]["hash"] != p.content_hash or rec["protocol"]["settings"] != p.to_dict():
-        raise RecordError(f"{source}: its protocol settings do not match {key} (hash {rec['protocol']['hash']} vs "
-                          f"{p.content_hash}): a modified or mixed protocol is not filed under {key}")
+def data_key(rec: dict) -> str:
+    """What must be equal for two results to be ranked together: metadata, splits, exclusions."""
+    d = rec["data"]
+    blob = json.dumps([d["metadata_csv_sha256"], d["split_hashes"], d.get("excluded_bad_images", 0)], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _check_metrics(rec: dict, predictions: Path, source: Path) -> None:
-    from cxrbench.metrics import per_class_auroc, plain_mean, weighted_mean
+def content_key(rec: dict) -> str:
+    """Identity of a result, whatever its run id, creation time or own hash: model, protocol, data, lr, training
+    seed and predictions."""
+    from cxrbench.protocols import protocol_key
 
-    names, patients, y, p, classes = read_predictions(predictions)
-    if classes != rec["data"]["classes"]:
-        raise RecordError(f"{source}: the predictions' classes differ from the record's")
-    if len(names) != rec["test"]["n_images"]:
-        raise RecordError(f"{source}: {len(names)} predictions, but the record scores {rec['test']['n_images']}")
-    a = per_class_auroc(y, p)
-    for i, c in enumerate(classes):
-        want = rec["test"]["per_class"][c]["auroc"]
-        got = None if not np.isfinite(a[i]) else float(a[i])
-        if (want is None) != (got is None) or (got is not None and abs(got - want) > TOLERANCE):
-            raise RecordError(f"{source}: the recorded test AUROC of {c} ({want}) does not follow from its "
-                              f"predictions ({got}); the record was altered")
-    for key, val in (("weighted_mean", weighted_mean(a, y)), ("plain_mean", plain_mean(a))):
-        want = rec["test"][key]["auroc"]
-        if want is not None and abs(val - want) > TOLERANCE:
-            raise RecordError(f"{source}: the recorded {key} ({want}) does not follow from its predictions")
+    blob = json.dumps([rec["model"]["name"], protocol_key(rec["protocol"]["id"], rec["protocol"]["version"]),
+                       data_key(rec), rec["lr"], rec["seeds"].get("train"), rec["predictions"]["sha256"]])
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def submit(run: str | Path, board: str | Path = DEFAULT_BOARD, allow_dirty: bool = False) -> Path:
-    """Validate a run's record and file it (with its predictions) on the board; returns the filed path."""
-    run = Path(run)
-    src = run / "record.json" if run.is_dir() else run
-    rec = read_record(src)  # schema, own hash, predictions sha256
-    _check_protocol(rec, src)
-    pred = src.parent / rec["predictions"]["path"]
-    _check_metrics(rec, pred, src)
+def _fold_file(record_path: Path, k: int) -> Path:
+    return record_path.with_name(record_path.name[: -len(".json")] + f".fold{k}-val.csv.gz")
+
+
+def _predictions_file(record_path: Path) -> Path:
+    return record_path.with_name(record_path.name[: -len(".json")] + ".predictions.csv.gz")
+
+
+def _within(path: Path, root: Path, source: Path) -> Path:
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise RecordError(f"{source}: refusing to write {path}: it lies outside the leaderboard {root}")
+    return path
+
+
+def _filed(board: Path) -> list[tuple[Path, dict]]:
+    """(path, record) of every filed record that still parses and validates (others are skipped here)."""
+    out = []
+    for path in sorted((board / "records").glob("*/*.json")):
+        try:
+            out.append((path, validate(parse_json(read_regular(path, MAX_RECORD_BYTES, "filed record"), path), path)))
+        except CxrbenchError:
+            continue
+    return out
+
+
+def submit(run: str | Path, board: str | Path = DEFAULT_BOARD, allow_dirty: bool = False,
+           data: str | Path | None = None) -> Path:
+    """Check a run (record, predictions, re-derived figures, the protocol's split of its data) and file it with
+    its predictions on the board; returns the filed record's path.
+
+    `data` is the cache or dataset folder whose tables the predictions are checked against (default: the cache
+    the run recorded in its run.json, when it exists here)."""
+    files: RunFiles = read_run_files(run)
+    rec, src = files.record, files.source
+    checked = verify(rec, files.predictions, files.folds, src)
     dirty = rec["code"]["git_dirty"]
     if dirty is not False and not allow_dirty:
         state = "a modified (dirty) git tree" if dirty else "code outside a git checkout"
         raise RecordError(f"{src}: the run used {state}; commit and run again, or submit with --allow-dirty (the "
                           "board then marks the entry)")
+    where = Path(data) if data is not None else recorded_cache(src.parent)
+    if where is None:
+        raise RecordError(f"{src}: its predictions must be checked against the protocol's test split of the run's "
+                          "data, and the cache the run recorded is not here; pass --data with that cache or the "
+                          "dataset folder")
+    check_data(rec, checked.test, checked.folds, open_tables(where), src)
+
     from cxrbench.protocols import protocol_key
 
-    pkey = protocol_key(rec["protocol"]["id"], rec["protocol"]["version"])
-    entry_id = f"{rec['run_id']}-{rec['record_sha256'][:8]}"
-    folder = Path(board) / "records" / pkey
+    pkey = safe_name(protocol_key(rec["protocol"]["id"], rec["protocol"]["version"]), "protocol", src)
+    entry_id = f"{safe_name(rec['run_id'], 'run_id', src)}-{rec['record_sha256'][:8]}"
+    root = Path(board)
+    folder = root / "records" / pkey
     target = folder / f"{entry_id}.json"
-    if target.exists():
-        raise RecordError(f"{src}: this record is already on the leaderboard ({target}); records are append-only")
-    for other in folder.glob("*.json") if folder.exists() else []:
-        if json.loads(other.read_text()).get("record_sha256") == rec["record_sha256"]:
-            raise RecordError(f"{src}: this record is already on the leaderboard ({other})")
+    mine = content_key(rec)
+    if root.exists():
+        for other, orec in _filed(root):
+            if orec["record_sha256"] == rec["record_sha256"]:
+                raise RecordError(f"{src}: this record is already on the leaderboard ({other}); records are "
+                                  "append-only")
+            if content_key(orec) == mine:
+                raise RecordError(f"{src}: the same result is already on the leaderboard ({other}): same model, "
+                                  "protocol, data, lr, seed and predictions")
+    if target.exists() or target.is_symlink():
+        raise RecordError(f"{src}: {target} exists already; records are append-only")
     folder.mkdir(parents=True, exist_ok=True)
-    pred_target = folder / f"{entry_id}.predictions.csv.gz"
-    tmp = pred_target.with_name(f".{pred_target.name}.tmp{os.getpid()}")
-    shutil.copyfile(pred, tmp)
-    os.replace(tmp, pred_target)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, target)
+    writes = [(_within(_predictions_file(target), root, src), files.predictions)]
+    writes += [(_within(_fold_file(target, k), root, src), raw) for k, raw in sorted(files.folds.items())]
+    writes.append((_within(target, root, src), files.raw))  # the record last: a filed record has its files
+    from cxrbench.cache.store import atomic_write_bytes
+
+    for path, raw in writes:
+        atomic_write_bytes(path, raw)
     return target
 
 
-def load(board: str | Path = DEFAULT_BOARD) -> list[Entry]:
-    """Every filed record, validated (schema, hash, predictions sha256)."""
-    root = Path(board) / "records"
-    out = []
-    if not root.exists():
-        return out
-    for path in sorted(root.glob("*/*.json")):
-        rec = json.loads(path.read_text())
-        validate(rec, path)
-        pred = path.with_name(path.name[: -len(".json")] + ".predictions.csv.gz")
-        if not pred.exists() or file_sha256(pred) != rec["predictions"]["sha256"]:
-            raise RecordError(f"{path}: its predictions file {pred} is missing or altered")
-        out.append(Entry(path.name[: -len(".json")], rec, path, pred))
-    return out
+def _load_entry(path: Path) -> Entry:
+    from cxrbench.protocols import protocol_key
+
+    rec = validate(parse_json(read_regular(path, MAX_RECORD_BYTES, "filed record"), path), path)
+    key = protocol_key(rec["protocol"]["id"], rec["protocol"]["version"])
+    if path.parent.name != key:
+        raise RecordError(f"{path}: a {key} record filed under {path.parent.name}")
+
+    def checked(p: Path, sha: str, what: str) -> bytes:
+        raw = read_regular(p, MAX_PREDICTIONS_BYTES, what)
+        if hashlib.sha256(raw).hexdigest() != sha:
+            raise RecordError(f"{path}: its {what} file {p} is altered (sha256 differs from the record's)")
+        return raw
+
+    pred = _predictions_file(path)
+    raw = checked(pred, rec["predictions"]["sha256"], "predictions")
+    folds = {k: checked(_fold_file(path, k), f["predictions"]["sha256"], f"fold {k} validation predictions")
+             for k, f in enumerate(rec["validation"]["folds"]) if "predictions" in f}
+    checked = verify(rec, raw, folds, path)
+    return Entry(path.name[: -len(".json")], rec, path, pred, checked.marks, checked.test, checked.resampled)
 
 
-def rank(entries: list[Entry], protocol: str | None = None, resamples: int = 1000) -> list[Group]:
+def scan(board: str | Path = DEFAULT_BOARD) -> tuple[list[Entry], list[Skipped]]:
+    """Every filed record that passes its checks, and every one that does not (with the reason)."""
+    root = Path(board)
+    if not root.is_dir():
+        raise InputError(root, "no leaderboard here (a folder made by `cxrbench submit RUN --leaderboard "
+                         f"{root}`)")
+    entries, skipped = [], []
+    for path in sorted((root / "records").glob("*/*.json")):
+        try:
+            entries.append(_load_entry(path))
+        except CxrbenchError as e:
+            skipped.append(Skipped(path, str(e)))
+        except Exception as e:  # a file crafted to break a check it should have failed is skipped all the same
+            skipped.append(Skipped(path, f"{path}: cannot be checked ({type(e).__name__}: {e})"))
+    return entries, skipped
+
+
+def load(board: str | Path = DEFAULT_BOARD, display=None) -> list[Entry]:
+    """Every filed record that passes its checks; each one that fails is named with the reason (a warning) and
+    left out."""
+    entries, skipped = scan(board)
+    if skipped:
+        from cxrbench.console import get_display
+
+        d = display or get_display()
+        for s in skipped:
+            d.warn(f"skipped {s.path}: {s.reason.removeprefix(f'{s.path}: ')}")
+    return entries
+
+
+def rank(entries: list[Entry], protocol: str | None = None) -> list[Group]:
     """Groups by (protocol version, data fingerprint), each sorted by weighted mean test AUROC, with the paired
-    bootstrap comparison of every entry against the group's best."""
-    from cxrbench.metrics import compare
+    bootstrap comparison of every entry against the group's best (the protocol's resamples and seed; the
+    resamples drawn when the entries were checked are reused)."""
+    from cxrbench.metrics import bootstrap_aurocs, compare_resampled
+    from cxrbench.protocols import get_protocol
+    from cxrbench.results.record import read_predictions
 
     groups: dict[tuple[str, str], list[Entry]] = {}
     for e in entries:
@@ -159,15 +230,26 @@ def rank(entries: list[Entry], protocol: str | None = None, resamples: int = 100
     for (pk, dk), es in sorted(groups.items()):
         es.sort(key=lambda e: (-(e.weighted if e.weighted is not None else -1), e.id))
         g = Group(pk, dk, es)
-        best = es[0]
-        nb, pb_, yb, pbest, _ = read_predictions(best.predictions)
+        proto = get_protocol(pk)
+
+        def resampled(e: Entry, t: Predictions) -> np.ndarray:
+            if e.resampled is None:
+                e.resampled = bootstrap_aurocs(t.y, t.p, t.patients, proto.bootstrap, proto.seed)
+            return e.resampled
+
+        best = es[0].test or Predictions(*read_predictions(es[0].predictions))
+        order = {name: i for i, name in enumerate(best.names)}
         for e in es[1:]:
-            n, pat, y, p, _ = read_predictions(e.predictions)
-            if n != nb:  # same test set (same split hash), possibly another order
-                order = {name: i for i, name in enumerate(n)}
-                idx = np.array([order[name] for name in nb])
-                p = p[idx]
-            c = compare(yb, p, pbest, pb_, metric="weighted", resamples=resamples, seed=0)  # entry - best
+            t = e.test or Predictions(*read_predictions(e.predictions))
+            if set(t.names) != set(order):
+                continue  # not the same test images: no paired comparison
+            idx = np.array([order[n] for n in t.names])
+            y, p = np.empty_like(best.y), np.empty_like(t.p)
+            y[idx], p[idx] = t.y, t.p
+            if not np.array_equal(y, best.y) or not np.array_equal(best.patients[idx], t.patients):
+                continue  # other labels or patients for the same images: no paired comparison
+            c = compare_resampled(best.y, p, best.p, resampled(e, t), resampled(es[0], best), "weighted",
+                                  proto.bootstrap, proto.seed)  # entry - best
             g.comparisons[e.id] = c.to_dict()
         out.append(g)
     return out

@@ -17,31 +17,58 @@ def _plt():
     return plt
 
 
-def per_class_bars(path: Path, classes: list[str], series: list[tuple[str, dict[str, float | None], bool]],
-                   title: str) -> Path:
-    """Grouped bars: one group per class, one bar per series (name, class -> AUROC, reported?). Reported
-    values are hatched and say so in the legend; undefined values are left out."""
+def _save(fig, path: Path) -> Path:
+    """Save through a temp file and a rename (a link planted at `path` is replaced, not written through)."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+    return path
+
+
+def bars_figure(classes: list[str], series: list[tuple[str, dict[str, float | None], bool]], title: str):
+    """The figure of `per_class_bars` (returned for inspection): (figure, axes, legend, bar containers)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(8, 0.75 * len(classes) + 2), 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(max(8, 0.75 * len(classes) + 2) + 2.6, 4.2), dpi=110)
     n = max(1, len(series))
     width = 0.8 / n
     x = np.arange(len(classes))
+    shown = [v for _, vals, _ in series for v in vals.values() if v is not None]
+    bottom = min([0.4] + [v - 0.05 for v in shown])  # no bar is cut off
+    containers = []
     for i, (name, vals, reported) in enumerate(series):
         ys = [vals.get(c) for c in classes]
         ok = [j for j, v in enumerate(ys) if v is not None]
-        ax.bar(x[ok] - 0.4 + width * (i + 0.5), [ys[j] for j in ok], width,
-               label=name + (" (reported)" if reported else ""), hatch="//" if reported else None,
-               edgecolor="black" if reported else None, linewidth=0.4)
+        pos = x - 0.4 + width * (i + 0.5)
+        containers.append(ax.bar(pos[ok], [ys[j] for j in ok], width, label=name + (" (reported)" if reported else ""),
+                                 hatch="//" if reported else None, edgecolor="black" if reported else None,
+                                 linewidth=0.4))
+        for j, v in enumerate(ys):
+            if v is None:  # no AUROC: no positive test image of the class (or the source reports none)
+                ax.text(pos[j], bottom + 0.01, "n/a", rotation=90, ha="center", va="bottom", fontsize=6,
+                        color="#555")
     ax.set_xticks(x, [c.replace("_", " ") for c in classes], rotation=45, ha="right", fontsize=8)
-    shown = [v for _, vals, _ in series for v in vals.values() if v is not None]
-    ax.set_ylim(min([0.4] + [v - 0.05 for v in shown]), 1.0)  # no bar is cut off
+    ax.set_ylim(bottom, 1.0)
     ax.axhline(0.5, color="gray", lw=0.6, ls=":")
     ax.set_ylabel("test AUROC")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    # outside the axes, so that it covers no bar
+    legend = ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+                       title="n/a: no AUROC (no positive\ntest image, or none reported)", title_fontsize=6)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    return fig, ax, legend, containers
+
+
+def per_class_bars(path: Path, classes: list[str], series: list[tuple[str, dict[str, float | None], bool]],
+                   title: str) -> Path:
+    """Grouped bars: one group per class, one bar per series (name, class -> AUROC, reported?). Reported
+    values are hatched and say so in the legend; an undefined value is written "n/a"; the legend sits beside
+    the axes."""
+    plt = _plt()
+    fig, *_ = bars_figure(classes, series, title)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -59,13 +86,12 @@ def training_curves(path: Path, runs: list[tuple[str, list[dict]]], title: str) 
     a.set_xlabel("epoch")
     a.set_ylabel("mean training loss")
     b.set_xlabel("epoch")
-    b.set_ylabel("validation AUROC (weighted)")
+    b.set_ylabel("validation AUROC (weighted, reported)")
     for ax in (a, b):
         ax.grid(alpha=0.3)
     a.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
     return path

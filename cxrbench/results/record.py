@@ -3,55 +3,272 @@
 Every record carries its own sha256 (`record_sha256`, over the canonical JSON of everything else) and the
 sha256 of its predictions file, so an edited number or a swapped predictions file is caught. Records are
 written via a temp file + rename. Unknown schema versions are refused.
+
+A record, its predictions and its run folder usually come from someone else, so reading them is a trust
+boundary: files are read once, as regular files inside the run folder (never through a link), within a size
+limit; JSON with NaN, infinities or deep nesting is refused; every field the leaderboard reads is type-checked
+before use; names that become parts of paths must pass `safe_name`. Reading never imports anything.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import io
 import json
+import math
 import os
+import re
+import stat
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cxrbench.errors import RecordError
-from cxrbench.hashing import file_sha256
 
 SCHEMA_VERSION = 1
 RECORD = "record.json"
 PREDICTIONS = "predictions.csv.gz"
+MAX_RECORD_BYTES = 32 << 20  # a record with every epoch of every fold is a few hundred KB
+MAX_PREDICTIONS_BYTES = 256 << 20  # decompressed; all 112,120 images with 15 classes are about 35 MB
+MAX_STRING = 4096
+MAX_NAME = 128
+# record ids, run ids, protocol keys, file names from a record: no separators, no `..`, no leading dot or dash
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_+@][A-Za-z0-9._+@-]*")
+_HEX = re.compile(r"[0-9a-f]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
-# key -> type(s) of the top level of a schema-1 record
-_SCHEMA: dict[str, type | tuple[type, ...]] = {
-    "schema_version": int,
-    "run_id": str,
-    "created": str,
-    "protocol": dict,
-    "model": dict,
-    "lr": float,
-    "deviations": list,
-    "data": dict,
-    "seeds": dict,
-    "code": dict,
-    "environment": dict,
-    "timing": dict,
-    "validation": dict,
-    "test": dict,
-    "predictions": dict,
-    "record_sha256": str,
+
+def safe_name(name: Any, what: str, source: str | Path = "record") -> str:
+    """`name` when it may become one component of a path: [A-Za-z0-9._+@-], no `..`, at most 128 characters,
+    not starting with a dot or a dash; else a RecordError naming `what` and `source`."""
+    if not isinstance(name, str) or not (1 <= len(name) <= MAX_NAME) or ".." in name \
+            or not _SAFE_NAME.fullmatch(name):
+        raise RecordError(f"{source}: {what} {str(name)[:MAX_NAME]!r} is not a safe name (letters, digits and ._+@- "
+                          f"only, no '..', at most {MAX_NAME} characters)")
+    return name
+
+
+def inside(folder: Path, name: str, what: str, source: str | Path) -> Path:
+    """`folder / name` for a single safe file name that resolves inside `folder` (links leaving it refused)."""
+    safe_name(name, what, source)
+    path = folder / name
+    root = folder.resolve()
+    if not path.resolve().is_relative_to(root):
+        raise RecordError(f"{source}: {what} {name!r} leads outside {folder}")
+    return path
+
+
+def read_regular(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of a regular file (not a link, FIFO or device), refused above `limit` bytes."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise RecordError(f"{path}: {what} is missing") from None
+    except OSError as e:
+        if path.is_symlink():
+            raise RecordError(f"{path}: {what} is a link; a run folder must hold the file itself") from None
+        raise RecordError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise RecordError(f"{path}: {what} is not a regular file")
+        if st.st_size > limit:
+            raise RecordError(f"{path}: {what} is {st.st_size:,} bytes, over the limit of {limit:,}")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise RecordError(f"{path}: {what} is over the limit of {limit:,} bytes")
+    return data
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not allowed in a record")
+
+
+def _finite_float(text: str) -> float:
+    x = float(text)
+    if not math.isfinite(x):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return x
+
+
+def parse_json(raw: bytes, source: str | Path) -> Any:
+    """Strict JSON: UTF-8, no NaN or infinities (not even as overflowing numbers), bounded nesting."""
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
+    except UnicodeDecodeError:
+        raise RecordError(f"{source}: not UTF-8 text") from None
+    except RecursionError:
+        raise RecordError(f"{source}: JSON nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError and the hooks above
+        raise RecordError(f"{source}: not valid JSON ({e})") from None
+
+
+# ------------------------------------------------------------------------------------------------ schema
+
+
+class _Bad(Exception):
+    def __init__(self, where: str, msg: str) -> None:
+        super().__init__(f"field {where} {msg}")
+
+
+Check = Callable[[Any, str], None]
+
+
+def _type(*types: type) -> Check:
+    def check(v: Any, where: str) -> None:
+        if isinstance(v, bool) and bool not in types:
+            raise _Bad(where, "has type bool")
+        if not isinstance(v, types):
+            raise _Bad(where, f"has type {type(v).__name__}")
+    return check
+
+
+_str = _type(str)
+_bool = _type(bool)
+_dict = _type(dict)
+_list = _type(list)
+
+
+def _int(lo: int = 0) -> Check:
+    def check(v: Any, where: str) -> None:
+        _type(int)(v, where)
+        if v < lo:
+            raise _Bad(where, f"is {v}, below {lo}")
+    return check
+
+
+def _num(lo: float = -math.inf, hi: float = math.inf) -> Check:
+    def check(v: Any, where: str) -> None:
+        _type(int, float)(v, where)
+        if not (lo <= v <= hi):
+            raise _Bad(where, f"is {v}, outside [{lo}, {hi}]")
+    return check
+
+
+def _opt(c: Check) -> Check:
+    def check(v: Any, where: str) -> None:
+        if v is not None:
+            c(v, where)
+    return check
+
+
+def _hex(n: int) -> Check:
+    def check(v: Any, where: str) -> None:
+        _str(v, where)
+        if len(v) != n or not _HEX.fullmatch(v):
+            raise _Bad(where, f"is not {n} lowercase hex digits")
+    return check
+
+
+def _name(v: Any, where: str) -> None:
+    _str(v, where)
+    if not (1 <= len(v) <= MAX_NAME):
+        raise _Bad(where, f"must have 1 to {MAX_NAME} characters")
+
+
+def _obj(required: dict[str, Check], optional: dict[str, Check] | None = None) -> Check:
+    """A dict with these keys (others allowed: later cxrbench versions and runs add fields)."""
+    def check(v: Any, where: str) -> None:
+        _dict(v, where)
+        for k, c in required.items():
+            if k not in v:
+                raise _Bad(f"'{where}.{k}'", "is missing")
+            c(v[k], f"{where}.{k}")
+        for k, c in (optional or {}).items():
+            if k in v:
+                c(v[k], f"{where}.{k}")
+    return check
+
+
+def _items(c: Check) -> Check:
+    def check(v: Any, where: str) -> None:
+        _list(v, where)
+        for i, x in enumerate(v):
+            c(x, f"{where}[{i}]")
+    return check
+
+
+def _values(c: Check) -> Check:
+    def check(v: Any, where: str) -> None:
+        _dict(v, where)
+        for k, x in v.items():
+            c(x, f"{where}.{k}")
+    return check
+
+
+def _pair(c: Check) -> Check:
+    def check(v: Any, where: str) -> None:
+        _list(v, where)
+        if len(v) != 2:
+            raise _Bad(where, f"has {len(v)} items, not 2")
+        c(v[0], f"{where}[0]")
+        c(v[1], f"{where}[1]")
+    return check
+
+
+_auroc = _opt(_num(0.0, 1.0))
+_metric = _obj({"auroc": _auroc, "ci95": _pair(_auroc)})
+_files = _obj({"path": _str, "sha256": _hex(64)})
+_loc_scores = _values(_opt(_num(0.0)))
+_loc_part = _obj({"overall": _loc_scores}, {"per_class": _values(_loc_scores)})
+
+_SCHEMA: dict[str, Check] = {
+    "schema_version": _int(),
+    "run_id": _str,
+    "created": _str,
+    "protocol": _obj({"id": _str, "version": _int(1), "hash": _str, "settings": _dict}),
+    "model": _obj({"name": _name, "source": _obj({"kind": _str}), "parameters": _int(0), "pretrained": _bool}),
+    "lr": _num(0.0),
+    "deviations": _items(_str),
+    "data": _obj({"metadata_csv_sha256": _hex(64),
+                  "split_hashes": _obj({"trainval": _str, "test": _str,
+                                        "folds": _items(_obj({"train": _str, "val": _str}))}),
+                  "cache_fingerprint": _str, "classes": _items(_str)},
+                 {"excluded_bad_images": _int(0), "n_test": _int(0), "n_trainval": _int(0)}),
+    "seeds": _values(_int()),
+    "code": _obj({"cxrbench_version": _str, "git_commit": _opt(_str), "git_dirty": _opt(_bool)}),
+    "environment": _obj({"device": _str}, {"device_name": _str, "deterministic": _bool,
+                                           "bitwise_reproducible": _bool}),
+    "timing": _obj({"wall_seconds": _num(0.0), "train_images_per_s": _num(0.0)}),
+    "validation": _obj({"folds": _items(_obj(
+        {}, {"history": _items(_obj({"epoch": _int(0), "train_loss": _num()},
+                                    {"val_weighted_auroc": _auroc, "val_plain_auroc": _auroc})),
+             "per_class": _values(_auroc), "weighted_auroc": _auroc, "plain_auroc": _auroc,
+             "predictions": _files}))},
+        {"mean_weighted_auroc": _auroc, "mean_plain_auroc": _auroc}),
+    "test": _obj({"per_class": _values(_metric), "weighted_mean": _metric, "plain_mean": _metric,
+                  "n_images": _int(1), "n_patients": _int(1),
+                  "bootstrap": _obj({"resamples": _int(1), "seed": _int(), "unit": _str})}),
+    "predictions": _files,
+    "record_sha256": _hex(64),
 }
-_NESTED: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "protocol": {"id": str, "version": int, "hash": str, "settings": dict},
-    "model": {"name": str, "source": dict, "parameters": int, "pretrained": bool},
-    "data": {"metadata_csv_sha256": str, "split_hashes": dict, "cache_fingerprint": str, "classes": list},
-    "code": {"cxrbench_version": str, "git_commit": (str, type(None)), "git_dirty": (bool, type(None))},
-    "timing": {"wall_seconds": (int, float), "train_images_per_s": (int, float)},
-    "test": {"per_class": dict, "weighted_mean": dict, "plain_mean": dict, "n_images": int},
-    "predictions": {"path": str, "sha256": str},
+_OPTIONAL: dict[str, Check] = {
+    "localization": _obj({"model": _loc_part, "centre_baseline": _loc_part},
+                         {"images": _int(0), "method": _str, "degenerate_maps": _int(0)}),
 }
+
+
+def _strings(v: Any, where: str) -> None:
+    """Every string (and key) is short and free of control characters (terminal escapes, line breaks)."""
+    if isinstance(v, str):
+        if len(v) > MAX_STRING:
+            raise _Bad(where, f"is a string of {len(v):,} characters (at most {MAX_STRING:,})")
+        if _CONTROL.search(v):
+            raise _Bad(where, "holds a control character")
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            _strings(k, f"{where} (a key)")
+            _strings(x, f"{where}.{k}")
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            _strings(x, f"{where}[{i}]")
 
 
 def canonical(obj: Any) -> bytes:
@@ -70,29 +287,47 @@ def seal(rec: dict) -> dict:
 
 
 def validate(rec: Any, source: str | Path = "record") -> dict:
-    """Check schema version, keys, types and the record's own hash; returns the record or raises RecordError."""
+    """Check schema version, every field the leaderboard reads (types, ranges, no control characters) and the
+    record's own hash; returns the record or raises RecordError."""
     if not isinstance(rec, dict):
         raise RecordError(f"{source}: not a JSON object")
     ver = rec.get("schema_version")
-    if ver != SCHEMA_VERSION:
+    if ver != SCHEMA_VERSION or isinstance(ver, bool):
         raise RecordError(f"{source}: unknown schema_version {ver!r} (this cxrbench reads {SCHEMA_VERSION})")
-    for key, typ in _SCHEMA.items():
+    for key in _SCHEMA:
         if key not in rec:
             raise RecordError(f"{source}: missing field {key!r}")
-        if not isinstance(rec[key], typ) or (typ is float and isinstance(rec[key], bool)):
-            raise RecordError(f"{source}: field {key!r} has type {type(rec[key]).__name__}")
-    extra = set(rec) - set(_SCHEMA) - {"localization"}
+    extra = set(rec) - set(_SCHEMA) - set(_OPTIONAL)
     if extra:
-        raise RecordError(f"{source}: unknown field(s) {', '.join(sorted(extra))}")
-    for key, fields in _NESTED.items():
-        for sub, typ in fields.items():
-            if sub not in rec[key]:
-                raise RecordError(f"{source}: missing field {key}.{sub}")
-            if not isinstance(rec[key][sub], typ):
-                raise RecordError(f"{source}: field {key}.{sub} has type {type(rec[key][sub]).__name__}")
+        raise RecordError(f"{source}: unknown field(s) {', '.join(sorted(map(str, extra)))[:200]}")
+    try:
+        for key, check in {**_SCHEMA, **_OPTIONAL}.items():
+            if key in rec:
+                check(rec[key], key)
+        _strings(rec, "record")
+        _consistent(rec)
+    except _Bad as e:
+        raise RecordError(f"{source}: {e}") from None
     if rec["record_sha256"] != record_hash(rec):
         raise RecordError(f"{source}: record_sha256 does not match its content (the record was edited)")
     return rec
+
+
+def _consistent(rec: dict) -> None:
+    """Cross-field shape: the classes, the per-class tables and the folds agree with each other."""
+    classes = rec["data"]["classes"]
+    if len(set(classes)) != len(classes) or not classes:
+        raise _Bad("data.classes", "must list each class once")
+    if set(rec["test"]["per_class"]) != set(classes):
+        raise _Bad("test.per_class", "must have one entry per class of data.classes")
+    for k, f in enumerate(rec["validation"]["folds"]):
+        if "per_class" in f and not set(f["per_class"]) <= set(classes):
+            raise _Bad(f"validation.folds[{k}].per_class", "names a class not in data.classes")
+    if len(rec["validation"]["folds"]) != len(rec["data"]["split_hashes"]["folds"]):
+        raise _Bad("validation.folds", "must have one entry per fold of data.split_hashes.folds")
+
+
+# ------------------------------------------------------------------------------------------------ files
 
 
 def write_record(run_dir: Path, rec: dict) -> Path:
@@ -109,36 +344,62 @@ def write_record(run_dir: Path, rec: dict) -> Path:
     return path
 
 
-def read_record(path: str | Path, check_predictions: bool = True) -> dict:
-    """Read and validate a record (a run folder or its record.json); also the predictions' sha256."""
+@dataclass(frozen=True)
+class RunFiles:
+    """A run's record and prediction files exactly as read and checked (copy these bytes, not the files again)."""
+
+    record: dict
+    source: Path  # the record file
+    raw: bytes  # the record file's bytes
+    predictions: bytes  # the test predictions' bytes (sha256 checked)
+    folds: dict[int, bytes] = field(default_factory=dict)  # validation predictions by fold (sha256 checked)
+
+
+def _checked(folder: Path, files: dict, what: str, source: Path) -> bytes:
+    path = inside(folder, files["path"], f"{what} path", source)
+    raw = read_regular(path, MAX_PREDICTIONS_BYTES, what)
+    if hashlib.sha256(raw).hexdigest() != files["sha256"]:
+        raise RecordError(f"{source}: {what} file {path} does not match the sha256 in the record")
+    return raw
+
+
+def read_run_files(path: str | Path) -> RunFiles:
+    """Read and validate a record (a run folder or its record.json) and every predictions file it lists, each
+    a regular file inside the run folder whose sha256 equals the record's."""
     p = Path(path)
     if p.is_dir():
         p = p / RECORD
-    try:
-        rec = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise RecordError(f"{p}: no run record here") from None
-    except json.JSONDecodeError as e:
-        raise RecordError(f"{p}: not valid JSON ({e})") from None
-    validate(rec, p)
+    if not p.exists() and not p.is_symlink():
+        raise RecordError(f"{p}: no run record here")
+    raw = read_regular(p, MAX_RECORD_BYTES, "run record")
+    rec = validate(parse_json(raw, p), p)
+    pred = _checked(p.parent, rec["predictions"], "predictions", p)
+    folds = {k: _checked(p.parent, f["predictions"], f"fold {k} validation predictions", p)
+             for k, f in enumerate(rec["validation"]["folds"]) if "predictions" in f}
+    return RunFiles(rec, p, raw, pred, folds)
+
+
+def read_record(path: str | Path, check_predictions: bool = True) -> dict:
+    """Read and validate a record (a run folder or its record.json); also its predictions files' sha256."""
     if check_predictions:
-        pred = p.parent / rec["predictions"]["path"]
-        if not pred.exists():
-            raise RecordError(f"{p}: its predictions file {pred} is missing")
-        if file_sha256(pred) != rec["predictions"]["sha256"]:
-            raise RecordError(f"{p}: predictions file {pred} does not match the sha256 in the record")
-    return rec
+        return read_run_files(path).record
+    p = Path(path)
+    if p.is_dir():
+        p = p / RECORD
+    if not p.exists() and not p.is_symlink():
+        raise RecordError(f"{p}: no run record here")
+    return validate(parse_json(read_regular(p, MAX_RECORD_BYTES, "run record"), p), p)
 
 
 def write_predictions(path: Path, names: list[str], patients: np.ndarray, y: np.ndarray, p: np.ndarray,
                       classes: tuple[str, ...]) -> str:
-    """Test-set probabilities per image (with labels and patient ids) as a deterministic gzip CSV; returns its
-    sha256."""
+    """Probabilities per image (with labels and patient ids) as a deterministic gzip CSV (csv quoting, so any
+    image name round-trips); returns its sha256."""
     buf = io.StringIO()
-    buf.write(",".join(["image", "patient", *(f"y:{c}" for c in classes), *(f"p:{c}" for c in classes)]) + "\n")
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image", "patient", *(f"y:{c}" for c in classes), *(f"p:{c}" for c in classes)])
     for i, name in enumerate(names):
-        buf.write(",".join([name, str(int(patients[i])), *(str(int(v)) for v in y[i]),
-                            *(f"{float(v):.7g}" for v in p[i])]) + "\n")
+        w.writerow([name, str(int(patients[i])), *(str(int(v)) for v in y[i]), *(f"{float(v):.7g}" for v in p[i])])
     raw = gzip.compress(buf.getvalue().encode(), mtime=0)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_bytes(raw)
@@ -146,12 +407,81 @@ def write_predictions(path: Path, names: list[str], patients: np.ndarray, y: np.
     return hashlib.sha256(raw).hexdigest()
 
 
-def read_predictions(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """(names, patients, y (N, C), p (N, C), classes) from a predictions file."""
+def _gunzip(raw: bytes, limit: int, source: str | Path) -> bytes:
+    """Gzip undone within `limit` output bytes (a small file that inflates to gigabytes is refused)."""
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(raw, limit + 1)
+    except zlib.error as e:
+        raise RecordError(f"{source}: damaged gzip data ({e})") from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise RecordError(f"{source}: inflates to more than {limit:,} bytes")
+    if not d.eof:
+        raise RecordError(f"{source}: truncated gzip data")
+    return out
+
+
+def parse_predictions(raw: bytes, source: str | Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray,
+                                                                   list[str]]:
+    """(names, patients, y (N, C), p (N, C), classes) from a predictions file's bytes, checked strictly: the
+    columns image, patient, y:<class>..., p:<class>... (same classes, same order), image names as the metadata
+    allows them and each once, whole-number patients, labels 0 or 1, probabilities in [0, 1]."""
     import pandas as pd
 
-    df = pd.read_csv(path, dtype={"image": str})
-    classes = [c[2:] for c in df.columns if c.startswith("y:")]
-    y = df[[f"y:{c}" for c in classes]].to_numpy(np.uint8)
-    p = df[[f"p:{c}" for c in classes]].to_numpy(np.float64)
-    return df["image"].tolist(), df["patient"].to_numpy(np.int64), y, p, classes
+    from cxrbench.data.metadata import IMAGE_NAME
+
+    text = _gunzip(raw, MAX_PREDICTIONS_BYTES, source)
+    try:
+        df = pd.read_csv(io.BytesIO(text), dtype=str, keep_default_na=False, na_filter=False, engine="c")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        raise RecordError(f"{source}: not a readable predictions CSV ({' '.join(str(e).split())[:200]})") from None
+    cols = [str(c) for c in df.columns]
+    ys = [c[2:] for c in cols if c.startswith("y:")]
+    want = ["image", "patient", *(f"y:{c}" for c in ys), *(f"p:{c}" for c in ys)]
+    if cols != want or not ys:
+        raise RecordError(f"{source}: columns must be image, patient, y:<class>..., p:<class>... with the same "
+                          f"classes in the same order (found {', '.join(cols)[:300]})")
+    if len(df) == 0:
+        raise RecordError(f"{source}: no predictions")
+    names = df["image"].tolist()
+    bad = next((n for n in names if not IMAGE_NAME.fullmatch(n)), None)
+    if bad is not None:
+        raise RecordError(f"{source}: image name {bad[:80]!r} is not a ChestX-ray14 file name")
+    if len(set(names)) != len(names):
+        dup = pd.Series(names)[pd.Series(names).duplicated()].iloc[0]
+        raise RecordError(f"{source}: image {dup!r} is listed twice")
+    pat = df["patient"]
+    if not pat.str.fullmatch(r"\d{1,12}").all():
+        raise RecordError(f"{source}: patient ids must be whole numbers")
+    yv = df[[f"y:{c}" for c in ys]]
+    if not yv.isin(["0", "1"]).all().all():
+        raise RecordError(f"{source}: labels (y:...) must be 0 or 1")
+    try:
+        p = df[[f"p:{c}" for c in ys]].astype(np.float64).to_numpy()
+    except ValueError as e:
+        raise RecordError(f"{source}: probabilities (p:...) must be numbers ({str(e)[:120]})") from None
+    if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
+        raise RecordError(f"{source}: probabilities (p:...) must be finite numbers in [0, 1]")
+    return names, pat.astype(np.int64).to_numpy(), (yv.to_numpy() == "1").astype(np.uint8), p, ys
+
+
+def read_predictions(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(names, patients, y (N, C), p (N, C), classes) from a predictions file (see `parse_predictions`)."""
+    path = Path(path)
+    return parse_predictions(read_regular(path, MAX_PREDICTIONS_BYTES, "predictions"), path)
+
+
+def names_hash(names: Any) -> str:
+    """The 16-hex-digit hash a record stores for a set of image names (order does not matter)."""
+    return hashlib.sha256("\n".join(sorted(str(n) for n in names)).encode()).hexdigest()[:16]
+
+
+def split_hashes(names: np.ndarray, splits: Any) -> dict:
+    """`data.split_hashes` of a record: the hashes of train-val, test and every fold's train and val names."""
+    def h(rows: np.ndarray) -> str:
+        return names_hash(names[rows])
+
+    return {"trainval": h(splits.trainval), "test": h(splits.test),
+            "folds": [{"train": h(f.train), "val": h(f.val)} for f in splits.folds]}

@@ -1,0 +1,49 @@
+"""What a run is asked to do (`RunOptions`, from the command line or Python) and the names derived from it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from cxrbench.errors import ConfigError
+
+
+@dataclass
+class RunOptions:
+    """The settings of one `cxrbench run`; everything else comes from the protocol and the cache."""
+
+    model: str
+    protocol: str
+    cache: str
+    device: str = "auto"
+    out: str = "runs"
+    lr: float | None = None
+    plugins: tuple[str, ...] = ()
+    resume: bool = False
+    run_id: str | None = None
+    pretrained: bool | None = None  # None: what the protocol says
+    weights: str | None = None
+    loader: str = "auto"  # auto | resident | stream
+    compile: bool = False
+    cuda_graphs: bool | None = None  # capture full-batch training steps as CUDA graphs on a GPU (None: unless
+    #                                  deterministic)
+    deterministic: bool = False  # deterministic algorithms, no cuDNN autotuning: bitwise reproducible on a GPU
+
+
+def default_run_id(model: str, protocol, lr: float) -> str:
+    """model__protocol@vN__lrX__seedS, with anything but letters, digits and ._+- in the model name made `_`."""
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", model)
+    return f"{safe}__{protocol.key}__lr{lr:g}__seed{protocol.seed}"
+
+
+def resolve_device(device: str) -> str:
+    """`auto` -> cuda where there is a GPU, else cpu; an unavailable or unknown device is a ConfigError."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but no CUDA device is available here")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise ConfigError(f"unknown --device {device!r} (auto, cpu, cuda or cuda:N)")
+    return device

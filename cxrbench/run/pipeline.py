@@ -1,0 +1,114 @@
+"""A run, top to bottom: bind -> (run folder) -> load -> fit folds -> score -> explain -> record.
+
+Each stage is a module of this package named after it and takes the `RunContext` that `bind` made, plus the
+typed results of the stages before it. Under torchrun every rank runs the same stages (the DDP layer,
+`cxrbench.distributed`, sits below them and imports none of them); rank 0 writes the folder and the record.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cxrbench.run.bind import bind
+from cxrbench.run.context import RunContext
+from cxrbench.run.options import RunOptions, default_run_id
+from cxrbench.run.progress import RunInterrupted
+
+
+def run(opts: RunOptions, display=None) -> Path | None:
+    """Run in this process, or as one rank of a torchrun job when its environment says so; returns the record
+    path (on rank 0; None on the other ranks)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return execute(bind(opts, display))
+    import torch.distributed as torch_dist
+
+    from cxrbench.distributed import init_from_env
+
+    d = init_from_env(opts.device)
+    try:
+        return execute(bind(opts, display, dist=d))
+    finally:
+        if torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
+
+
+def execute(ctx: RunContext) -> Path | None:
+    """The stages after bind; Ctrl-C becomes a `RunInterrupted` that says where the run stopped."""
+    from cxrbench.run.determinism import numeric_mode
+
+    try:
+        with numeric_mode(ctx.device, ctx.opts.deterministic):
+            return _stages(ctx)
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt as e:
+        raise _interrupted(ctx) from e
+
+
+def _stages(ctx: RunContext) -> Path | None:
+    from cxrbench.run import explain, fit, folder, load, record, score
+    from cxrbench.run.timing import breakdown
+
+    ctx.stage = "folder"
+    folder.prepare(ctx)
+    ctx.stage = "load"
+    with ctx.clock.stage("load"):
+        images = load.load(ctx)
+    ctx.stage = "fit"
+    trained = _fit(ctx, images)
+    ctx.stage = "score"
+    scored = score.score(ctx, images, trained)
+    if not ctx.is_main:
+        return None
+    ctx.stage = "explain"
+    with ctx.clock.stage("explain"):
+        localization = explain.explain(ctx, images, trained, scored)
+    ctx.stage = "record"
+    with ctx.clock.stage("record"):
+        path = record.write(ctx, record.build(ctx, images, trained, scored, localization, ctx.clock.wall()))
+    session = dict(ctx.clock.seconds)
+    for name in trained.trained_now:  # this session's trainings, for a line that adds up to this session's wall
+        session.update({k: v for k, v in trained.stages.items() if k.startswith(name + ".")})
+    ctx.info(breakdown(session, ctx.clock.wall(), sum(v for k, v in session.items() if k.endswith(".train"))))
+    return path
+
+
+def _fit(ctx: RunContext, images):
+    """fit folds, with deterministic mode's refusal of an operation turned into a clear error."""
+    from cxrbench.errors import ConfigError
+    from cxrbench.run.determinism import nondeterministic_op
+    from cxrbench.run.fit import fit_folds
+
+    try:
+        return fit_folds(ctx, images)
+    except RuntimeError as e:
+        op = nondeterministic_op(e) if ctx.opts.deterministic else None
+        if op is None:
+            raise
+        raise ConfigError(f"--deterministic: model {ctx.opts.model} uses an operation that has no deterministic "
+                          f"implementation on {ctx.device} ({op}); run it without --deterministic") from e
+
+
+def _interrupted(ctx: RunContext) -> RunInterrupted:
+    from cxrbench.checkpoint import checkpoint_epoch
+    from cxrbench.run.progress import interrupted_message
+
+    ck = ctx.dir / f"{ctx.training}.pt" if ctx.training else None
+    epoch = checkpoint_epoch(ck) if ck is not None and ck.exists() else None
+    return RunInterrupted(interrupted_message(ctx, ck if epoch is not None else None, epoch))
+
+
+def run_or_reuse(opts: RunOptions, display=None) -> Path | None:
+    """The run's record: reused when the run finished before, else made (a stopped run is resumed)."""
+    from dataclasses import replace
+
+    from cxrbench.protocols import get_protocol
+
+    p = get_protocol(opts.protocol)
+    run_dir = Path(opts.out) / (opts.run_id or default_run_id(opts.model, p, p.lr(opts.lr)))
+    if (run_dir / "record.json").exists():
+        if display is not None:
+            display.info(f"      {run_dir} is finished already")
+        return run_dir / "record.json"
+    return run(replace(opts, resume=run_dir.exists()), display)
