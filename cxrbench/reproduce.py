@@ -80,6 +80,15 @@ def needed(study: Study, models: set[str] | None = None) -> list[RunSpec]:
     return [s for s in specs if models is None or s.model in models]
 
 
+def run_options(study: Study, cache: str, out: Path, device: str, models: set[str] | None,
+                pretrained: bool | None = None) -> list:
+    """The RunOptions of every needed run (in OUT/runs)."""
+    from cxrbench.run import RunOptions
+
+    return [RunOptions(model=s.model, protocol=s.protocol, cache=cache, out=str(out / "runs"), device=device, lr=s.lr,
+                       pretrained=pretrained) for s in needed(study, models)]
+
+
 def run_dir(out: Path, s: RunSpec) -> Path:
     from cxrbench.run import default_run_id
     from cxrbench.protocols import get_protocol
@@ -87,27 +96,22 @@ def run_dir(out: Path, s: RunSpec) -> Path:
     return out / "runs" / default_run_id(s.model, get_protocol(s.protocol), s.lr)
 
 
-def commands(study: Study, cache: str, out: Path, device: str, models: set[str] | None, extra: list[str]) -> list[str]:
+def commands(study: Study, cache: str, out: Path, device: str, models: set[str] | None,
+             pretrained: bool | None = None) -> list[str]:
+    """One `cxrbench run` command line per needed run, for a cluster's job array."""
     from cxrbench.sweep import run_command
 
-    return [run_command(s.model, s.protocol, s.lr, cache, str(out / "runs"), device, extra=extra)
-            for s in needed(study, models)]
+    return [run_command(o) for o in run_options(study, cache, out, device, models, pretrained)]
 
 
 def run_all(study: Study, cache: str, out: Path, device: str, models: set[str] | None, pretrained: bool | None,
-            display=None) -> dict[RunSpec, Path]:
-    """Run (or resume) every needed run; finished runs are reused."""
-    from cxrbench.run import RunOptions, run_or_reuse
+            display=None, parallel: int | None = 1) -> dict[RunSpec, Path]:
+    """Run (or resume) every needed run, finished runs reused: one after another in this process, or
+    `parallel` at a time per GPU (None: the measured default; see cxrbench.sweep.run_many), logs in OUT/logs."""
+    from cxrbench.sweep import run_many
 
-    done = {}
-    specs = needed(study, models)
-    for i, s in enumerate(specs):
-        if display is not None:
-            display.info(f"[run {i + 1}/{len(specs)}] {s.model} under {s.protocol}, lr {s.lr:g}")
-        run_or_reuse(RunOptions(model=s.model, protocol=s.protocol, cache=cache, out=str(out / "runs"), device=device,
-                                lr=s.lr, pretrained=pretrained), display)
-        done[s] = run_dir(out, s)
-    return done
+    run_many(run_options(study, cache, out, device, models, pretrained), parallel, out / "logs", display)
+    return {s: run_dir(out, s) for s in needed(study, models)}
 
 
 # ------------------------------------------------------------------------------------------------ claims
