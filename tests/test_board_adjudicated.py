@@ -4,30 +4,29 @@ computes them), ranks only entries that cover the same images, refuses a bad fil
 the board without the flag as it was."""
 
 import csv
-import gzip
 import io
 import json
 import shutil
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from cxrbench.cli import cli, main
+from cxrbench.data.labels import class_names
 from cxrbench.errors import InputError
-from cxrbench.metrics import score
 from cxrbench.protocols import get_protocol
 from cxrbench.results import leaderboard as board_mod
 from cxrbench.results.adjudicated import ADJUDICATED_FINDINGS, COLUMNS, DEFAULT_MAPPING
 from cxrbench.results.leaderboard import submit
-from cxrbench.results.record import read_predictions, seal, write_predictions
+from cxrbench.results.record import read_predictions
 
-from .board_runs import filed_board, finished_runs
+from .board_runs import filed_board, finished_runs, forge
 from .conftest import NIH
 
 HOSTILE = '<img src=x onerror=alert("rescored")>'  # a name of this module's own: registrations outlive a module
 SAMPLE = NIH / "adjudicated" / "google2019_sample.csv.gz"
 SMOKE = get_protocol("smoke@v1")
+CLASSES = list(class_names(15))
 SCORED = [f for f in ADJUDICATED_FINDINGS if DEFAULT_MAPPING.findings[f]]
 
 
@@ -96,21 +95,15 @@ def _file_without_data_check(run_dir, board, monkeypatch):
 def _forge(run_dir, tmp_path, name, keep, perfect=None):
     """A copy of the run with only the test predictions `keep` (names -> bool), scored again and sealed; with
     `perfect` (name -> labels), the Pneumothorax score is the adjudicated label."""
-    copy = tmp_path / name
-    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("gallery"))
-    names, patients, y, p, classes = read_predictions(copy / "predictions.csv.gz")
-    rows = [i for i, n in enumerate(names) if keep(n)]
-    names, patients, y, p = [names[i] for i in rows], patients[rows], y[rows], p[rows].copy()
-    if perfect is not None:
+    def edit(names, patients, y, p):
+        rows = [i for i, n in enumerate(names) if keep(n)]
+        names, patients, y, p = [names[i] for i in rows], patients[rows], y[rows], p[rows]
         for i, n in enumerate(names):
-            if n in perfect:
-                p[i, classes.index("Pneumothorax")] = 0.99 if perfect[n]["Pneumothorax"] else 0.01
-    sha = write_predictions(copy / "predictions.csv.gz", names, patients, y, p, tuple(classes))
-    rec = json.loads((copy / "record.json").read_text())
-    rec["test"] = score(y, p, patients, resamples=SMOKE.bootstrap, seed=SMOKE.seed).to_dict(tuple(classes))
-    rec["predictions"]["sha256"] = sha
-    (copy / "record.json").write_text(json.dumps(seal(rec)))
-    return copy
+            if perfect is not None and n in perfect:
+                p[i, CLASSES.index("Pneumothorax")] = 0.99 if perfect[n]["Pneumothorax"] else 0.01
+        return names, patients, y, p
+
+    return forge(run_dir, tmp_path / name, edit)
 
 
 # ------------------------------------------------------------------------------------ the columns
