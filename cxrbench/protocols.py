@@ -40,7 +40,7 @@ _PUBLISHED_WITHOUT_LATER_FIELDS = frozenset({
 
 @dataclass(frozen=True, kw_only=True)
 class Protocol:
-    """One benchmark protocol (every setting explicit; see DESIGN.md for the paper's choices)."""
+    """One benchmark protocol (every setting explicit; docs/paper-readings.md gives the paper's choices)."""
 
     id: str
     version: int
@@ -170,6 +170,15 @@ PROTOCOLS: dict[str, Protocol] = {
             weight_decay=0.0, epochs=8, batch_size=32, pretrained=True, seed=0, bootstrap=1000,
             description="All images, the official train-val/test lists, a patient-wise 10% validation split, "
             "14 findings, random crop + flip; the model after the last epoch is scored on test.",
+        ),
+        Protocol(
+            id="chexnet-14c", version=1, num_classes=14, subset="all", subset_seed=0, lists="chexnet-community",
+            val="patient", n_folds=1, val_fraction=0.1, split_seed=0, final_run=False, image_size=256,
+            resize=256, crop=224, augment="crop_flip", optimizer="sgd", lrs=(0.01,), momentum=0.9,
+            weight_decay=0.0, epochs=8, batch_size=32, pretrained=True, seed=0, bootstrap=1000,
+            description="All images on the CheXNet community split lists (chexnet-community_{train,val,test}.txt "
+            "in the dataset's splits/ folder: patient-wise train/val/test), 14 findings, nih-official-14c's "
+            "training (not CheXNet's Adam schedule); the model after the last epoch is scored on test.",
         ),
         Protocol(
             id="smoke", version=1, num_classes=15, subset="all", subset_seed=0, lists="official",

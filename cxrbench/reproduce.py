@@ -18,6 +18,7 @@ import numpy as np
 
 from cxrbench.data.labels import FINDINGS
 from cxrbench.data.subset import SUBSET_RULES
+from cxrbench.results.reference import PAPER_CITATION
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ PAPER = Study("paper", "paper-15c", "paper-14c", "paper-lr-grid", "densenet121",
 MINI = Study("mini", "mini-paper-15c", "mini-paper-14c", "mini-lr-grid", "tiny", "tiny_res", ("tiny_attn",),
              (("tiny", "tiny_nonimage"),), 0.01, 0.1)
 
-# What the reference paper says (reference-paper.md), quoted in the report as reported.
+# What the reference paper (reference.PAPER_CITATION) says, quoted in the report as reported.
 PAPER_SAYS = {
     "subset": "Table 1 (train-val subset 16,944, train 15,249, validation 1,695, test 6,112 images); \"average "
               "validation and test AUROC scores as high as 0.7 or greater can be achieved\" with DenseNet-121 "
@@ -79,6 +80,15 @@ def needed(study: Study, models: set[str] | None = None) -> list[RunSpec]:
     return [s for s in specs if models is None or s.model in models]
 
 
+def run_options(study: Study, cache: str, out: Path, device: str, models: set[str] | None,
+                pretrained: bool | None = None) -> list:
+    """The RunOptions of every needed run (in OUT/runs)."""
+    from cxrbench.run import RunOptions
+
+    return [RunOptions(model=s.model, protocol=s.protocol, cache=cache, out=str(out / "runs"), device=device, lr=s.lr,
+                       pretrained=pretrained) for s in needed(study, models)]
+
+
 def run_dir(out: Path, s: RunSpec) -> Path:
     from cxrbench.run import default_run_id
     from cxrbench.protocols import get_protocol
@@ -86,27 +96,22 @@ def run_dir(out: Path, s: RunSpec) -> Path:
     return out / "runs" / default_run_id(s.model, get_protocol(s.protocol), s.lr)
 
 
-def commands(study: Study, cache: str, out: Path, device: str, models: set[str] | None, extra: list[str]) -> list[str]:
+def commands(study: Study, cache: str, out: Path, device: str, models: set[str] | None,
+             pretrained: bool | None = None) -> list[str]:
+    """One `cxrbench run` command line per needed run, for a cluster's job array."""
     from cxrbench.sweep import run_command
 
-    return [run_command(s.model, s.protocol, s.lr, cache, str(out / "runs"), device, extra=extra)
-            for s in needed(study, models)]
+    return [run_command(o) for o in run_options(study, cache, out, device, models, pretrained)]
 
 
 def run_all(study: Study, cache: str, out: Path, device: str, models: set[str] | None, pretrained: bool | None,
-            display=None) -> dict[RunSpec, Path]:
-    """Run (or resume) every needed run; finished runs are reused."""
-    from cxrbench.run import RunOptions, run_or_reuse
+            display=None, parallel: int | None = 1) -> dict[RunSpec, Path]:
+    """Run (or resume) every needed run, finished runs reused: one after another in this process, or
+    `parallel` at a time per GPU (None: the measured default; see cxrbench.sweep.run_many), logs in OUT/logs."""
+    from cxrbench.sweep import run_many
 
-    done = {}
-    specs = needed(study, models)
-    for i, s in enumerate(specs):
-        if display is not None:
-            display.info(f"[run {i + 1}/{len(specs)}] {s.model} under {s.protocol}, lr {s.lr:g}")
-        run_or_reuse(RunOptions(model=s.model, protocol=s.protocol, cache=cache, out=str(out / "runs"), device=device,
-                                lr=s.lr, pretrained=pretrained), display)
-        done[s] = run_dir(out, s)
-    return done
+    run_many(run_options(study, cache, out, device, models, pretrained), parallel, out / "logs", display)
+    return {s: run_dir(out, s) for s in needed(study, models)}
 
 
 # ------------------------------------------------------------------------------------------------ claims
@@ -481,7 +486,7 @@ def _off_target(v: dict) -> str:
 def _markdown(study, claims, t1, t2, finding, runs) -> str:
     L = [f"# Reproducing the reference paper ({study.name} study)", "",
          "Every number below was produced by `cxrbench reproduce paper`; the paper's statements are quoted as "
-         "reported (reference-paper.md). Tests are paired patient-level bootstraps of the weighted mean test "
+         f"reported ({PAPER_CITATION}). Tests are paired patient-level bootstraps of the weighted mean test "
          "AUROC with each protocol's resamples and seed (the leaderboard's); verdicts: holds / does not hold / "
          "inconclusive at 95%.", "", _roles(study), "",
          "## Table 1 (regenerated)", "", _table1_note(t1), "",

@@ -1,11 +1,15 @@
-"""`cxrbench sweep`: every run of a protocol's grid (models x learning rates), one after another or as
-commands for a cluster's job array."""
+"""`cxrbench sweep`: every run of a protocol's grid (models x learning rates), one after another in this
+process, K at a time per GPU as `cxrbench run` subprocesses (cxrbench.packing), or as commands for a
+cluster's job array. `run_many` is the one way many runs are run (sweep and `reproduce paper`)."""
 
 from __future__ import annotations
 
 import shlex
+import sys
 from dataclasses import replace
 from pathlib import Path
+
+from cxrbench.errors import TrainingError
 
 
 def plan(protocol: str, models: list[str]) -> list[tuple[str, float]]:
@@ -13,33 +17,111 @@ def plan(protocol: str, models: list[str]) -> list[tuple[str, float]]:
     from cxrbench.protocols import get_protocol
 
     p = get_protocol(protocol)
-    return [(m, lr) for m in models for lr in p.lrs]
+    return [(m, lr) for m in dict.fromkeys(models) for lr in p.lrs]
 
 
-def run_command(model: str, protocol: str, lr: float, cache: str, out: str, device: str,
-                plugins: tuple[str, ...] = (), extra: list[str] | tuple[str, ...] = ()) -> str:
-    """One `cxrbench run` command line, quoted for a shell; it resumes the run if its folder exists."""
-    args = ["cxrbench", "run", "--model", model, "--protocol", protocol, "--lr", f"{lr:g}", "--cache", cache,
-            "--out", out, "--device", device, "--resume"]
-    for pl in plugins:
+def run_args(opts) -> list[str]:
+    """The `cxrbench run` arguments of a run (RunOptions); with --resume it finishes a stopped run."""
+    args = ["run", "--model", opts.model, "--protocol", opts.protocol]
+    if opts.lr is not None:
+        args += ["--lr", f"{opts.lr:g}"]
+    args += ["--cache", opts.cache, "--out", opts.out, "--device", opts.device, "--resume"]
+    for pl in opts.plugins:
         args += ["--plugin", pl]
-    return " ".join(shlex.quote(a) for a in [*args, *extra])
+    if opts.pretrained is not None:
+        args.append("--pretrained" if opts.pretrained else "--no-pretrained")
+    return args
 
 
-def commands(opts, models: list[str], extra: list[str]) -> list[str]:
-    """One `cxrbench run` command line per run of the grid."""
-    return [run_command(model, opts.protocol, lr, opts.cache, opts.out, opts.device, opts.plugins, extra)
-            for model, lr in plan(opts.protocol, models)]
+def run_command(opts) -> str:
+    """One `cxrbench run` command line for a run, quoted for a shell."""
+    return shlex.join(["cxrbench", *run_args(opts)])
 
 
-def sweep(opts, models: list[str], display=None) -> list[Path | None]:
-    """Run the grid in this process; finished runs are skipped and unfinished ones resumed."""
+def grid(opts, models: list[str]) -> list:
+    """The RunOptions of every run of `opts.protocol`'s grid for `models`."""
+    return [replace(opts, model=model, lr=lr) for model, lr in plan(opts.protocol, models)]
+
+
+def run_dir(opts) -> Path:
+    """The folder a run writes (its --run-id, else the default run id)."""
+    from cxrbench.run import default_run_id
+    from cxrbench.protocols import get_protocol
+
+    p = get_protocol(opts.protocol)
+    return Path(opts.out) / (opts.run_id or default_run_id(opts.model, p, p.lr(opts.lr)))
+
+
+def jobs(runs: list, child_device: str) -> list:
+    """A packing job per run: `python -m cxrbench run ... --resume` on `child_device`, reused when finished."""
+    from cxrbench.packing import Job
+
+    return [Job(run_dir(o).name, (sys.executable, "-m", "cxrbench", *run_args(replace(o, device=child_device))),
+                run_dir(o) / "record.json") for o in runs]
+
+
+def run_many(runs: list, parallel: int | None, logs: Path, display=None) -> list[Path]:
+    """Run (or reuse, or resume) every run (RunOptions sharing a cache and a device); returns their records.
+
+    One slot in all (K=1 on one device) runs them one after another in this process, as always; more run
+    K at a time on each visible GPU as subprocesses, each logging to LOGS/<run id>.log. `parallel` None
+    takes the default of cxrbench.packing.default_parallel. A failed packed run does not stop the others:
+    when all are done, each failure is shown with its exit code and the tail of its log, and TrainingError
+    names them."""
     from cxrbench.run import run_or_reuse
+    from cxrbench.packing import default_parallel, device_plan, pack
 
-    runs = plan(opts.protocol, models)
-    records = []
-    for i, (model, lr) in enumerate(runs):
+    if not runs:
+        return []
+    runs = list({run_dir(o): o for o in runs}.values())  # one process per run folder
+    devices, child_device = device_plan(runs[0].device)
+    if parallel is None and devices == [None]:
+        parallel = 1  # a CPU run already uses every core
+    elif parallel is None:
+        from cxrbench.cache.store import open_cache
+
+        store = open_cache(runs[0].cache)
+        parallel, why = default_parallel(devices, store.n_images, store.size)  # type: ignore[arg-type]
         if display is not None:
-            display.info(f"[{i + 1}/{len(runs)}] {model} lr {lr:g}")
-        records.append(run_or_reuse(replace(opts, model=model, lr=lr), display))
-    return records
+            display.info(f"packing {parallel} run(s) at once per GPU ({why}); --parallel K to choose")
+    if parallel * len(devices) == 1:
+        out = []
+        for i, o in enumerate(runs):
+            if display is not None:
+                display.info(f"[run {i + 1}/{len(runs)}] {o.model} under {o.protocol}, lr {_lr(o):g}")
+            out.append(run_or_reuse(o, display))
+        return out
+    _check(runs)
+    outcomes = pack(jobs(runs, child_device), parallel=parallel, devices=devices, logs=logs, display=display)
+    failed = [o for o in outcomes if o.status != "finished" and o.status != "reused"]
+    for o in failed:
+        if display is not None:
+            display.warn(f"{o.job.name} failed with exit code {o.returncode}; the end of {o.log}:\n{o.tail()}")
+    if failed:
+        names = ", ".join(o.job.name for o in failed)
+        others = "" if len(failed) == len(runs) else "; the others finished"
+        raise TrainingError(f"{len(failed)} of {len(runs)} runs failed ({names}){others}. Logs: {logs}; running the "
+                            "command again resumes them")
+    return [run_dir(o) / "record.json" for o in runs]
+
+
+def _lr(opts) -> float:
+    from cxrbench.protocols import get_protocol
+
+    return get_protocol(opts.protocol).lr(opts.lr)
+
+
+def _check(runs: list) -> None:
+    """What every child would check first (plugins, model names, learning rates), checked once here."""
+    from cxrbench.models import get_spec
+    from cxrbench.models.plugins import load_plugins
+
+    for o in runs:
+        load_plugins(o.plugins)
+        get_spec(o.model)
+        _lr(o)
+
+
+def sweep(opts, models: list[str], parallel: int | None = 1, display=None) -> list[Path]:
+    """Run the grid: finished runs are reused and unfinished ones resumed (see `run_many`)."""
+    return run_many(grid(opts, models), parallel, Path(opts.out) / "logs", display)

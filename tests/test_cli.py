@@ -56,6 +56,22 @@ def test_splits_json_real_metadata():
     assert out["leakage"][0]["shared_patients"] == 0
 
 
+def test_splits_of_a_protocol_on_named_lists():
+    """chexnet-14c@v1 takes its train/val/test from the CheXNet community lists in the dataset's splits/ folder."""
+    import gzip
+    import json
+
+    r = _run("splits", "--data-dir", str(NIH), "--protocol", "chexnet-14c", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    n = {part: len(gzip.open(NIH / "splits" / f"chexnet-community_{part}.txt.gz", "rt").read().split())
+         for part in ("train", "val", "test")}
+    assert (out["table1"]["Training subset"], out["table1"]["Validation subset"], out["table1"]["Test subset"]) == \
+        (n["train"], n["val"], n["test"]) == (78_468, 11_219, 22_433)
+    assert {(x["a"], x["b"]) for x in out["leakage"]} == {("train", "val"), ("train", "test"), ("val", "test")}
+    assert all(leak["shared_patients"] == 0 for leak in out["leakage"])
+
+
 def test_protocols_lists_all():
     r = CliRunner().invoke(cli, ["protocols", "--json"])
     import json

@@ -17,6 +17,7 @@ PINNED = {
     ("paper-15c", 2): "d5b3edab2ec7d8fa",
     ("paper-14c", 2): "8473dd9594abc200",
     ("paper-lr-grid", 2): "6a7ffb279c5cd5df",
+    ("chexnet-14c", 1): "ab926c8c55d60de1",
 }
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from cxrbench.cli._options import parallel_option
+
 
 @click.group()
 def reproduce() -> None:
@@ -27,15 +29,18 @@ def reproduce() -> None:
 @click.option("--print", "print_only", is_flag=True, help="Print the runs as `cxrbench run` commands and stop.")
 @click.option("--mini", is_flag=True, help="The miniature study: tiny models, 64-pixel protocols (phantom data).")
 @click.option("--no-pretrained", is_flag=True, help="Train without ImageNet weights (recorded in every run).")
-def paper(cache: str, out: str, models: str | None, device: str, print_only: bool, mini: bool,
-          no_pretrained: bool) -> None:
-    """Run every run the paper's five comparisons need (resuming any that stopped), then write
-    OUT/report.md, OUT/report.html and figures with a verdict per claim. Comparisons bootstrap with the
-    protocol's resamples and seed, as the leaderboard does, so a comparison has one p-value everywhere.
+@parallel_option
+def paper(cache: str, out: str, models: str | None, device: str, print_only: bool, mini: bool, no_pretrained: bool,
+          parallel: int | None) -> None:
+    """Run every run the paper's five comparisons need (resuming any that stopped; K at a time per GPU with
+    --parallel), then write OUT/report.md, OUT/report.html and figures with a verdict per claim. Comparisons
+    bootstrap with the protocol's resamples and seed, as the leaderboard does, so a comparison has one p-value
+    everywhere.
 
     \b
     Example:
       cxrbench reproduce paper --cache cache/ --out reproduce/
+      cxrbench reproduce paper --cache cache/ --parallel 4         # 4 runs at once per GPU, logs in OUT/logs
       cxrbench reproduce paper --cache cache/ --print > jobs.txt   # one command per run, for a cluster
       cxrbench reproduce paper --cache phantom-cache/ --mini      # the whole study in miniature, on a CPU
     """
@@ -46,11 +51,11 @@ def paper(cache: str, out: str, models: str | None, device: str, print_only: boo
     chosen = None if models is None else {m.strip() for m in models.split(",") if m.strip()}
     outp = Path(out)
     if print_only:
-        for line in commands(study, cache, outp, device, chosen, ["--no-pretrained"] if no_pretrained else []):
+        for line in commands(study, cache, outp, device, chosen, False if no_pretrained else None):
             click.echo(line)
         return
     d = get_display()
     outp.mkdir(parents=True, exist_ok=True)
-    runs = run_all(study, cache, outp, device, chosen, False if no_pretrained else None, d)
+    runs = run_all(study, cache, outp, device, chosen, False if no_pretrained else None, d, parallel)
     md, page = write_report(study, cache, outp, runs)
     d.info(f"wrote {md} and {page}")

@@ -17,7 +17,7 @@ from cxrbench.errors import InputError
 # Share of test images in the official release (25,596 of 112,120): the patient-wise stand-in aims at it.
 OFFICIAL_TEST_FRACTION = 25596 / 112120
 
-# The reference paper's Table 1 (reported; reference-paper.md, section 1.2), row by row.
+# The reference paper's Table 1 (reported; Tan et al., section 1.2), row by row.
 PAPER_TABLE1 = {
     "Full training-validation": 86524,
     "Full test": 25596,

@@ -1,4 +1,5 @@
-"""The reference paper's class-balanced subset selection, made exact (DESIGN.md), under each reading of its rule.
+"""The reference paper's class-balanced subset selection, made exact, under each reading of its rule
+(docs/paper-readings.md).
 
 Targets: 2,000 images per finding and 10,000 for "No Finding". Classes are visited from least to most
 frequent; a class at or under its target is taken whole; otherwise the paper says it "randomly sample[s] the

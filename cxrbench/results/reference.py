@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from cxrbench.data.labels import FINDINGS
 
+# The paper whose models and protocols cxrbench reproduces, cited by its authors and title.
+PAPER_CITATION = ("M. Tan, X. Tian, W. Chan and J. Ceaser, \"Multi-Label Classification and Visual Explanation of "
+                  "Chest X-ray Images using Neural Networks with Attention Mechanism and Grad-CAM\" (University of "
+                  "Illinois Urbana-Champaign)")
+
 # Per-class test AUROC in the class order of cxrbench.data.labels.FINDINGS, as printed in Table 2 of
 # Rajpurkar et al., "CheXNet" (arXiv:1711.05225v3), which also lists Wang et al. (2017) for comparison;
 # cross-checked against the copy of that table in the arnoweng/CheXNet README.
@@ -27,7 +32,7 @@ REFERENCE_ROWS: tuple[dict, ...] = (
     },
     {
         "name": "Tan et al. (the reference paper)",
-        "source": "reference-paper.md, abstract and Sec. 3.1 (figures only, no table of values)",
+        "source": "Tan et al., abstract and Sec. 3.1 (figures only, no table of values)",
         "split": "the paper's class-balanced subset (Table 1); 15 classes",
         "per_class": {},
         "note": "mean validation and test AUROC 'as high as 0.7 or greater'; attention models +0.02 to 0.03 test "
