@@ -127,6 +127,14 @@ _PAPER = dict(
 _PAPER_V2 = dict(_PAPER, subset_rule="shortfall-all", resample="bilinear", loss="bce-mean")
 
 
+# every image, 14 findings, one split scored as trained (nih-official-14c, chexnet-14c: they differ in their lists)
+_ALL_14C = dict(
+    num_classes=14, subset="all", subset_seed=0, val="patient", n_folds=1, val_fraction=0.1, split_seed=0,
+    final_run=False, image_size=256, resize=256, crop=224, augment="crop_flip", optimizer="sgd", lrs=(0.01,),
+    momentum=0.9, weight_decay=0.0, epochs=8, batch_size=32, pretrained=True, seed=0, bootstrap=1000,
+)
+
+
 def protocol_key(pid: str, version: int) -> str:
     """`id@vN` for a protocol id and version."""
     return f"{pid}@v{version}"
@@ -164,18 +172,12 @@ PROTOCOLS: dict[str, Protocol] = {
             description="As paper-15c@v2 over lr 0.001 and 0.01 (the paper's Fig. 7); a run picks one with --lr.",
         ),
         Protocol(
-            id="nih-official-14c", version=1, num_classes=14, subset="all", subset_seed=0, lists="official",
-            val="patient", n_folds=1, val_fraction=0.1, split_seed=0, final_run=False, image_size=256,
-            resize=256, crop=224, augment="crop_flip", optimizer="sgd", lrs=(0.01,), momentum=0.9,
-            weight_decay=0.0, epochs=8, batch_size=32, pretrained=True, seed=0, bootstrap=1000,
+            id="nih-official-14c", version=1, lists="official", **_ALL_14C,
             description="All images, the official train-val/test lists, a patient-wise 10% validation split, "
             "14 findings, random crop + flip; the model after the last epoch is scored on test.",
         ),
         Protocol(
-            id="chexnet-14c", version=1, num_classes=14, subset="all", subset_seed=0, lists="chexnet-community",
-            val="patient", n_folds=1, val_fraction=0.1, split_seed=0, final_run=False, image_size=256,
-            resize=256, crop=224, augment="crop_flip", optimizer="sgd", lrs=(0.01,), momentum=0.9,
-            weight_decay=0.0, epochs=8, batch_size=32, pretrained=True, seed=0, bootstrap=1000,
+            id="chexnet-14c", version=1, lists="chexnet-community", **_ALL_14C,
             description="All images on the CheXNet community split lists (chexnet-community_{train,val,test}.txt "
             "in the dataset's splits/ folder: patient-wise train/val/test), 14 findings, nih-official-14c's "
             "training (not CheXNet's Adam schedule); the model after the last epoch is scored on test.",

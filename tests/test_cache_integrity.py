@@ -624,3 +624,14 @@ def test_a_few_missing_files_are_summarised_up_front_and_bad_files_listed_briefl
                                     f"(first: {names[60]}, {names[61]})")
     warns = d.said("warn")[1:]
     assert len(warns) == 4 and warns[-1].startswith("... and 4 more (all in ")
+
+
+def test_repair_of_a_bilinear_store_decodes_with_its_resampling(synth_dir, tmp_path):
+    """A store built with --resample bilinear is repaired with bilinear too, bitwise equal to its clean build."""
+    built = build_cache(synth_dir, tmp_path / "bil", workers=1, resample="bilinear").path
+    cache = _copy(built, tmp_path / "c")
+    chunk_file(cache, "images", 0).unlink()
+    r = repair_cache(cache, synth_dir, workers=1)
+    assert r.chunks == [0]
+    assert _files(cache) == _files(built)
+    assert verify_cache(cache) == []
