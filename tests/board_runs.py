@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -35,3 +37,23 @@ def filed_board(runs: dict[str, Path], board: Path) -> Path:
     for d in runs.values():
         submit(d, board, allow_dirty=True)
     return board
+
+
+def forge(run_dir: Path, copy: Path, edit) -> Path:
+    """A copy of the run at `copy` whose test predictions `edit(names, patients, y, p)` changed, with every test
+    figure recomputed from them and the record sealed again: consistent in itself, so only a check against the
+    data can catch it."""
+    from cxrbench.metrics import score
+    from cxrbench.protocols import get_protocol, protocol_key
+    from cxrbench.results.record import read_predictions, seal, write_predictions
+
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("gallery"))
+    names, patients, y, p, classes = read_predictions(copy / "predictions.csv.gz")
+    names, patients, y, p = edit(list(names), patients.copy(), y.copy(), p.copy())
+    sha = write_predictions(copy / "predictions.csv.gz", names, patients, y, p, tuple(classes))
+    rec = json.loads((copy / "record.json").read_text())
+    proto = get_protocol(protocol_key(rec["protocol"]["id"], rec["protocol"]["version"]))
+    rec["test"] = score(y, p, patients, resamples=proto.bootstrap, seed=proto.seed).to_dict(tuple(classes))
+    rec["predictions"]["sha256"] = sha
+    (copy / "record.json").write_text(json.dumps(seal(rec)))
+    return copy

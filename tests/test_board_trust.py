@@ -15,13 +15,12 @@ from click.testing import CliRunner
 
 from cxrbench.cli import cli
 from cxrbench.errors import InputError, RecordError
-from cxrbench.metrics import score
 from cxrbench.protocols import get_protocol
 from cxrbench.results import record as record_mod
 from cxrbench.results.leaderboard import load, rank, submit
 from cxrbench.results.record import read_predictions, read_record, seal, write_predictions
 
-from .board_runs import filed_board, finished_runs
+from .board_runs import filed_board, finished_runs, forge
 
 EVIL = '<script>alert("board")</script>'  # not test_leaderboard.py's name: registrations outlive a module
 SMOKE = get_protocol("smoke@v1")
@@ -51,15 +50,7 @@ def _reseal(run_dir, tmp_path, edit, name=None):
 def _forge(run_dir, tmp_path, edit, name=None):
     """A copy whose predictions were edited, with every test figure recomputed from them and the record sealed
     again: consistent in itself, so only a check against the data can catch it."""
-    copy = _copy(run_dir, tmp_path, name or f"{edit.__name__}-{run_dir.name}")
-    names, patients, y, p, classes = read_predictions(copy / "predictions.csv.gz")
-    names, patients, y, p = edit(list(names), patients.copy(), y.copy(), p.copy())
-    sha = write_predictions(copy / "predictions.csv.gz", names, patients, y, p, tuple(classes))
-    rec = json.loads((copy / "record.json").read_text())
-    rec["test"] = score(y, p, patients, resamples=SMOKE.bootstrap, seed=SMOKE.seed).to_dict(tuple(classes))
-    rec["predictions"]["sha256"] = sha
-    (copy / "record.json").write_text(json.dumps(seal(rec)))
-    return copy
+    return forge(run_dir, tmp_path / (name or f"{edit.__name__}-{run_dir.name}"), edit)
 
 
 @pytest.fixture()

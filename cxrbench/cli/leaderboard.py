@@ -41,9 +41,21 @@ def submit(run: str, board: str, allow_dirty: bool, data: str | None) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Write to this file instead of the terminal (html: plots go beside it).")
 @click.option("--write", is_flag=True, help="Regenerate <leaderboard>/LEADERBOARD.md and index.html with plots.")
-def leaderboard(board: str, protocol: str | None, fmt: str, out: str | None, write: bool) -> None:
+@click.option("--adjudicated", "adjudicated", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Add columns scored against this adjudicated-labels CSV (Majkowska et al. 2019, plain or gzipped, "
+                   "as `cxrbench rescore` reads it): per entry, how many of its 'test' images the entry covers and "
+                   "per finding the AUROC with its 95% CI (patient bootstrap, the protocol's resamples and seed), "
+                   "ranked only among entries that cover the same images.")
+@click.option("--mapping", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="With --adjudicated: JSON mapping of the four findings to ChestX-ray14 classes (default: "
+                   "cxr14-adjudicated@v1).")
+def leaderboard(board: str, protocol: str | None, fmt: str, out: str | None, write: bool, adjudicated: str | None,
+                mapping: str | None) -> None:
     """Rank the filed records within each protocol version and data fingerprint. Paired comparisons use the
     protocol's bootstrap resamples and seed; a filed record that fails its checks is named and left out.
+
+    With --adjudicated, each entry also shows its AUROCs against radiologist-adjudicated labels, computed from
+    its filed predictions as `cxrbench rescore` computes them, with bootstrap CIs.
 
     \b
     Example:
@@ -51,9 +63,10 @@ def leaderboard(board: str, protocol: str | None, fmt: str, out: str | None, wri
       cxrbench leaderboard --protocol paper-15c --format md
       cxrbench leaderboard --format csv --out board.csv
       cxrbench leaderboard --write
+      cxrbench leaderboard --adjudicated four_findings_expert_labels_test_labels.csv --format json
     """
     from cxrbench.console import get_display
-    from cxrbench.errors import InputError
+    from cxrbench.errors import ConfigError, InputError
     from cxrbench.results import render
     from cxrbench.results.leaderboard import load, rank
 
@@ -62,24 +75,39 @@ def leaderboard(board: str, protocol: str | None, fmt: str, out: str | None, wri
     if not root.is_dir():
         raise InputError(root, "no leaderboard here; `cxrbench submit RUN --leaderboard "
                          f"{board}` makes one")
+    if mapping is not None and adjudicated is None:
+        raise ConfigError("--mapping applies to the adjudicated columns: pass --adjudicated FILE with it")
+    labels = m = None
+    if adjudicated is not None:  # read and checked before anything is scored or written
+        from cxrbench.results.adjudicated import DEFAULT_MAPPING, read_adjudicated, read_mapping
+
+        labels = read_adjudicated(adjudicated)
+        m = DEFAULT_MAPPING if mapping is None else read_mapping(mapping)
     groups = rank(load(root, d), protocol)
+    adj = None
+    if labels is not None:
+        from cxrbench.results.adjudicated_board import score_board
+
+        adj = score_board(groups, labels, m, d)
+        d.info(f"adjudicated labels {labels.path.name}: mapping {m.key} (hash {m.content_hash}): "
+               + "; ".join(m.describe()))
     if write:
-        _atomic(root / "LEADERBOARD.md", render.to_markdown(groups, render.WRITTEN))
+        _atomic(root / "LEADERBOARD.md", render.to_markdown(groups, render.WRITTEN, adj))
         figs = render.plots(groups, root / "plots")
-        _atomic(root / "index.html", render.to_html(groups, figs, root / "index.html"))
+        _atomic(root / "index.html", render.to_html(groups, figs, root / "index.html", adj))
         d.info(f"wrote {root / 'LEADERBOARD.md'} and {root / 'index.html'}")
         return
     if fmt == "table" and out is None:
-        render.to_table(groups, d)
+        render.to_table(groups, d, adj)
         return
     if fmt == "html":
         page = Path(out or "leaderboard.html")
         figs = render.plots(groups, page.parent / (page.stem + "-plots"))
-        text = render.to_html(groups, figs, page)
+        text = render.to_html(groups, figs, page, adj)
     elif fmt in ("md", "table"):
-        text = render.to_markdown(groups, render.PRINTED)
+        text = render.to_markdown(groups, render.PRINTED, adj)
     else:
-        text = {"csv": render.to_csv, "json": render.to_json}[fmt](groups)
+        text = {"csv": render.to_csv, "json": render.to_json}[fmt](groups, adj)
     if out is None:
         click.echo(text, nl=False)
     else:

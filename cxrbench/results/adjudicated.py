@@ -128,6 +128,7 @@ class AdjudicatedLabels:
     patients: np.ndarray  # int64
     sets: np.ndarray  # "test" / "val"
     labels: dict[str, np.ndarray]  # finding -> bool (N,)
+    lines: tuple[int, ...] = ()  # the file's line of each row (for errors found later, e.g. against a run)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -200,7 +201,8 @@ def read_adjudicated(path: str | Path, metadata=None) -> AdjudicatedLabels:
                 raise InputError(path, f"image {name} has Patient ID {patients[k]}, the metadata says {want}",
                                  line=first_line[name])
     return AdjudicatedLabels(path, hashlib.sha256(raw).hexdigest(), names, np.array(patients, np.int64),
-                             np.array(sets), {f: np.array(v, bool) for f, v in labels.items()})
+                             np.array(sets), {f: np.array(v, bool) for f, v in labels.items()},
+                             tuple(first_line[n] for n in names))
 
 
 def _agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float | None]:
@@ -215,6 +217,13 @@ def _r(x: float | None) -> float | None:
     return None if x is None or not np.isfinite(x) else round(float(x), 6)
 
 
+def covered(adjudicated: AdjudicatedLabels, names: list[str], sets: tuple[str, ...] = ("test",)) -> list[int]:
+    """Rows of `adjudicated` (in file order) of the chosen sets whose image is among `names`: what `rescore`
+    scores and the leaderboard counts as an entry's coverage."""
+    have = set(names)
+    return [int(k) for k in np.flatnonzero(np.isin(adjudicated.sets, list(sets))) if adjudicated.names[k] in have]
+
+
 def rescore(names: list[str], patients: np.ndarray, y: np.ndarray, p: np.ndarray, classes: list[str],
             adjudicated: AdjudicatedLabels, mapping: Mapping = DEFAULT_MAPPING, *, resamples: int = 1000,
             seed: int = 0, sets: tuple[str, ...] = ("test",)) -> dict:
@@ -227,12 +236,13 @@ def rescore(names: list[str], patients: np.ndarray, y: np.ndarray, p: np.ndarray
 
     pos = {n: i for i, n in enumerate(names)}
     in_sets = np.isin(adjudicated.sets, list(sets))
-    pick_adj = [k for k in np.flatnonzero(in_sets) if adjudicated.names[k] in pos]
+    pick_adj = covered(adjudicated, names, sets)
     rows = np.array([pos[adjudicated.names[k]] for k in pick_adj], np.int64)
     for k, r in zip(pick_adj, rows):
         if int(patients[r]) != int(adjudicated.patients[k]):
             raise InputError(adjudicated.path, f"image {adjudicated.names[k]}: Patient ID {adjudicated.patients[k]} "
-                                               f"here, {int(patients[r])} in the run's predictions")
+                                               f"here, {int(patients[r])} in the run's predictions",
+                             line=adjudicated.lines[k] if adjudicated.lines else None)
     col = {c: j for j, c in enumerate(classes)}
     out: dict = {
         "mapping": {**mapping.to_dict(), "key": mapping.key, "hash": mapping.content_hash},

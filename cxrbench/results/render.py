@@ -14,6 +14,8 @@ import json
 import re
 from pathlib import Path
 
+from cxrbench.results import adjudicated_board as adj_board
+from cxrbench.results.adjudicated_board import AdjudicatedBoard
 from cxrbench.results.leaderboard import Group
 from cxrbench.results.reference import REFERENCE_ROWS, plain_mean as reference_mean
 from cxrbench.results.verify import REPORTED
@@ -65,8 +67,24 @@ def _marked(text: str, mark: str | None) -> str:
     return f"{text} {MARK}" if mark == REPORTED and text != "—" else text
 
 
-def entry_fields(g: Group) -> list[dict]:
-    """One dict per entry with every figure as a number (None where absent) and the marks as fields."""
+def columns(adj: AdjudicatedBoard | None = None) -> list[str]:
+    """The people's views' columns: the board's, then the adjudicated ones when the board is shown with them."""
+    return COLUMNS if adj is None else COLUMNS + adj_board.COLUMNS
+
+
+def fields(adj: AdjudicatedBoard | None = None) -> list[str]:
+    """The CSV columns: the board's, then the adjudicated ones when the board is shown with them."""
+    return FIELDS if adj is None else FIELDS + adj_board.FIELDS
+
+
+def explain(adj: AdjudicatedBoard | None = None) -> list[str]:
+    """The footnotes: the board's, then the adjudicated file, mapping and ranking rule."""
+    return list(EXPLAIN) if adj is None else [*EXPLAIN, *adj.explain()]
+
+
+def entry_fields(g: Group, adj: AdjudicatedBoard | None = None) -> list[dict]:
+    """One dict per entry with every figure as a number (None where absent) and the marks as fields (and, with
+    `adj`, the entry's adjudicated figures)."""
     out = []
     for i, e in enumerate(g.entries):
         r, m = e.record, e.marks
@@ -104,11 +122,12 @@ def entry_fields(g: Group) -> list[dict]:
             "git_dirty": r["code"]["git_dirty"], "deviations": "; ".join(r["deviations"]),
             "per_class": {k: {"auroc": x["auroc"], "ci_low": x["ci95"][0], "ci_high": x["ci95"][1]}
                           for k, x in t["per_class"].items()},
+            **(adj.fields(e.id) if adj is not None else {}),
         })
     return out
 
 
-def rows(g: Group) -> list[dict]:
+def rows(g: Group, adj: AdjudicatedBoard | None = None) -> list[dict]:
     """One dict per entry with display strings (people's views)."""
     out = []
     for e, f in zip(g.entries, entry_fields(g)):
@@ -143,6 +162,7 @@ def rows(g: Group) -> list[dict]:
             "bitwise reproducible": _marked(bitwise, m.get("reproducibility")),
             "notes": "; ".join(notes),
             "entry": e.id,
+            **(adj.cells(e.id) if adj is not None else {}),
         })
     return out
 
@@ -156,15 +176,16 @@ def title(g: Group) -> str:
     return f"{g.protocol} · data {g.data_key} · {len(g.entries)} entr{'y' if len(g.entries) == 1 else 'ies'}"
 
 
-def to_table(groups: list[Group], display) -> None:
+def to_table(groups: list[Group], display, adj: AdjudicatedBoard | None = None) -> None:
     if not groups:
         display.info("the leaderboard is empty")
         return
+    cols = columns(adj)
     for g in groups:
-        display.table(COLUMNS, [[r[c] for c in COLUMNS] for r in rows(g)], title=title(g))
+        display.table(cols, [[r[c] for c in cols] for r in rows(g, adj)], title=title(g))
     ref = reference_rows()
     display.table(list(ref[0]), [list(r.values()) for r in ref], title="Reported elsewhere (not ranked)")
-    for line in EXPLAIN:
+    for line in explain(adj):
         display.text(line)
 
 
@@ -178,15 +199,18 @@ def md_cell(s) -> str:
     return _MD_SPECIAL.sub(r"\\\1", html.escape(text))
 
 
-def to_markdown(groups: list[Group], generated_by: str = WRITTEN) -> str:
+def to_markdown(groups: list[Group], generated_by: str = WRITTEN, adj: AdjudicatedBoard | None = None) -> str:
     out = ["# cxrbench leaderboard", "", generated_by, ""]
     out += [line for x in EXPLAIN for line in (x, "")]
+    if adj is not None:
+        out += [line for x in adj.explain() for line in (md_cell(x), "")]
     if not groups:
         out += ["No records yet: `cxrbench submit RUN` files one.", ""]
+    cols = columns(adj)
     for g in groups:
-        out += [f"## {md_cell(title(g))}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-        for r in rows(g):
-            out.append("| " + " | ".join(md_cell(r[c]) for c in COLUMNS) + " |")
+        out += [f"## {md_cell(title(g))}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for r in rows(g, adj):
+            out.append("| " + " | ".join(md_cell(r[c]) for c in cols) + " |")
         out.append("")
     ref = reference_rows()
     out += ["## Reported elsewhere (not ranked)", "", "These are the papers' own numbers on their own splits, "
@@ -205,29 +229,33 @@ def _csv_text(v):
     return v
 
 
-def to_csv(groups: list[Group]) -> str:
+def to_csv(groups: list[Group], adj: AdjudicatedBoard | None = None) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(FIELDS)
+    names = fields(adj)
+    w.writerow(names)
     for g in groups:
-        for f in entry_fields(g):
-            w.writerow([_csv_text(f[k]) for k in FIELDS])
+        for f in entry_fields(g, adj):
+            w.writerow([_csv_text(f[k]) for k in names])
     return buf.getvalue()
 
 
-def to_json(groups: list[Group]) -> str:
+def to_json(groups: list[Group], adj: AdjudicatedBoard | None = None) -> str:
     from cxrbench.protocols import get_protocol
 
     ref = [{"name": r["name"], "plain_mean_14": reference_mean(r), "per_class": r["per_class"], "source": r["source"],
             "split": r["split"], "note": r.get("note", ""), "reported": True} for r in REFERENCE_ROWS]
-    return json.dumps({
+    board = {
         "groups": [{"protocol": g.protocol, "data": g.data_key,
                     "bootstrap": {"resamples": get_protocol(g.protocol).bootstrap,
                                   "seed": get_protocol(g.protocol).seed, "unit": "patient"},
-                    "entries": entry_fields(g)} for g in groups],
+                    "entries": entry_fields(g, adj)} for g in groups],
         "reported_elsewhere": ref,
         "notes": list(EXPLAIN),
-    }, indent=2, allow_nan=False) + "\n"
+    }
+    if adj is not None:
+        board["adjudicated"] = adj.to_json()
+    return json.dumps(board, indent=2, allow_nan=False) + "\n"
 
 
 def _stem(g: Group) -> str:
@@ -282,15 +310,17 @@ window.addEventListener("load", function () {{
 """
 
 
-def to_html(groups: list[Group], figures: dict[str, list[Path]], page: Path) -> str:
+def to_html(groups: list[Group], figures: dict[str, list[Path]], page: Path,
+            adj: AdjudicatedBoard | None = None) -> str:
     e = html.escape
     parts = []
     if not groups:
         parts.append("<p>No records yet.</p>")
+    cols = columns(adj)
     for g in groups:
-        parts.append(f"<h2>{e(title(g))}</h2><table><tr>" + "".join(f"<th>{e(c)}</th>" for c in COLUMNS) + "</tr>")
-        for r in rows(g):
-            parts.append('<tr class="entry">' + "".join(f"<td>{e(str(r[c]))}</td>" for c in COLUMNS) + "</tr>")
+        parts.append(f"<h2>{e(title(g))}</h2><table><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>")
+        for r in rows(g, adj):
+            parts.append('<tr class="entry">' + "".join(f"<td>{e(str(r[c]))}</td>" for c in cols) + "</tr>")
         parts.append("</table>")
         for fig in figures.get(_stem(g), []):
             rel = Path(fig).resolve().relative_to(page.parent.resolve()).as_posix()
@@ -301,5 +331,5 @@ def to_html(groups: list[Group], figures: dict[str, list[Path]], page: Path) -> 
     for r in ref:
         parts.append("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in r.values()) + "</tr>")
     parts.append("</table>")
-    explain = "\n".join(f'<p class="explain">{e(x)}</p>' for x in EXPLAIN)
-    return _PAGE.format(explain=explain, body="\n".join(parts))
+    notes = "\n".join(f'<p class="explain">{e(x)}</p>' for x in explain(adj))
+    return _PAGE.format(explain=notes, body="\n".join(parts))
