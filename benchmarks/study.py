@@ -48,8 +48,8 @@ from benchmarks.paper_size import lay_out  # noqa: E402
 SMOKE_ROWS = 300  # metadata rows of the CPU smoke's folder: enough for every mini protocol's splits
 MARGIN_S = 20.0  # of the budget, kept for stopping the runs and writing the results
 EIGHT = 8
-EPOCH_LINE = re.compile(r"^(?P<fold>\S+) epoch (?P<epoch>\d+)/(?P<of>\d+): train loss \S+, (?P<rate>[\d,.]+) images/s",
-                        re.MULTILINE)
+EPOCH_LINE = re.compile(
+    r"^(?P<fold>\S+) epoch (?P<epoch>\d+)/(?P<of>\d+): train(?:ing)? loss \S+, (?P<rate>[\d,.]+) images/s", re.MULTILINE)
 
 
 # ------------------------------------------------------------------------------------------------ measuring

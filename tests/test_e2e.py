@@ -33,7 +33,8 @@ def test_readme_quickstart_and_plugin_path(tmp_path):
     readme = (REPO / "README.md").read_text()
     blocks = _blocks(readme)
     setup = blocks[0]
-    assert setup[0].startswith("pip install -e .") and setup[1] == "cxrbench quickstart"
+    assert "pip install -e ." in setup and setup[-1] == "cxrbench quickstart"
+    assert setup.index("pip install -e .") < setup.index("cxrbench quickstart")
     plugin = next(b for b in blocks if any("--plugin examples/my_model.py" in c for c in b))
     shutil.copytree(REPO / "examples", tmp_path / "examples")  # the user is in a clone
 

@@ -99,6 +99,9 @@ def test_groups_never_mix_data(board, runs, tmp_path):
     folder = board / "records" / "smoke@v1"
     shutil.copy(other / "record.json", folder / "other-split.json")
     shutil.copy(other / "predictions.csv.gz", folder / "other-split.predictions.csv.gz")
+    for k, fold in enumerate(json.loads((other / "record.json").read_text())["validation"]["folds"]):
+        if "predictions" in fold:  # each fold's validation predictions, filed as submit files them
+            shutil.copy(other / fold["predictions"]["path"], folder / f"other-split.fold{k}-val.csv.gz")
     groups = rank(load(board))
     assert sorted(len(g.entries) for g in groups) == [1, 3]
 
