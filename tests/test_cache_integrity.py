@@ -635,3 +635,19 @@ def test_repair_of_a_bilinear_store_decodes_with_its_resampling(synth_dir, tmp_p
     assert r.chunks == [0]
     assert _files(cache) == _files(built)
     assert verify_cache(cache) == []
+
+
+def test_threaded_reads_equal_one_thread_and_name_a_damaged_chunk(built, tmp_path):
+    """`CacheStore.read` reads chunks on several threads: the same pixels in the asked order (unsorted,
+    repeated positions), and a damaged chunk is the same one-line error naming it."""
+    store = open_cache(built)
+    rng = np.random.default_rng(0)
+    pos = rng.integers(0, store.n_images, 300)
+    pos[:5] = pos[0]  # repeats
+    one = store.read(pos, threads=1)
+    assert np.array_equal(store.read(pos, threads=3), one)
+    assert np.array_equal(one[7], store.read(np.array([pos[7]]))[0])
+    cache = _copy(built, tmp_path / "c")
+    _flip_byte(chunk_file(cache, "images", 1))
+    with pytest.raises(CacheError, match=r"chunk 1 .*damaged"):
+        open_cache(cache).read(np.arange(open_cache(cache).n_images), threads=3)

@@ -387,8 +387,13 @@ class CacheStore:
             raise CacheError(f"{self.path}: {e}; the cache is damaged, no pixels are read from it - "
                              f"{fix_hint(self.path)}") from None
 
-    def read(self, positions: np.ndarray) -> np.ndarray:
-        """Images at cache positions (any order), reading and checking each needed chunk once."""
+    def read(self, positions: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """Images at cache positions (any order), reading and checking each needed chunk once.
+
+        Chunks are read, decompressed and hashed by `threads` threads (default: one per core, at most 8; zstd,
+        numpy and hashlib release the GIL), a bounded window at a time, so memory stays a few chunks deep."""
+        from concurrent.futures import ThreadPoolExecutor
+
         positions = np.asarray(positions, dtype=np.int64)
         out = np.empty((len(positions), self.size, self.size), np.uint8)
         if len(positions) == 0:
@@ -399,10 +404,23 @@ class CacheStore:
             raise IndexError(f"cache positions must lie in 0..{self.n_images - 1}")
         c = self.chunk_images
         chunk_of = sp // c
-        for ch in np.unique(chunk_of):
+        chunks = [int(ch) for ch in np.unique(chunk_of)]
+
+        def put(ch: int, block: np.ndarray) -> None:
             sel = np.flatnonzero(chunk_of == ch)
-            block = self.read_chunk(int(ch))
-            out[order[sel]] = block[sp[sel] - int(ch) * c]
+            out[order[sel]] = block[sp[sel] - ch * c]
+
+        threads = max(1, min(threads or min(os.cpu_count() or 1, 8), len(chunks)))
+        if threads == 1:
+            for ch in chunks:
+                put(ch, self.read_chunk(ch))
+            return out
+        window = 2 * threads
+        with ThreadPoolExecutor(threads, thread_name_prefix="cxrbench-read") as pool:
+            for i in range(0, len(chunks), window):
+                part = chunks[i : i + window]
+                for ch, block in zip(part, pool.map(self.read_chunk, part)):
+                    put(ch, block)
         return out
 
 
