@@ -382,7 +382,7 @@ def test_markdown_board_escapes_html(runs, board):
     md = (board / "LEADERBOARD.md").read_text()
     import html
 
-    assert html.escape(EVIL) in md and EVIL not in md and "<script" not in md
+    assert html.escape(EVIL, quote=False) in md and EVIL not in md and "<script" not in md
 
 
 def test_markdown_cells_cannot_make_links_or_columns():
@@ -643,3 +643,11 @@ def test_reused_resamples_give_the_same_comparison():
     _, ra = score_with_resamples(y[perm], pa[perm], pat[perm], 200, 5)
     _, rb = score_with_resamples(y, pb, pat, 200, 5)
     assert compare_resampled(y, pa, pb, ra, rb, "weighted", 200, 5) == compare(y, pa, pb, pat, "weighted", 200, 5)
+
+
+def test_markdown_cells_escape_tags_not_quotes():
+    """A Markdown cell escapes what could open a tag or break the table, and leaves quotes readable."""
+    from cxrbench.results.render import md_cell
+
+    assert md_cell("the paper's \"box\" <script>x</script> | a -> b") == \
+        "the paper's \"box\" &lt;script&gt;x&lt;/script&gt; \\| a -&gt; b"

@@ -327,6 +327,11 @@ def test_stale_lock_of_a_dead_build_is_taken_over(real_dir, tmp_path):
     build_cache(real_dir, out, workers=1, display=d)
     assert any(f"stale lock (its build, pid {pid}, is no longer running)" in m for m in d.said("info"))
     assert open_cache(out).n_images == N_ROWS
+    # a build that ended names no owner in its lock, so the next command says nothing about a stale lock
+    assert (out / ".lock").read_text() == ""
+    d = Recorder()
+    build_cache(real_dir, out, workers=1, display=d)
+    assert not any("stale" in m for m in d.said("info"))
 
 
 def test_stale_lock_still_held_is_named_as_such(real_dir, tmp_path, monkeypatch):

@@ -45,7 +45,7 @@ def test_the_real_sample_reads_against_the_real_metadata(real_metadata):
      "Pneumothorax is 'MAYBE'; expected YES or NO"),
     (lambda ls: [ls[0], ls[1], ls[1], *ls[2:]], 3, "appears twice \\(first on line 2\\)"),
     (lambda ls: [ls[0], ls[1].replace("00001900_007.png", "99999999_000.png"), *ls[2:]], 2,
-     "99999999_000.png is not in the metadata"),
+     "99999999_000.png is not in the metadata of the run.s data"),
     (lambda ls: [ls[0], ls[1].replace(",7,1900,", ",7,1901,"), *ls[2:]], 2, "Patient ID 1901, the metadata says 1900"),
     (lambda ls: [ls[0], ls[1][: -len("test")] + "train", *ls[2:]], 2, "Set Id is 'train'"),
     (lambda ls: [ls[0], ls[1].replace("00001900_007.png", "../../etc/passwd"), *ls[2:]], 2, "is not an image name"),

@@ -156,6 +156,12 @@ class StoreLock:
 
     def __exit__(self, *exc: object) -> None:
         if self.fh is not None:
+            try:  # a build that ends (even with an error) leaves no owner behind: only a killed one is "stale"
+                self.fh.seek(0)
+                self.fh.truncate()
+                self.fh.flush()
+            except OSError:
+                pass  # a full disk: the stale-lock check still recognises the dead owner next time
             fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)
             self.fh.close()
 

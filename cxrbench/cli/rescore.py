@@ -25,7 +25,7 @@ def rescore(run: str, adjudicated: str, mapping: str | None, which: str, data: s
 
     \b
     Example:
-      cxrbench rescore runs/densenet121__paper-15c@v2__lr0.01__seed0 --adjudicated four_findings_expert_labels.csv
+      cxrbench rescore runs/densenet121__paper-15c@v2__lr0.01__seed0 --adjudicated four_findings_expert_labels_test_labels.csv
     """
     from cxrbench.console import get_display
     from cxrbench.rescore import rescore_run

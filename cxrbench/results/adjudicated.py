@@ -194,7 +194,8 @@ def read_adjudicated(path: str | Path, metadata=None) -> AdjudicatedLabels:
     if metadata is not None:
         for k, name in enumerate(names):
             if not metadata.has(name):
-                raise InputError(path, f"image {name} is not in the metadata file {metadata.path.name}",
+                raise InputError(path, f"image {name} is not in the metadata of the run's data ({metadata.path}): "
+                                 "the file is for ChestX-ray14, is the run on it (not on phantoms)?",
                                  line=first_line[name])
             want = int(metadata.patients[metadata.indices([name], path)[0]])
             if want != patients[k]:

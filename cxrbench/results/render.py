@@ -193,10 +193,10 @@ _MD_SPECIAL = re.compile(r"([\\`*\[\]|])")
 
 
 def md_cell(s) -> str:
-    """Text safe in a Markdown table cell: HTML escaped (as on the HTML board), Markdown syntax and pipes
+    """Text safe in a Markdown table cell: <, > and & HTML-escaped (no tag can open), Markdown syntax and pipes
     backslash-escaped, line breaks as spaces."""
     text = " ".join(str(s).split())
-    return _MD_SPECIAL.sub(r"\\\1", html.escape(text))
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))  # quotes open nothing once < is escaped
 
 
 def to_markdown(groups: list[Group], generated_by: str = WRITTEN, adj: AdjudicatedBoard | None = None) -> str:
