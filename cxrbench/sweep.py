@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from cxrbench.errors import TrainingError
+from cxrbench.run.options import run_dir
 
 
 def plan(protocol: str, models: list[str]) -> list[tuple[str, float]]:
@@ -41,15 +42,6 @@ def run_command(opts) -> str:
 def grid(opts, models: list[str]) -> list:
     """The RunOptions of every run of `opts.protocol`'s grid for `models`."""
     return [replace(opts, model=model, lr=lr) for model, lr in plan(opts.protocol, models)]
-
-
-def run_dir(opts) -> Path:
-    """The folder a run writes (its --run-id, else the default run id)."""
-    from cxrbench.run import default_run_id
-    from cxrbench.protocols import get_protocol
-
-    p = get_protocol(opts.protocol)
-    return Path(opts.out) / (opts.run_id or default_run_id(opts.model, p, p.lr(opts.lr)))
 
 
 def jobs(runs: list, child_device: str) -> list:

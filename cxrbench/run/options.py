@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from cxrbench.errors import ConfigError
 
@@ -34,6 +35,14 @@ def default_run_id(model: str, protocol, lr: float) -> str:
     """model__protocol@vN__lrX__seedS, with anything but letters, digits and ._+- in the model name made `_`."""
     safe = re.sub(r"[^A-Za-z0-9._+-]", "_", model)
     return f"{safe}__{protocol.key}__lr{lr:g}__seed{protocol.seed}"
+
+
+def run_dir(opts: RunOptions) -> Path:
+    """The folder a run writes: OUT/<--run-id, else the default run id of its model, protocol and lr>."""
+    from cxrbench.protocols import get_protocol
+
+    p = get_protocol(opts.protocol)
+    return Path(opts.out) / (opts.run_id or default_run_id(opts.model, p, p.lr(opts.lr)))
 
 
 def resolve_device(device: str) -> str:

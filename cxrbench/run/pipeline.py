@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cxrbench.run.bind import bind
 from cxrbench.run.context import RunContext
-from cxrbench.run.options import RunOptions, default_run_id
+from cxrbench.run.options import RunOptions, run_dir
 from cxrbench.run.progress import RunInterrupted
 
 
@@ -103,12 +103,9 @@ def run_or_reuse(opts: RunOptions, display=None) -> Path | None:
     """The run's record: reused when the run finished before, else made (a stopped run is resumed)."""
     from dataclasses import replace
 
-    from cxrbench.protocols import get_protocol
-
-    p = get_protocol(opts.protocol)
-    run_dir = Path(opts.out) / (opts.run_id or default_run_id(opts.model, p, p.lr(opts.lr)))
-    if (run_dir / "record.json").exists():
+    folder = run_dir(opts)
+    if (folder / "record.json").exists():
         if display is not None:
-            display.info(f"      {run_dir} is finished already")
-        return run_dir / "record.json"
-    return run(replace(opts, resume=run_dir.exists()), display)
+            display.info(f"      {folder} is finished already")
+        return folder / "record.json"
+    return run(replace(opts, resume=folder.exists()), display)
