@@ -54,8 +54,13 @@ def machine_tag() -> str:
 
 def git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            check=True,
+        ).stdout.strip()
     except Exception:
         return None
 
@@ -65,14 +70,19 @@ def write_result(name: str, data: dict, out_dir: Path | None = None) -> Path:
     out_dir = out_dir or RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}-{machine_tag()}.json"
-    payload = {"benchmark": name, "machine": machine(), "commit": git_commit(),
-               "date": time.strftime("%Y-%m-%d"), **data}
+    payload = {
+        "benchmark": name,
+        "machine": machine(),
+        "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%d"),
+        **data,
+    }
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
 
 
 class Timer:
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self.t = time.perf_counter()
         return self
 

@@ -144,7 +144,7 @@ def stage_profile(paths: list[str], n: int = 192, rounds: int = 3) -> dict[str, 
                 total[name] += b - a
             count += 1
     ms = {k: round(v / count * 1e3, 3) for k, v in total.items()}
-    datas = [open(p, "rb").read() for p in files[: (len(files) // CHUNK_IMAGES) * CHUNK_IMAGES]]
+    datas = [Path(p).read_bytes() for p in files[: (len(files) // CHUNK_IMAGES) * CHUNK_IMAGES]]
     tmp = Path(tempfile.mkdtemp(prefix="cxr-write-"))
     comp = write = 0.0
     for k in range(0, len(datas), CHUNK_IMAGES):
@@ -179,30 +179,35 @@ def measure(data: Path, work: Path, paths: list[str], floor: str, workers: int, 
     n = len(paths)
     per_round = []
     for _ in range(rounds):
-        r = {"baseline_pillow": n / run_pool(_baseline_one, paths, workers),
-             "cache_build": n / cache_build(data, workers, work / "store"),
-             "inflate_only": n / run_pool(_inflate_one, paths, workers),
-             "floor_decode": n / run_pool(_floor_one, [(floor, p) for p in paths], workers),
-             "pillow_bilinear": n / run_pool(_bilinear_one, paths, workers),
-             "cache_build_bilinear": n / cache_build(data, workers, work / "store", "bilinear")}
+        r = {
+            "baseline_pillow": n / run_pool(_baseline_one, paths, workers),
+            "cache_build": n / cache_build(data, workers, work / "store"),
+            "inflate_only": n / run_pool(_inflate_one, paths, workers),
+            "floor_decode": n / run_pool(_floor_one, [(floor, p) for p in paths], workers),
+            "pillow_bilinear": n / run_pool(_bilinear_one, paths, workers),
+            "cache_build_bilinear": n / cache_build(data, workers, work / "store", "bilinear"),
+        }
         r = {f"{k}_images_per_s": round(v, 1) for k, v in r.items()}
         r["cache_vs_baseline"] = round(r["cache_build_images_per_s"] / r["baseline_pillow_images_per_s"], 2)
-        r["bilinear_cache_vs_box_cache"] = round(r["cache_build_bilinear_images_per_s"]
-                                                 / r["cache_build_images_per_s"], 2)
-        r["bilinear_cache_vs_pillow_bilinear"] = round(r["cache_build_bilinear_images_per_s"]
-                                                       / r["pillow_bilinear_images_per_s"], 2)
+        r["bilinear_cache_vs_box_cache"] = round(
+            r["cache_build_bilinear_images_per_s"] / r["cache_build_images_per_s"], 2
+        )
+        r["bilinear_cache_vs_pillow_bilinear"] = round(
+            r["cache_build_bilinear_images_per_s"] / r["pillow_bilinear_images_per_s"], 2
+        )
         r["inflate_vs_cache"] = round(r["inflate_only_images_per_s"] / r["cache_build_images_per_s"], 2)
         per_round.append(r)
-        print(f"  workers={workers}: baseline {r['baseline_pillow_images_per_s']:.0f}/s, cache build "
-              f"{r['cache_build_images_per_s']:.0f}/s ({r['cache_vs_baseline']:.2f}x), inflate-only "
-              f"{r['inflate_only_images_per_s']:.0f}/s, floor({floor}) {r['floor_decode_images_per_s']:.0f}/s, "
-              f"bilinear: Pillow {r['pillow_bilinear_images_per_s']:.0f}/s, cache build "
-              f"{r['cache_build_bilinear_images_per_s']:.0f}/s ({r['bilinear_cache_vs_box_cache']:.2f}x box)",
-              flush=True)
+        print(
+            f"  workers={workers}: baseline {r['baseline_pillow_images_per_s']:.0f}/s, cache build "
+            f"{r['cache_build_images_per_s']:.0f}/s ({r['cache_vs_baseline']:.2f}x), inflate-only "
+            f"{r['inflate_only_images_per_s']:.0f}/s, floor({floor}) {r['floor_decode_images_per_s']:.0f}/s, "
+            f"bilinear: Pillow {r['pillow_bilinear_images_per_s']:.0f}/s, cache build "
+            f"{r['cache_build_bilinear_images_per_s']:.0f}/s ({r['bilinear_cache_vs_box_cache']:.2f}x box)",
+            flush=True,
+        )
     ratios = [r["cache_vs_baseline"] for r in per_round]
     median = per_round[ratios.index(statistics.median_low(ratios))]
-    return {"median_round": median, "rounds": per_round,
-            "cache_vs_baseline_range": [min(ratios), max(ratios)]}
+    return {"median_round": median, "rounds": per_round, "cache_vs_baseline_range": [min(ratios), max(ratios)]}
 
 
 def project(one: float, scaling2: float | None, cores: int = 16) -> dict:
@@ -221,8 +226,12 @@ def parser() -> argparse.ArgumentParser:
     """The command line (default input: 2,520 hard links to the real originals)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=2520, help="images (metadata rows), hard links to the originals")
-    ap.add_argument("--sources", type=Path, default=None,
-                    help="folder of original PNGs (default: $CXRBENCH_REAL_DATA/images, else tests/data's four)")
+    ap.add_argument(
+        "--sources",
+        type=Path,
+        default=None,
+        help="folder of original PNGs (default: $CXRBENCH_REAL_DATA/images, else tests/data's four)",
+    )
     ap.add_argument("--rounds", type=int, default=3, help="rounds per worker count, the methods alternating")
     ap.add_argument("--workers", default=None, help="comma-separated worker counts (default: 1 and all cores)")
     ap.add_argument("--work", type=Path, default=None, help="keep the dataset folder here (reused when present)")
@@ -237,21 +246,31 @@ def main() -> None:
     data = work / "data"
     if not (data / "Data_Entry_2017_v2020.csv").exists():
         made = lay_out(data, sources, args.n)
-        print(f"{made['images']:,} images hard-linked from {made['sources']} originals in {made['seconds']} s", flush=True)
+        print(
+            f"{made['images']:,} images hard-linked from {made['sources']} originals in {made['seconds']} s", flush=True
+        )
     from cxrbench.data.layout import scan_images
 
     paths = sorted(str(p) for p in scan_images(data).values())
     n = len(paths)
     sizes = [os.path.getsize(p) for p in paths]
     floor, rates = fastest_decoder(paths)
-    print(f"{n} PNGs ({len(sources)} distinct originals), mean {np.mean(sizes) / 1024:.0f} KiB; decode-only "
-          "images/s per backend (1 worker): " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()), flush=True)
+    print(
+        f"{n} PNGs ({len(sources)} distinct originals), mean {np.mean(sizes) / 1024:.0f} KiB; decode-only "
+        "images/s per backend (1 worker): " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()),
+        flush=True,
+    )
     profile = stage_profile(paths)
     print("per-stage ms/image (1 core): " + ", ".join(f"{k} {v:.2f}" for k, v in profile.items()), flush=True)
-    results: dict = {"images": n, "distinct_originals": len(sources),
-                     "mean_png_kib": round(float(np.mean(sizes)) / 1024, 1),
-                     "decode_only_images_per_s_1worker": {k: round(v, 1) for k, v in rates.items()},
-                     "floor_decoder": floor, "stage_ms_per_image_1core": profile, "runs": {}}
+    results: dict = {
+        "images": n,
+        "distinct_originals": len(sources),
+        "mean_png_kib": round(float(np.mean(sizes)) / 1024, 1),
+        "decode_only_images_per_s_1worker": {k: round(v, 1) for k, v in rates.items()},
+        "floor_decoder": floor,
+        "stage_ms_per_image_1core": profile,
+        "runs": {},
+    }
     counts = [int(w) for w in args.workers.split(",")] if args.workers else sorted({1, os.cpu_count() or 1})
     for workers in counts:
         results["runs"][str(workers)] = measure(data, work, paths, floor, workers, args.rounds)
@@ -264,17 +283,25 @@ def main() -> None:
     results["startup_seconds"] = round(startup_seconds(data, work), 3)
     for w, r in results["runs"].items():
         m = r["median_round"]
-        print(f"workers={w} (median of {args.rounds} rounds): cache/baseline {m['cache_vs_baseline']:.2f}x "
-              f"(range {r['cache_vs_baseline_range'][0]:.2f}-{r['cache_vs_baseline_range'][1]:.2f}), "
-              f"inflate-only/cache {m['inflate_vs_cache']:.2f}, bilinear cache/box cache "
-              f"{m['bilinear_cache_vs_box_cache']:.2f}")
+        print(
+            f"workers={w} (median of {args.rounds} rounds): cache/baseline {m['cache_vs_baseline']:.2f}x "
+            f"(range {r['cache_vs_baseline_range'][0]:.2f}-{r['cache_vs_baseline_range'][1]:.2f}), "
+            f"inflate-only/cache {m['inflate_vs_cache']:.2f}, bilinear cache/box cache "
+            f"{m['bilinear_cache_vs_box_cache']:.2f}"
+        )
     if "cache_scaling_1_to_2" in results:
         print(f"cache build scaling 1 -> 2 workers: {results['cache_scaling_1_to_2']:.2f}x")
     if "projection_full_release" in results:
         p = results["projection_full_release"]
-        print(f"projected full release ({FULL_RELEASE:,} images) on {p['cores']} cores: {p['minutes_linear']:.1f} min "
-              "with linear scaling" + (f", {p['minutes_at_that_efficiency']:.1f} min at the 1 -> 2 worker efficiency"
-                                      if "minutes_at_that_efficiency" in p else ""))
+        print(
+            f"projected full release ({FULL_RELEASE:,} images) on {p['cores']} cores: {p['minutes_linear']:.1f} min "
+            "with linear scaling"
+            + (
+                f", {p['minutes_at_that_efficiency']:.1f} min at the 1 -> 2 worker efficiency"
+                if "minutes_at_that_efficiency" in p
+                else ""
+            )
+        )
     print(f"start-up of an up-to-date `cache build`: {results['startup_seconds']:.2f} s")
     print(f"wrote {write_result('cache_build', results, args.out)}")
     if args.work is None:

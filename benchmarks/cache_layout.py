@@ -76,8 +76,15 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=".*Numcodecs codecs are not in the Zarr version 3.*")
     for chunk, name, filters, compressors in layouts():
         path = tmp / f"{name}-{chunk}"
-        a = zarr.create_array(str(path), shape=data.shape, chunks=(chunk, 256, 256), dtype="uint8",
-                              filters=filters, compressors=compressors, fill_value=0)
+        a = zarr.create_array(
+            str(path),
+            shape=data.shape,
+            chunks=(chunk, 256, 256),
+            dtype="uint8",
+            filters=filters,
+            compressors=compressors,
+            fill_value=0,
+        )
         with Timer() as tw:
             a[:] = data
         files = [f for f in path.rglob("*") if f.is_file() and f.name != "zarr.json"]
@@ -90,21 +97,28 @@ def main() -> None:
         with Timer() as ts:
             got = a.get_orthogonal_selection((scattered,))
         assert np.array_equal(got, data[scattered])
-        row = {"chunk_images": chunk, "codecs": name, "bytes_per_image": round(size / args.n),
-               "files_per_10k_images": round(len(files) * 10000 / args.n),
-               "write_ms_per_image": round(tw.seconds * 1000 / args.n, 3),
-               "read_all_images_per_s": round(args.n / tr.seconds),
-               "read_scattered_images_per_s": round(len(scattered) / ts.seconds)}
+        row = {
+            "chunk_images": chunk,
+            "codecs": name,
+            "bytes_per_image": round(size / args.n),
+            "files_per_10k_images": round(len(files) * 10000 / args.n),
+            "write_ms_per_image": round(tw.seconds * 1000 / args.n, 3),
+            "read_all_images_per_s": round(args.n / tr.seconds),
+            "read_scattered_images_per_s": round(len(scattered) / ts.seconds),
+        }
         rows.append(row)
-        print(f"{name:24s} chunk {chunk:4d}: {row['bytes_per_image']:6d} B/image, "
-              f"{row['files_per_10k_images']:6d} files/10k, write {row['write_ms_per_image']:.3f} ms/image, "
-              f"read all {row['read_all_images_per_s']:6d}/s, scattered 1/8 {row['read_scattered_images_per_s']:6d}/s",
-              flush=True)
+        print(
+            f"{name:24s} chunk {chunk:4d}: {row['bytes_per_image']:6d} B/image, "
+            f"{row['files_per_10k_images']:6d} files/10k, write {row['write_ms_per_image']:.3f} ms/image, "
+            f"read all {row['read_all_images_per_s']:6d}/s, scattered 1/8 {row['read_scattered_images_per_s']:6d}/s",
+            flush=True,
+        )
         shutil.rmtree(path)
     shutil.rmtree(tmp, ignore_errors=True)
     from cxrbench.cache.store import CHUNK_IMAGES, CODECS
 
-    print(f"wrote {write_result('cache_layout', {'images': args.n, 'layouts': rows, 'chosen': {'chunk_images': CHUNK_IMAGES, 'codecs': CODECS}}, args.out)}")
+    chosen = {"chunk_images": CHUNK_IMAGES, "codecs": CODECS}
+    print(f"wrote {write_result('cache_layout', {'images': args.n, 'layouts': rows, 'chosen': chosen}, args.out)}")
 
 
 if __name__ == "__main__":

@@ -91,12 +91,18 @@ def main() -> None:
     res["png_sources"] = len(sources)
     ms, x = res["ms_per_chunk"], res
     print(f"{res['images']:,} images in {res['chunks']} chunks of 64, median of {res['rounds']} rounds:")
-    for key, label in (("unchecked", "unchecked read"), ("checked_cold", "checked, first read"),
-                       ("checked_warm", "checked, read again"), ("zarr", "zarr's own read")):
+    for key, label in (
+        ("unchecked", "unchecked read"),
+        ("checked_cold", "checked, first read"),
+        ("checked_warm", "checked, read again"),
+        ("zarr", "zarr's own read"),
+    ):
         print(f"  {label:<22} {ms[key]:8.2f} ms/chunk  {res['images_per_s'][key]:>10,.0f} images/s")
-    print(f"checked first read / unchecked: {x['checked_cold_vs_unchecked']:.3f}x "
-          f"(the checksum costs {x['checksum_ms_per_chunk']:.2f} ms per chunk of 64 images); "
-          f"read again: {x['checked_warm_vs_unchecked']:.3f}x; unchecked / zarr: {x['unchecked_vs_zarr']:.3f}x")
+    print(
+        f"checked first read / unchecked: {x['checked_cold_vs_unchecked']:.3f}x "
+        f"(the checksum costs {x['checksum_ms_per_chunk']:.2f} ms per chunk of 64 images); "
+        f"read again: {x['checked_warm_vs_unchecked']:.3f}x; unchecked / zarr: {x['unchecked_vs_zarr']:.3f}x"
+    )
     print(f"wrote {write_result('cache_read', res, args.out)}")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)

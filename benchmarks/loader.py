@@ -31,10 +31,14 @@ class ReferenceDataset(torch.utils.data.Dataset):
         from torchvision import transforms
 
         self.paths = paths
-        self.tf = transforms.Compose([
-            transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
-            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-        ])
+        self.tf = transforms.Compose(
+            [
+                transforms.Resize(256),
+                transforms.CenterCrop(224),
+                transforms.ToTensor(),
+                transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -56,7 +60,7 @@ def reference_rate(paths: list[Path], workers: int) -> float:
 
 
 def cxrbench_rate(store, device: str, augment: bool, batch: int, min_seconds: float = 3.0) -> float:
-    from cxrbench.loader import ResidentLoader, View
+    from cxrbench.engine.loader import ResidentLoader, View
 
     n = store.n_images
     imgs = torch.from_numpy(store.read(np.arange(n))).to(device)
@@ -64,7 +68,7 @@ def cxrbench_rate(store, device: str, augment: bool, batch: int, min_seconds: fl
     f = torch.zeros(n, 5, device=device)
     view = View(256, 256, 224, augment=augment, channels_last=device.startswith("cuda"))
     ld = ResidentLoader(imgs, y, f, view, batch, device, shuffle=True, seed=0)
-    for b in ld:  # warm-up
+    for _ in ld:  # warm-up
         pass
     seen, epoch = 0, 0
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -105,15 +109,21 @@ def main() -> None:
     cpu = cxrbench_rate(store, "cpu", augment=False, batch=32)
     res["cxrbench_cpu_images_per_s"] = round(cpu, 1)
     res["cpu_vs_reference"] = round(cpu / ref, 1)
-    print(f"cxrbench resident loader on the CPU (centre crop, normalised float32, batch 32): {cpu:,.0f} images/s "
-          f"-> {cpu / ref:.1f}x the reference", flush=True)
+    print(
+        f"cxrbench resident loader on the CPU (centre crop, normalised float32, batch 32): {cpu:,.0f} images/s "
+        f"-> {cpu / ref:.1f}x the reference",
+        flush=True,
+    )
     if torch.cuda.is_available():
         for aug, batch in ((False, 32), (True, 32), (True, 256)):
             r = cxrbench_rate(store, "cuda", augment=aug, batch=batch)
             key = f"cxrbench_gpu_{'augmented' if aug else 'centre'}_batch{batch}_images_per_s"
             res[key] = round(r, 1)
-            print(f"cxrbench resident loader on the GPU ({'random crop + flip' if aug else 'centre crop'}, "
-                  f"batch {batch}): {r:,.0f} images/s -> {r / ref:.0f}x the reference", flush=True)
+            print(
+                f"cxrbench resident loader on the GPU ({'random crop + flip' if aug else 'centre crop'}, "
+                f"batch {batch}): {r:,.0f} images/s -> {r / ref:.0f}x the reference",
+                flush=True,
+            )
     print(f"wrote {write_result('loader', res, args.out)}")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)

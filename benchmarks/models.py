@@ -22,9 +22,9 @@ MODELS = ("resnet50", "densenet121", "densenet121_attA", "densenet121_attB")
 
 def throughput(name: str, device: str, batch: int, steps: int, warmup: int, graphs: bool) -> float:
     """Training steps/s x batch, through cxrbench's own step (GraphStep: eager, or captured as a CUDA graph)."""
-    from cxrbench.loader import Batch
+    from cxrbench.engine.loader import Batch
+    from cxrbench.engine.train import GraphStep, TrainConfig
     from cxrbench.models import create_model
-    from cxrbench.train import GraphStep, TrainConfig
 
     gpu = device.startswith("cuda")
     torch.manual_seed(0)
@@ -35,10 +35,24 @@ def throughput(name: str, device: str, batch: int, steps: int, warmup: int, grap
     x = torch.randn(batch, 3, 224, 224, device=device)
     if gpu:
         x = x.contiguous(memory_format=torch.channels_last)
-    b = Batch(x, (torch.rand(batch, 15, device=device) < 0.2).float(), torch.zeros(batch, 5, device=device),
-              torch.arange(batch))
-    cfg = TrainConfig(lr=0.01, momentum=0.9, weight_decay=0.0, epochs=1, seed=0, device=device, nonimage=False,
-                      amp=gpu, channels_last=gpu, cuda_graphs=graphs)
+    b = Batch(
+        x,
+        (torch.rand(batch, 15, device=device) < 0.2).float(),
+        torch.zeros(batch, 5, device=device),
+        torch.arange(batch),
+    )
+    cfg = TrainConfig(
+        lr=0.01,
+        momentum=0.9,
+        weight_decay=0.0,
+        epochs=1,
+        seed=0,
+        device=device,
+        nonimage=False,
+        amp=gpu,
+        channels_last=gpu,
+        cuda_graphs=graphs,
+    )
     step = GraphStep(m, opt, cfg) if graphs else (lambda bb: GraphStep(m, opt, cfg).eager(bb))
     for _ in range(warmup):
         step(b)
@@ -63,8 +77,8 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True
     res = {"device": device, "precision": "bf16 autocast, channels_last" if gpu else "fp32", "images_per_s": {}}
     for name in MODELS:
-        for bs in ((32, 64) if gpu else (batch,)):
-            for graphs in ((False, True) if gpu else (False,)):
+        for bs in (32, 64) if gpu else (batch,):
+            for graphs in (False, True) if gpu else (False,):
                 r = throughput(name, device, bs, steps, warmup, graphs)
                 key = f"{name} batch {bs} {'cuda-graph' if graphs else 'eager'}"
                 res["images_per_s"][key] = round(r, 1)

@@ -38,8 +38,7 @@ def _lines(path: Path) -> list[str]:
         return fh.read().splitlines()
 
 
-def lay_out(root: str | Path, sources: list[Path] | None = None, n: int | None = None,
-            tables: Path = TABLES) -> dict:
+def lay_out(root: str | Path, sources: list[Path] | None = None, n: int | None = None, tables: Path = TABLES) -> dict:
     """Write the dataset folder `root` (which must not exist or be empty) with the first `n` metadata rows
     (all when None); image k is a hard link to source k mod len(sources). Returns what it made."""
     t0 = time.perf_counter()
@@ -57,8 +56,9 @@ def lay_out(root: str | Path, sources: list[Path] | None = None, n: int | None =
         listed = [x for x in _lines(tables / "lists" / f"{name}.gz") if x in keep]
         (root / name).write_text("".join(x + "\n" for x in listed))
     bbox = _lines(tables / "BBox_List_2017.csv.gz")
-    (root / "BBox_List_2017.csv").write_text("\n".join([bbox[0], *(b for b in bbox[1:] if b.split(",", 1)[0] in keep)])
-                                             + "\n")
+    (root / "BBox_List_2017.csv").write_text(
+        "\n".join([bbox[0], *(b for b in bbox[1:] if b.split(",", 1)[0] in keep)]) + "\n"
+    )
     # the sources are copied once into the folder, so that every link stays on one filesystem
     src_dir = root / "_sources"
     src_dir.mkdir()
@@ -73,8 +73,13 @@ def lay_out(root: str | Path, sources: list[Path] | None = None, n: int | None =
             folder = root / f"images_{k // PER_FOLDER + 1:03d}" / "images"
             folder.mkdir(parents=True)
         os.link(local[k % len(local)], folder / name)  # type: ignore[operator]
-    return {"root": str(root), "images": len(names), "sources": len(sources),
-            "source_bytes": sum(p.stat().st_size for p in local), "seconds": round(time.perf_counter() - t0, 2)}
+    return {
+        "root": str(root),
+        "images": len(names),
+        "sources": len(sources),
+        "source_bytes": sum(p.stat().st_size for p in local),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
 
 
 def main() -> None:
@@ -85,8 +90,10 @@ def main() -> None:
     args = ap.parse_args()
     sources = sorted(args.sources.glob("*.png")) if args.sources else None
     made = lay_out(args.out, sources, args.n)
-    print(f"{made['images']:,} images hard-linked from {made['sources']} PNGs in {made['seconds']} s: {made['root']}",
-          file=sys.stderr)
+    print(
+        f"{made['images']:,} images hard-linked from {made['sources']} PNGs in {made['seconds']} s: {made['root']}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ def rate(fn):
     return len(datas) / (time.perf_counter() - t)
 print(json.dumps({"version": PIL.__version__,
                   "decode_images_per_s": rate(lambda d: Image.open(io.BytesIO(d)).load()),
-                  "decode_resize_images_per_s": rate(lambda d: Image.open(io.BytesIO(d)).resize((256, 256), Image.Resampling.BOX))}))
+                  "decode_resize_images_per_s": rate(
+                      lambda d: Image.open(io.BytesIO(d)).resize((256, 256), Image.Resampling.BOX))}))
 """
 
 
@@ -51,7 +52,9 @@ def main() -> None:
         best = max(r["decode_images_per_s"] for r in res[k])
         both = max(r["decode_resize_images_per_s"] for r in res[k])
         print(f"{k:12s} {res[k][0]['version']}: decode {best:.0f} images/s, decode + BOX resize {both:.0f} images/s")
-    ratio = max(r["decode_images_per_s"] for r in res["pillow_simd"]) / max(r["decode_images_per_s"] for r in res["pillow"])
+    ratio = max(r["decode_images_per_s"] for r in res["pillow_simd"]) / max(
+        r["decode_images_per_s"] for r in res["pillow"]
+    )
     res["simd_vs_pillow_decode"] = round(ratio, 3)
     print(f"pillow-simd / Pillow decode: {ratio:.2f}x")
     print(f"wrote {write_result('pillow_simd', res, args.out)}")

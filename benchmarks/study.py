@@ -3,7 +3,7 @@
 Lays out the full ChestX-ray14 folder (benchmarks/paper_size.py: all 112,120 metadata rows and the official
 lists, every image hard-linked from a few PNGs), builds its cache with `--subset paper` (only the 24,674
 images of the paper subset are decoded), then runs a chosen subset of the study's runs
-(cxrbench.reproduce.needed(PAPER)) as `cxrbench run` subprocesses through the packing scheduler, on one
+(cxrbench.studies.paper.needed(PAPER)) as `cxrbench run` subprocesses through the packing scheduler, on one
 device, in two phases:
 
 1. alone: the first chosen run by itself, the one-at-a-time baseline (at most --alone-seconds);
@@ -49,7 +49,8 @@ SMOKE_ROWS = 300  # metadata rows of the CPU smoke's folder: enough for every mi
 MARGIN_S = 20.0  # of the budget, kept for stopping the runs and writing the results
 EIGHT = 8
 EPOCH_LINE = re.compile(
-    r"^(?P<fold>\S+) epoch (?P<epoch>\d+)/(?P<of>\d+): train(?:ing)? loss \S+, (?P<rate>[\d,.]+) images/s", re.MULTILINE)
+    r"^(?P<fold>\S+) epoch (?P<epoch>\d+)/(?P<of>\d+): train(?:ing)? loss \S+, (?P<rate>[\d,.]+) images/s", re.MULTILINE
+)
 
 
 # ------------------------------------------------------------------------------------------------ measuring
@@ -96,7 +97,7 @@ class GpuMemory:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> "GpuMemory":
+    def __enter__(self) -> GpuMemory:
         self._thread.start()
         return self
 
@@ -110,7 +111,7 @@ class GpuMemory:
         return peak
 
     def _loop(self) -> None:
-        from cxrbench.packing import parse_nvidia_smi
+        from cxrbench.orchestrate.packing import parse_nvidia_smi
 
         while not self._stop.wait(1.0):
             try:
@@ -125,25 +126,36 @@ class GpuMemory:
 
 
 def _smi(query: str) -> str:
-    return subprocess.run(["nvidia-smi", query, "--format=csv,noheader,nounits"], capture_output=True, text=True,
-                          timeout=10).stdout
+    return subprocess.run(
+        ["nvidia-smi", query, "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10
+    ).stdout
 
 
 def run_figures(o, folder: Path, model: str, protocol: str, peak_mib: int | None) -> dict:
     """What one run measured: from its log always, from its record when it finished."""
     rates = epoch_rates(o.log.read_text(errors="replace")) if o.log is not None and o.log.exists() else []
-    fig = {"model": model, "protocol": protocol, "status": o.status, "device": o.device,
-           "process_seconds": None if o.seconds is None else round(o.seconds, 2), "epochs_logged": len(rates),
-           "per_epoch_images_per_s": round(statistics.median(rates), 1) if rates else None,
-           "gpu_peak_mib": peak_mib}
+    fig = {
+        "model": model,
+        "protocol": protocol,
+        "status": o.status,
+        "device": o.device,
+        "process_seconds": None if o.seconds is None else round(o.seconds, 2),
+        "epochs_logged": len(rates),
+        "per_epoch_images_per_s": round(statistics.median(rates), 1) if rates else None,
+        "gpu_peak_mib": peak_mib,
+    }
     rec_path = folder / "record.json"
     if o.status == "finished" and rec_path.exists():
         t = json.loads(rec_path.read_text())["timing"]
         train = t["train_seconds"]
-        fig.update(train_images=t["train_images"], train_seconds=train, record_wall_seconds=t["wall_seconds"],
-                   whole_run_images_per_s=t["train_images_per_s"],
-                   wall_over_train=round(o.seconds / train, 3) if train else None,
-                   record_wall_over_train=round(t["wall_seconds"] / train, 3) if train else None)
+        fig.update(
+            train_images=t["train_images"],
+            train_seconds=train,
+            record_wall_seconds=t["wall_seconds"],
+            whole_run_images_per_s=t["train_images_per_s"],
+            wall_over_train=round(o.seconds / train, 3) if train else None,
+            record_wall_over_train=round(t["wall_seconds"] / train, 3) if train else None,
+        )
     return fig
 
 
@@ -168,9 +180,9 @@ def interpolated(points: dict[int, float]) -> Callable[[int], float]:
 
 def makespan(work: list[float], gpus: int, per_gpu: int, aggregate: Callable[[int], float]) -> float:
     """Seconds until every run ends: runs of `work` images each (in order), `per_gpu` at a time on each of
-    `gpus` GPUs placed as cxrbench.packing places them (least-loaded first), the c runs on a GPU each at
+    `gpus` GPUs placed as cxrbench.orchestrate.packing places them (least-loaded first), the c runs on a GPU each at
     aggregate(c)/c images/s."""
-    from cxrbench.packing import pick_device
+    from cxrbench.orchestrate.packing import pick_device
 
     pending, on = deque(work), [[] for _ in range(gpus)]
     t = 0.0
@@ -180,13 +192,20 @@ def makespan(work: list[float], gpus: int, per_gpu: int, aggregate: Callable[[in
         rate = [aggregate(len(r)) / len(r) if r else 0.0 for r in on]
         dt = min(left / rate[g] for g, r in enumerate(on) for left in r)
         t += dt
-        on = [[left - rate[g] * dt for left in r if left - rate[g] * dt > 1e-6 * max(1.0, left)]
-              for g, r in enumerate(on)]
+        on = [
+            [left - rate[g] * dt for left in r if left - rate[g] * dt > 1e-6 * max(1.0, left)] for g, r in enumerate(on)
+        ]
     return t
 
 
-def project(study_runs: list[tuple[str, str]], images: dict[str, int], speeds: dict[str, float],
-            points: dict[int, float], per_gpu: int, wall_over_train: float | None) -> dict:
+def project(
+    study_runs: list[tuple[str, str]],
+    images: dict[str, int],
+    speeds: dict[str, float],
+    points: dict[int, float],
+    per_gpu: int,
+    wall_over_train: float | None,
+) -> dict:
     """The study's wall time on one GPU with packing and on 8, from measured rates (see `makespan`)."""
     slowest = min(speeds.values())
     factor = wall_over_train or 1.0
@@ -203,21 +222,37 @@ def project(study_runs: list[tuple[str, str]], images: dict[str, int], speeds: d
 # ------------------------------------------------------------------------------------------------ phases
 
 
-def phase(runs: list, root: Path, devices: list, child_device: str, parallel: int, stop_at: float | None,
-          display, memory: GpuMemory | None, env: dict[str, str]) -> dict:
+def phase(
+    runs: list,
+    root: Path,
+    devices: list,
+    child_device: str,
+    parallel: int,
+    stop_at: float | None,
+    display,
+    memory: GpuMemory | None,
+    env: dict[str, str],
+) -> dict:
     """Run `runs` (RunOptions) in ROOT/runs with logs in ROOT/logs through the packing scheduler. The
     aggregate per-epoch rate is the mean run's per-epoch rate times the runs at once."""
     from dataclasses import replace
 
-    from cxrbench.packing import pack
-    from cxrbench.sweep import jobs, run_dir
+    from cxrbench.orchestrate.packing import pack
+    from cxrbench.orchestrate.sweep import jobs, run_dir
 
     shutil.rmtree(root, ignore_errors=True)
     runs = [replace(o, out=str(root / "runs")) for o in runs]
     if memory is not None:
         memory.take_used_peak()  # this phase's peak only
-    outcomes = pack(jobs(runs, child_device), parallel=parallel, devices=devices, logs=root / "logs",
-                    display=display, env=env, stop_at=stop_at)
+    outcomes = pack(
+        jobs(runs, child_device),
+        parallel=parallel,
+        devices=devices,
+        logs=root / "logs",
+        display=display,
+        env=env,
+        stop_at=stop_at,
+    )
     peaks = {} if memory is None else memory.peak_by_pid
     figs = [run_figures(o, run_dir(r), r.model, r.protocol, peaks.get(o.pid)) for o, r in zip(outcomes, runs)]
     ran = [o for o in outcomes if o.started is not None]
@@ -225,13 +260,19 @@ def phase(runs: list, root: Path, devices: list, child_device: str, parallel: in
     rates = [f["per_epoch_images_per_s"] for f in figs if f["per_epoch_images_per_s"]]
     at_once = min(parallel * len(devices), len(ran))
     finished = [f for f in figs if f["status"] == "finished"]
-    whole = (round(sum(f["train_images"] for f in finished) / wall, 1)
-             if ran and len(finished) == len(ran) and wall else None)
-    return {"runs": {o.job.name: f for o, f in zip(outcomes, figs)}, "runs_at_once": at_once,
-            "phase_seconds": None if wall is None else round(wall, 2),
-            "aggregate_per_epoch_images_per_s": round(statistics.mean(rates) * at_once, 1) if rates else None,
-            "aggregate_whole_run_images_per_s": whole,
-            "gpu_used_peak_mib": None if memory is None else memory.take_used_peak()}
+    whole = (
+        round(sum(f["train_images"] for f in finished) / wall, 1)
+        if ran and len(finished) == len(ran) and wall
+        else None
+    )
+    return {
+        "runs": {o.job.name: f for o, f in zip(outcomes, figs)},
+        "runs_at_once": at_once,
+        "phase_seconds": None if wall is None else round(wall, 2),
+        "aggregate_per_epoch_images_per_s": round(statistics.mean(rates) * at_once, 1) if rates else None,
+        "aggregate_whole_run_images_per_s": whole,
+        "gpu_used_peak_mib": None if memory is None else memory.take_used_peak(),
+    }
 
 
 def _median(xs: list) -> float | None:
@@ -255,13 +296,22 @@ def prepare(work: Path, rows: int | None, sources: Path | None, display) -> tupl
     cache = work / "cache"
     built = build_cache(data, cache, subset="paper", display=display)
     display.info(f"cache: {built.n_images:,} images ({built.decoded:,} decoded now in {built.seconds:.1f} s)")
-    return layout, {"images": built.n_images, "decoded_now": built.decoded, "seconds": round(built.seconds, 2),
-                    "images_per_s": round(built.images_per_s, 1), "up_to_date": built.up_to_date}, cache
+    return (
+        layout,
+        {
+            "images": built.n_images,
+            "decoded_now": built.decoded,
+            "seconds": round(built.seconds, 2),
+            "images_per_s": round(built.images_per_s, 1),
+            "up_to_date": built.up_to_date,
+        },
+        cache,
+    )
 
 
 def summarize(study, cache: Path, alone: dict | None, packed: dict, k: int) -> tuple[dict, dict | None]:
     """The packing ratios measured, and the projection of the whole study from the measured rates."""
-    from cxrbench.reproduce import needed
+    from cxrbench.studies.paper import needed
 
     first = None if alone is None else next(iter(alone["runs"].values()))
     alone_rate = first and first["per_epoch_images_per_s"]
@@ -269,8 +319,10 @@ def summarize(study, cache: Path, alone: dict | None, packed: dict, k: int) -> t
     points = {1: alone_rate} if alone_rate else {}
     if aggregate:
         points[packed["runs_at_once"]] = aggregate
-    ratios = {"packed_over_alone_per_epoch": round(aggregate / alone_rate, 3) if alone_rate and aggregate else None,
-              "packed_over_alone_whole_run": None}
+    ratios = {
+        "packed_over_alone_per_epoch": round(aggregate / alone_rate, 3) if alone_rate and aggregate else None,
+        "packed_over_alone_whole_run": None,
+    }
     if first and first.get("train_images") and packed["aggregate_whole_run_images_per_s"]:
         alone_whole = first["train_images"] / first["process_seconds"]
         ratios["packed_over_alone_whole_run"] = round(packed["aggregate_whole_run_images_per_s"] / alone_whole, 3)
@@ -288,17 +340,25 @@ def summarize(study, cache: Path, alone: dict | None, packed: dict, k: int) -> t
     reference = statistics.mean(r for rs in per_model.values() for r in rs)
     speeds = {m: round(statistics.mean(rs) / reference, 3) for m, rs in per_model.items()}
     return ratios, {
-        "study_runs": len(study_runs), "training_images": sum(images[p] for _, p in study_runs),
-        "training_images_per_run": images, **project(study_runs, images, speeds, points, k, wall_ratio),
-        "inputs": {"aggregate_images_per_s_by_runs_at_once": points, "model_speed_relative": speeds,
-                   "wall_over_train": wall_ratio},
+        "study_runs": len(study_runs),
+        "training_images": sum(images[p] for _, p in study_runs),
+        "training_images_per_run": images,
+        **project(study_runs, images, speeds, points, k, wall_ratio),
+        "inputs": {
+            "aggregate_images_per_s_by_runs_at_once": points,
+            "model_speed_relative": speeds,
+            "wall_over_train": wall_ratio,
+        },
         "assumptions": [
             "per-epoch training rates measured here (alone: 1 run at once; packed: the mean run's rate x runs at "
             "once); between measured levels the aggregate is interpolated linearly",
             "models not run here train at the slowest measured model's relative speed",
-            "wall time = training time x the median wall/train ratio of the finished runs" if wall_ratio else
-            "no run finished within the budget: training time only, a lower bound of the wall time",
-            f"{EIGHT} GPUs: each like this one, runs placed least-loaded first as cxrbench.packing does"]}
+            "wall time = training time x the median wall/train ratio of the finished runs"
+            if wall_ratio
+            else "no run finished within the budget: training time only, a lower bound of the wall time",
+            f"{EIGHT} GPUs: each like this one, runs placed least-loaded first as cxrbench.orchestrate.packing does",
+        ],
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -309,8 +369,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     from cxrbench.cache.store import open_cache
     from cxrbench.console import get_display
-    from cxrbench.packing import default_parallel, device_plan
-    from cxrbench.reproduce import MINI, PAPER, run_options
+    from cxrbench.orchestrate.packing import default_parallel, device_plan
+    from cxrbench.studies.paper import MINI, PAPER, run_options
 
     d = get_display()
     study = MINI if args.cpu_smoke else PAPER
@@ -328,8 +388,9 @@ def main(argv: list[str] | None = None) -> dict:
     devices, child_device = device_plan(device)
     devices = devices[:1]  # rates are measured on one device; more GPUs are projected
     store = open_cache(cache)
-    k = args.parallel or (2 if args.cpu_smoke else
-                          default_parallel([g for g in devices if g is not None], store.n_images, store.size)[0])
+    k = args.parallel or (
+        2 if args.cpu_smoke else default_parallel([g for g in devices if g is not None], store.n_images, store.size)[0]
+    )
     memory = GpuMemory(devices[0]) if devices != [None] and shutil.which("nvidia-smi") else None
     # the smoke's runs get one thread each, alone and packed alike: on a busy CPU, runs that each spin every
     # core's OpenMP threads slow down 30-fold (measured: 16 against 466 training images/s)
@@ -351,9 +412,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     ratios, projection = summarize(study, cache, alone, packed, k)
     result = {
-        "mode": "cpu-smoke" if args.cpu_smoke else "full", "study": study.name, "device": child_device,
-        "gpu": devices[0], "parallel": k, "budget_seconds": args.budget_seconds, "pretrained": bool(pretrained),
-        "threads_per_run": env.get("OMP_NUM_THREADS", "all"), "seconds": round(time.monotonic() - t_begin, 1),
+        "mode": "cpu-smoke" if args.cpu_smoke else "full",
+        "study": study.name,
+        "device": child_device,
+        "gpu": devices[0],
+        "parallel": k,
+        "budget_seconds": args.budget_seconds,
+        "pretrained": bool(pretrained),
+        "threads_per_run": env.get("OMP_NUM_THREADS", "all"),
+        "seconds": round(time.monotonic() - t_begin, 1),
         "measured": {"layout": layout, "cache": cache_fig, "alone": alone, "packed": packed, "ratios": ratios},
         "projected": projection,
     }
@@ -371,16 +438,30 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--runs", type=int, default=None, help="only the first N of the chosen runs")
     ap.add_argument("--parallel", type=int, default=None, help="runs at once (default: cxrbench's default K)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (one device is measured)")
-    ap.add_argument("--budget-seconds", type=float, default=None,
-                    help="all of it, layout and cache included: no run starts that would not end in time, and "
-                    "the runs still going at the end are stopped and reported from their logs")
-    ap.add_argument("--alone-seconds", type=float, default=90.0,
-                    help="at most this long for the first run alone, the baseline (0: no baseline)")
-    ap.add_argument("--pretrained", action="store_true",
-                    help="start from ImageNet weights (they must be on the machine); by default runs train "
-                    "from scratch, as fast, recorded as a deviation in each record")
-    ap.add_argument("--cpu-smoke", action="store_true",
-                    help=f"tiny models, mini protocols, {SMOKE_ROWS} metadata rows, on the CPU (CI)")
+    ap.add_argument(
+        "--budget-seconds",
+        type=float,
+        default=None,
+        help="all of it, layout and cache included: no run starts that would not end in time, and "
+        "the runs still going at the end are stopped and reported from their logs",
+    )
+    ap.add_argument(
+        "--alone-seconds",
+        type=float,
+        default=90.0,
+        help="at most this long for the first run alone, the baseline (0: no baseline)",
+    )
+    ap.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="start from ImageNet weights (they must be on the machine); by default runs train "
+        "from scratch, as fast, recorded as a deviation in each record",
+    )
+    ap.add_argument(
+        "--cpu-smoke",
+        action="store_true",
+        help=f"tiny models, mini protocols, {SMOKE_ROWS} metadata rows, on the CPU (CI)",
+    )
     ap.add_argument("--results", type=Path, default=None, help="results folder (default: benchmarks/results)")
     return ap.parse_args(argv)
 
@@ -402,12 +483,16 @@ def _print(r: dict) -> None:
             continue
         for name, f in ph["runs"].items():
             whole = f.get("whole_run_images_per_s")
-            print(f"  {phase_name:6s} {name}: {f['status']}, per epoch {f['per_epoch_images_per_s']} images/s, "
-                  f"whole run {whole if whole is not None else '-'} images/s, wall {f['process_seconds']} s, "
-                  f"wall/train {f.get('wall_over_train', '-')}")
+            print(
+                f"  {phase_name:6s} {name}: {f['status']}, per epoch {f['per_epoch_images_per_s']} images/s, "
+                f"whole run {whole if whole is not None else '-'} images/s, wall {f['process_seconds']} s, "
+                f"wall/train {f.get('wall_over_train', '-')}"
+            )
     p = m["packed"]
-    print(f"  packed aggregate: {p['aggregate_per_epoch_images_per_s']} images/s per epoch, "
-          f"{p['aggregate_whole_run_images_per_s']} images/s over whole runs; ratios {m['ratios']}")
+    print(
+        f"  packed aggregate: {p['aggregate_per_epoch_images_per_s']} images/s per epoch, "
+        f"{p['aggregate_whole_run_images_per_s']} images/s over whole runs; ratios {m['ratios']}"
+    )
     pr = r["projected"]
     if pr is None:
         print("projected: nothing (no epoch was measured)")
@@ -415,8 +500,10 @@ def _print(r: dict) -> None:
     for key in ("one_gpu", "eight_gpus"):
         x = pr[key]
         what = "wall" if "wall_seconds" in x else "training (lower bound of the wall time)"
-        print(f"projected: the {pr['study_runs']} runs on {x['gpus']} GPU(s), {x['runs_at_once_per_gpu']} at once "
-              f"each: {x['minutes']} min of {what}")
+        print(
+            f"projected: the {pr['study_runs']} runs on {x['gpus']} GPU(s), {x['runs_at_once_per_gpu']} at once "
+            f"each: {x['minutes']} min of {what}"
+        )
 
 
 if __name__ == "__main__":

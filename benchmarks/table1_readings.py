@@ -30,8 +30,11 @@ NIH = Path(__file__).resolve().parents[1] / "tests" / "data" / "nih"
 def official_folder(root: Path) -> Path:
     """A dataset folder with the real metadata CSV and the official lists beside it (no images)."""
     root.mkdir(parents=True, exist_ok=True)
-    for src in (NIH / "Data_Entry_2017_v2020.csv.gz", NIH / "lists" / "train_val_list.txt.gz",
-                NIH / "lists" / "test_list.txt.gz"):
+    for src in (
+        NIH / "Data_Entry_2017_v2020.csv.gz",
+        NIH / "lists" / "train_val_list.txt.gz",
+        NIH / "lists" / "test_list.txt.gz",
+    ):
         shutil.copyfile(src, root / src.name)
     return root
 
@@ -55,16 +58,21 @@ def measure(data_dir: Path, rules: list[str], seeds: list[int]) -> dict:
             s = ds.splits(proto, seed)
             t1 = {n: c for n, c, _, _, _ in s.table1_vs_paper(len(ds.metadata))}
             counts = per_class_counts(ds.metadata, s)
-            per_seed.append({
-                "seed": seed, "table1": t1, "difference": {n: t1[n] - PAPER_TABLE1[n] for n in t1},
-                "abs_difference_sum": int(sum(abs(t1[n] - PAPER_TABLE1[n]) for n in t1)),
-                "subset_images": int(len(s.subset)),
-                "per_class_subset": {c: v["subset"] for c, v in counts.items()},
-            })
+            per_seed.append(
+                {
+                    "seed": seed,
+                    "table1": t1,
+                    "difference": {n: t1[n] - PAPER_TABLE1[n] for n in t1},
+                    "abs_difference_sum": int(sum(abs(t1[n] - PAPER_TABLE1[n]) for n in t1)),
+                    "subset_images": int(len(s.subset)),
+                    "per_class_subset": {c: v["subset"] for c, v in counts.items()},
+                }
+            )
         rows = list(PAPER_TABLE1)
         diffs = np.array([[p["difference"][n] for n in rows] for p in per_seed])
-        off_target = [[p["per_class_subset"][c] - min(class_target(c), counts[c]["full"]) for c in counts]
-                      for p in per_seed]
+        off_target = [
+            [p["per_class_subset"][c] - min(class_target(c), counts[c]["full"]) for c in counts] for p in per_seed
+        ]
         out["rules"][rule] = {
             "description": SUBSET_RULES[rule].description,
             "mean_abs_difference_sum": round(float(np.mean([p["abs_difference_sum"] for p in per_seed])), 1),
@@ -85,7 +93,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 per rule")
     ap.add_argument("--rules", default=None, help="comma-separated rule names (default: every rule)")
-    ap.add_argument("--out", type=Path, default=None, help="result file (default benchmarks/results/table1_readings.json)")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="result file (default benchmarks/results/table1_readings.json)"
+    )
     args = ap.parse_args()
     from cxrbench.data.subset import SUBSET_RULES
 
@@ -97,13 +107,21 @@ def main() -> None:
     print(f"{'rule':30s} {'sum|diff|':>9s}  " + "  ".join(f"{n:>10s}" for n in short))
     for rule in res["ranking"]:
         r = res["rules"][rule]
-        print(f"{rule:30s} {r['mean_abs_difference_sum']:9.1f}  "
-              + "  ".join(f"{r['difference_mean'][n]:+10.1f}" for n in res["paper_table1"]))
+        print(
+            f"{rule:30s} {r['mean_abs_difference_sum']:9.1f}  "
+            + "  ".join(f"{r['difference_mean'][n]:+10.1f}" for n in res["paper_table1"])
+        )
     print(f"closest reading: {res['closest']} ({args.seeds} seeds, {time.perf_counter() - t0:.0f} s)")
     path = args.out or RESULTS / "table1_readings.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": "table1_readings", "machine": machine(), "commit": git_commit(),
-               "date": time.strftime("%Y-%m-%d"), "seeds": args.seeds, **res}
+    payload = {
+        "benchmark": "table1_readings",
+        "machine": machine(),
+        "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%d"),
+        "seeds": args.seeds,
+        **res,
+    }
     path.write_text(json.dumps(payload, indent=1) + "\n")
     print(f"wrote {path}")
 

@@ -86,9 +86,14 @@ def project(rec: dict, full) -> dict:
         "checkpoint": per_ckpt_epoch * (full.n_folds + full.final_run) * full.epochs,
     }
     wall = sum(parts.values())
-    return {"protocol": full.key, "train_images": round(images), "wall_seconds": round(wall, 1),
-            "parts_seconds": {k: round(v, 1) for k, v in parts.items()},
-            "whole_run_images_per_s": round(images / wall, 1), "wall_over_train": round(wall / parts["train"], 3)}
+    return {
+        "protocol": full.key,
+        "train_images": round(images),
+        "wall_seconds": round(wall, 1),
+        "parts_seconds": {k: round(v, 1) for k, v in parts.items()},
+        "whole_run_images_per_s": round(images / wall, 1),
+        "wall_over_train": round(wall / parts["train"], 3),
+    }
 
 
 def measure(args) -> dict:
@@ -100,9 +105,20 @@ def measure(args) -> dict:
     runs = args.work / "runs"
     shutil.rmtree(runs / args.tag, ignore_errors=True)
     t = time.perf_counter()
-    path = run(RunOptions(model=args.model, protocol=proto.key, cache=str(cache), out=str(runs), device=args.device,
-                          run_id=args.tag, pretrained=False, compile=args.compile, cuda_graphs=args.cuda_graphs,
-                          deterministic=args.deterministic))
+    path = run(
+        RunOptions(
+            model=args.model,
+            protocol=proto.key,
+            cache=str(cache),
+            out=str(runs),
+            device=args.device,
+            run_id=args.tag,
+            pretrained=False,
+            compile=args.compile,
+            cuda_graphs=args.cuda_graphs,
+            deterministic=args.deterministic,
+        )
+    )
     outer_wall = time.perf_counter() - t
     rec = json.loads(path.read_text())
     tm = rec["timing"]
@@ -111,34 +127,50 @@ def measure(args) -> dict:
     whole_rate = tm["train_images"] / tm["wall_seconds"]
     groups = {label: round(group_seconds(tm["stages"], key), 3) for label, key in _GROUPS}
     res = {
-        "model": args.model, "protocol": proto.key, "device": rec["environment"]["device"],
+        "model": args.model,
+        "protocol": proto.key,
+        "device": rec["environment"]["device"],
         "device_name": rec["environment"]["device_name"],
-        "settings": {k: rec["environment"][k] for k in ("compile", "cuda_graphs", "deterministic",
-                                                          "bitwise_reproducible", "loader")},
-        "images": {"trainval": rec["data"]["n_trainval"], "test": rec["data"]["n_test"],
-                   "train_per_epoch": rec["validation"]["folds"][0]["train_images"] // proto.epochs},
+        "settings": {
+            k: rec["environment"][k]
+            for k in ("compile", "cuda_graphs", "deterministic", "bitwise_reproducible", "loader")
+        },
+        "images": {
+            "trainval": rec["data"]["n_trainval"],
+            "test": rec["data"]["n_test"],
+            "train_per_epoch": rec["validation"]["folds"][0]["train_images"] // proto.epochs,
+        },
         "per_epoch_images_per_s": round(epoch_rate, 1),  # median of the epoch logs: the baseline
         "train_images_per_s": tm["train_images_per_s"],  # over every training step (mean)
         "whole_run_images_per_s": round(whole_rate, 1),
         "whole_over_epoch_rate": round(whole_rate / epoch_rate, 3),
-        "epochs": proto.epochs, "wall_seconds": tm["wall_seconds"], "wall_with_startup_seconds": round(outer_wall, 2),
-        "train_seconds": tm["train_seconds"], "wall_over_train": round(tm["wall_seconds"] / tm["train_seconds"], 3),
-        "stages_seconds": tm["stages"], "breakdown_seconds": groups,
+        "epochs": proto.epochs,
+        "wall_seconds": tm["wall_seconds"],
+        "wall_with_startup_seconds": round(outer_wall, 2),
+        "train_seconds": tm["train_seconds"],
+        "wall_over_train": round(tm["wall_seconds"] / tm["train_seconds"], 3),
+        "stages_seconds": tm["stages"],
+        "breakdown_seconds": groups,
         "predictions_sha256": rec["predictions"]["sha256"],
         "test_weighted_auroc": rec["test"]["weighted_mean"]["auroc"],
     }
     if proto is not full:
         res["projected_full_protocol"] = project(rec, full)
-    print(f"{args.tag}: {res['whole_run_images_per_s']:,.1f} training images/s over the whole run vs "
-          f"{res['per_epoch_images_per_s']:,.1f} per epoch (median; ratio {res['whole_over_epoch_rate']:.2f}) and "
-          f"{res['train_images_per_s']:,.1f} over all training steps; wall "
-          f"{tm['wall_seconds']:,.1f} s = {res['wall_over_train']:.2f} x training {tm['train_seconds']:,.1f} s",
-          flush=True)
+    print(
+        f"{args.tag}: {res['whole_run_images_per_s']:,.1f} training images/s over the whole run vs "
+        f"{res['per_epoch_images_per_s']:,.1f} per epoch (median; ratio {res['whole_over_epoch_rate']:.2f}) and "
+        f"{res['train_images_per_s']:,.1f} over all training steps; wall "
+        f"{tm['wall_seconds']:,.1f} s = {res['wall_over_train']:.2f} x training {tm['train_seconds']:,.1f} s",
+        flush=True,
+    )
     print("  " + ", ".join(f"{k} {v:,.2f} s" for k, v in groups.items() if v), flush=True)
     if "projected_full_protocol" in res:
         pr = res["projected_full_protocol"]
-        print(f"  projected {pr['protocol']}: {pr['wall_seconds']:,.0f} s wall, {pr['whole_run_images_per_s']:,.0f} "
-              f"training images/s over the whole run, wall/train {pr['wall_over_train']:.2f}", flush=True)
+        print(
+            f"  projected {pr['protocol']}: {pr['wall_seconds']:,.0f} s wall, {pr['whole_run_images_per_s']:,.0f} "
+            f"training images/s over the whole run, wall/train {pr['wall_over_train']:.2f}",
+            flush=True,
+        )
     return res
 
 
@@ -149,24 +181,41 @@ def summarize(folder: Path) -> dict:
     for p in sorted(folder.glob(f"whole_run-*-{tag}.json")):
         d = json.loads(p.read_text())
         runs[d["tag"]] = d
-    out: dict = {"runs": {k: {f: v[f] for f in ("epochs", "per_epoch_images_per_s", "whole_run_images_per_s",
-                                                 "wall_seconds", "train_seconds", "settings")}
-                          for k, v in runs.items()}}
+    out: dict = {
+        "runs": {
+            k: {
+                f: v[f]
+                for f in (
+                    "epochs",
+                    "per_epoch_images_per_s",
+                    "whole_run_images_per_s",
+                    "wall_seconds",
+                    "train_seconds",
+                    "settings",
+                )
+            }
+            for k, v in runs.items()
+        }
+    }
     base = runs.get("graphs") or runs.get("default")
     if base and "compile" in runs:
         c = runs["compile"]
         out["compile_vs_graphs"] = {
             "compile_seconds": round(sum(v for k, v in c["stages_seconds"].items() if k.endswith(".compile")), 2),
             "per_epoch_rate_ratio": round(c["per_epoch_images_per_s"] / base["per_epoch_images_per_s"], 3),
-            "wall_ratio_with_compile": round(c["wall_seconds"] / base["wall_seconds"], 3)}
+            "wall_ratio_with_compile": round(c["wall_seconds"] / base["wall_seconds"], 3),
+        }
     det = [runs[k] for k in ("deterministic-a", "deterministic-b") if k in runs]
     if base and det:
         out["deterministic"] = {
             "per_epoch_rate_ratio": round(det[0]["per_epoch_images_per_s"] / base["per_epoch_images_per_s"], 3),
-            "train_seconds_per_epoch_ratio": round((det[0]["train_seconds"] / det[0]["epochs"])
-                                                   / (base["train_seconds"] / base["epochs"]), 3),
-            "bitwise_identical_repeat": (det[0]["predictions_sha256"] == det[1]["predictions_sha256"]
-                                         if len(det) == 2 else None)}
+            "train_seconds_per_epoch_ratio": round(
+                (det[0]["train_seconds"] / det[0]["epochs"]) / (base["train_seconds"] / base["epochs"]), 3
+            ),
+            "bitwise_identical_repeat": (
+                det[0]["predictions_sha256"] == det[1]["predictions_sha256"] if len(det) == 2 else None
+            ),
+        }
     dg = [runs[k] for k in ("deterministic-graphs-a", "deterministic-graphs-b") if k in runs]
     if len(dg) == 2:
         out["deterministic_with_graphs_bitwise_identical"] = dg[0]["predictions_sha256"] == dg[1]["predictions_sha256"]

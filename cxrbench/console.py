@@ -6,9 +6,9 @@ rich is imported lazily so that `--help` and library use stay fast.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 
 class Display:
@@ -73,7 +73,7 @@ class Display:
         self.out.print(t)
 
     @contextmanager
-    def progress(self, description: str, total: int | None, unit: str = "images") -> Iterator["ProgressHandle"]:
+    def progress(self, description: str, total: int | None, unit: str = "images") -> Iterator[ProgressHandle]:
         """A progress bar with rate and time left; yields a handle with `advance(n)`."""
         from rich.progress import (
             BarColumn,

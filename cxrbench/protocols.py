@@ -23,19 +23,27 @@ from cxrbench.errors import ConfigError
 # The loss readings a protocol can state. The paper's Eq. (8) sums the binary cross-entropy over the C classes
 # (and Eq. (1) averages over images); PyTorch's BCELoss, which the paper says it used, averages over images
 # and classes alike: C times smaller, so under SGD the same lr steps C times less far. cxrbench trains with the
-# mean (train.py: binary_cross_entropy_with_logits, reduction "mean"), as the paper's code did.
+# mean (cxrbench/engine/train.py: binary_cross_entropy_with_logits, reduction "mean"), as the paper's code did.
 LOSSES: dict[str, str] = {
     "bce-mean": "binary cross-entropy averaged over images and classes (PyTorch's BCELoss default); the paper's "
-                "Eq. (8) sums over classes, which would scale the gradient, and so the effective lr, by C",
+    "Eq. (8) sums over classes, which would scale the gradient, and so the effective lr, by C",
 }
 
 # Settings added with the v2 paper protocols, with the value every earlier protocol had implicitly.
 LATER_FIELDS: dict[str, object] = {"subset_rule": V1_RULE, "resample": "box", "loss": "bce-mean"}
 # The protocols published before LATER_FIELDS existed: their settings and hashes leave those fields out.
-_PUBLISHED_WITHOUT_LATER_FIELDS = frozenset({
-    "paper-15c@v1", "paper-14c@v1", "paper-lr-grid@v1", "nih-official-14c@v1", "smoke@v1", "mini-paper-15c@v1",
-    "mini-paper-14c@v1", "mini-lr-grid@v1",
-})
+_PUBLISHED_WITHOUT_LATER_FIELDS = frozenset(
+    {
+        "paper-15c@v1",
+        "paper-14c@v1",
+        "paper-lr-grid@v1",
+        "nih-official-14c@v1",
+        "smoke@v1",
+        "mini-paper-15c@v1",
+        "mini-paper-14c@v1",
+        "mini-lr-grid@v1",
+    }
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,8 +84,11 @@ class Protocol:
     loss: str = "bce-mean"  # the reading of the paper's loss (LOSSES)
 
     def __post_init__(self) -> None:
-        for name, value, known in (("subset_rule", self.subset_rule, SUBSET_RULES), ("resample", self.resample,
-                                   RESAMPLES), ("loss", self.loss, LOSSES)):
+        for name, value, known in (
+            ("subset_rule", self.subset_rule, SUBSET_RULES),
+            ("resample", self.resample, RESAMPLES),
+            ("loss", self.loss, LOSSES),
+        ):
             if value not in known:
                 raise ConfigError(f"protocol {self.key}: unknown {name} {value!r} (known: {', '.join(known)})")
 
@@ -117,9 +128,26 @@ class Protocol:
 
 
 _PAPER = dict(
-    subset="paper", subset_seed=0, lists="official", val="stratified", n_folds=3, val_fraction=0.1,
-    split_seed=0, final_run=True, image_size=256, resize=256, crop=224, augment="none", optimizer="sgd",
-    momentum=0.9, weight_decay=0.0, epochs=8, batch_size=32, pretrained=True, seed=0, bootstrap=1000,
+    subset="paper",
+    subset_seed=0,
+    lists="official",
+    val="stratified",
+    n_folds=3,
+    val_fraction=0.1,
+    split_seed=0,
+    final_run=True,
+    image_size=256,
+    resize=256,
+    crop=224,
+    augment="none",
+    optimizer="sgd",
+    momentum=0.9,
+    weight_decay=0.0,
+    epochs=8,
+    batch_size=32,
+    pretrained=True,
+    seed=0,
+    bootstrap=1000,
 )
 
 # the v2 paper protocols: v1's settings, plus the subset reading closest to Table 1 with the official lists
@@ -129,9 +157,27 @@ _PAPER_V2 = dict(_PAPER, subset_rule="shortfall-all", resample="bilinear", loss=
 
 # every image, 14 findings, one split scored as trained (nih-official-14c, chexnet-14c: they differ in their lists)
 _ALL_14C = dict(
-    num_classes=14, subset="all", subset_seed=0, val="patient", n_folds=1, val_fraction=0.1, split_seed=0,
-    final_run=False, image_size=256, resize=256, crop=224, augment="crop_flip", optimizer="sgd", lrs=(0.01,),
-    momentum=0.9, weight_decay=0.0, epochs=8, batch_size=32, pretrained=True, seed=0, bootstrap=1000,
+    num_classes=14,
+    subset="all",
+    subset_seed=0,
+    val="patient",
+    n_folds=1,
+    val_fraction=0.1,
+    split_seed=0,
+    final_run=False,
+    image_size=256,
+    resize=256,
+    crop=224,
+    augment="crop_flip",
+    optimizer="sgd",
+    lrs=(0.01,),
+    momentum=0.9,
+    weight_decay=0.0,
+    epochs=8,
+    batch_size=32,
+    pretrained=True,
+    seed=0,
+    bootstrap=1000,
 )
 
 
@@ -145,63 +191,135 @@ PROTOCOLS: dict[str, Protocol] = {
     p.key: p
     for p in (
         Protocol(
-            id="paper-15c", version=1, num_classes=15, lrs=(0.01,), **_PAPER,
+            id="paper-15c",
+            version=1,
+            num_classes=15,
+            lrs=(0.01,),
+            **_PAPER,
             description="The reference paper's setting: class-balanced subset, 15 classes (with No Finding), "
             "3 stratified train/val splits + train-on-train+val scored on test, SGD lr 0.01, 8 epochs.",
         ),
         Protocol(
-            id="paper-14c", version=1, num_classes=14, lrs=(0.01,), **_PAPER,
+            id="paper-14c",
+            version=1,
+            num_classes=14,
+            lrs=(0.01,),
+            **_PAPER,
             description="As paper-15c with the 14 findings only (the paper's Fig. 6 comparison).",
         ),
         Protocol(
-            id="paper-lr-grid", version=1, num_classes=15, lrs=(0.001, 0.01), **_PAPER,
+            id="paper-lr-grid",
+            version=1,
+            num_classes=15,
+            lrs=(0.001, 0.01),
+            **_PAPER,
             description="As paper-15c over lr 0.001 and 0.01 (the paper's Fig. 7); a run picks one with --lr.",
         ),
         Protocol(
-            id="paper-15c", version=2, num_classes=15, lrs=(0.01,), **_PAPER_V2,
+            id="paper-15c",
+            version=2,
+            num_classes=15,
+            lrs=(0.01,),
+            **_PAPER_V2,
             description="The reference paper's setting, v2: as v1, with the subset drawn under the reading of its "
             "rule that comes closest to its Table 1 (shortfall-all), images resampled as the paper did (Pillow's "
             "antialiased bilinear: cache build --resample bilinear) and the loss reading stated (bce-mean).",
         ),
         Protocol(
-            id="paper-14c", version=2, num_classes=14, lrs=(0.01,), **_PAPER_V2,
+            id="paper-14c",
+            version=2,
+            num_classes=14,
+            lrs=(0.01,),
+            **_PAPER_V2,
             description="As paper-15c@v2 with the 14 findings only (the paper's Fig. 6 comparison).",
         ),
         Protocol(
-            id="paper-lr-grid", version=2, num_classes=15, lrs=(0.001, 0.01), **_PAPER_V2,
+            id="paper-lr-grid",
+            version=2,
+            num_classes=15,
+            lrs=(0.001, 0.01),
+            **_PAPER_V2,
             description="As paper-15c@v2 over lr 0.001 and 0.01 (the paper's Fig. 7); a run picks one with --lr.",
         ),
         Protocol(
-            id="nih-official-14c", version=1, lists="official", **_ALL_14C,
+            id="nih-official-14c",
+            version=1,
+            lists="official",
+            **_ALL_14C,
             description="All images, the official train-val/test lists, a patient-wise 10% validation split, "
             "14 findings, random crop + flip; the model after the last epoch is scored on test.",
         ),
         Protocol(
-            id="chexnet-14c", version=1, lists="chexnet-community", **_ALL_14C,
+            id="chexnet-14c",
+            version=1,
+            lists="chexnet-community",
+            **_ALL_14C,
             description="All images on the CheXNet community split lists (chexnet-community_{train,val,test}.txt "
             "in the dataset's splits/ folder: patient-wise train/val/test), 14 findings, nih-official-14c's "
             "training (not CheXNet's Adam schedule); the model after the last epoch is scored on test.",
         ),
         Protocol(
-            id="smoke", version=1, num_classes=15, subset="all", subset_seed=0, lists="official",
-            val="patient", n_folds=1, val_fraction=0.15, split_seed=0, final_run=False, image_size=256,
-            resize=64, crop=64, augment="none", optimizer="sgd", lrs=(0.1,), momentum=0.9,
-            weight_decay=0.0, epochs=20, batch_size=16, pretrained=False, seed=0, bootstrap=200,
+            id="smoke",
+            version=1,
+            num_classes=15,
+            subset="all",
+            subset_seed=0,
+            lists="official",
+            val="patient",
+            n_folds=1,
+            val_fraction=0.15,
+            split_seed=0,
+            final_run=False,
+            image_size=256,
+            resize=64,
+            crop=64,
+            augment="none",
+            optimizer="sgd",
+            lrs=(0.1,),
+            momentum=0.9,
+            weight_decay=0.0,
+            epochs=20,
+            batch_size=16,
+            pretrained=False,
+            seed=0,
+            bootstrap=200,
             description="A small protocol for CI and the quickstart: images area-resized to 64 pixels, 20 epochs, "
             "no pretrained weights, one patient-wise validation split; meant for `cxrbench synth` data on a CPU.",
         ),
         *(
             Protocol(
-                id=pid, version=1, num_classes=nc, subset="paper", subset_seed=0, lists="official", val="stratified",
-                n_folds=1, val_fraction=0.1, split_seed=0, final_run=True, image_size=256, resize=64, crop=64,
-                augment="none", optimizer="sgd", lrs=lrs, momentum=0.9, weight_decay=0.0, epochs=10, batch_size=16,
-                pretrained=False, seed=0, bootstrap=200,
+                id=pid,
+                version=1,
+                num_classes=nc,
+                subset="paper",
+                subset_seed=0,
+                lists="official",
+                val="stratified",
+                n_folds=1,
+                val_fraction=0.1,
+                split_seed=0,
+                final_run=True,
+                image_size=256,
+                resize=64,
+                crop=64,
+                augment="none",
+                optimizer="sgd",
+                lrs=lrs,
+                momentum=0.9,
+                weight_decay=0.0,
+                epochs=10,
+                batch_size=16,
+                pretrained=False,
+                seed=0,
+                bootstrap=200,
                 description=f"Miniature of {ref} for `cxrbench reproduce paper --mini` on phantom data: 64-pixel "
                 "images, one stratified train/val split + the final run, 10 epochs, no pretrained weights.",
             )
-            for pid, nc, lrs, ref in (("mini-paper-15c", 15, (0.1,), "paper-15c"),
-                                      ("mini-paper-14c", 14, (0.1,), "paper-14c"),
-                                      ("mini-lr-grid", 15, (0.01, 0.1), "paper-lr-grid"))
+            for pid, nc, lrs, ref in (
+                ("mini-paper-15c", 15, (0.1,), "paper-15c"),
+                ("mini-paper-14c", 14, (0.1,), "paper-14c"),
+                ("mini-lr-grid", 15, (0.01, 0.1), "paper-lr-grid"),
+            )
         ),
     )
 }

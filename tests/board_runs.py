@@ -11,10 +11,11 @@ from pathlib import Path
 def finished_runs(cache: Path, out: Path, hostile: str) -> dict[str, Path]:
     """Run folders by model name; the plugin model `hostile` is registered by OUT/evil.py (a model name
     stays registered for the session, so each test module passes a name of its own)."""
-    from cxrbench.experiment import RunOptions, run
+    from cxrbench.run import RunOptions, run
 
     plugin = out / "evil.py"
-    plugin.write_text(textwrap.dedent(f'''
+    plugin.write_text(
+        textwrap.dedent(f"""
         from torch import nn
         from cxrbench.models import register_model
 
@@ -22,11 +23,13 @@ def finished_runs(cache: Path, out: Path, hostile: str) -> dict[str, Path]:
         def evil(num_classes=15, pretrained=False):
             return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                                  nn.Linear(4, num_classes))
-    '''))
+    """)
+    )
     dirs = {}
     for model, plugins in (("tiny", ()), ("tiny_attn", ()), (hostile, (str(plugin),))):
-        dirs[model] = run(RunOptions(model=model, protocol="smoke", cache=str(cache), out=str(out), device="cpu",
-                                     plugins=plugins)).parent
+        dirs[model] = run(
+            RunOptions(model=model, protocol="smoke", cache=str(cache), out=str(out), device="cpu", plugins=plugins)
+        ).parent
     return dirs
 
 
@@ -43,7 +46,7 @@ def forge(run_dir: Path, copy: Path, edit) -> Path:
     """A copy of the run at `copy` whose test predictions `edit(names, patients, y, p)` changed, with every test
     figure recomputed from them and the record sealed again: consistent in itself, so only a check against the
     data can catch it."""
-    from cxrbench.metrics import score
+    from cxrbench.metrics.auroc import score
     from cxrbench.protocols import get_protocol, protocol_key
     from cxrbench.results.record import read_predictions, seal, write_predictions
 

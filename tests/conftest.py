@@ -36,8 +36,9 @@ def real_data_or_skip() -> Path:
     """The CXRBENCH_REAL_DATA folder, or skip the test with the reason."""
     path = real_data_dir()
     if path is None:
-        pytest.skip(f"set {REAL_DATA_ENV} to a folder of real ChestX-ray14 originals (MANIFEST.tsv, images/) "
-                    "to run this test")
+        pytest.skip(
+            f"set {REAL_DATA_ENV} to a folder of real ChestX-ray14 originals (MANIFEST.tsv, images/) to run this test"
+        )
     return path
 
 

@@ -55,5 +55,9 @@ def png_bytes(a: np.ndarray, filters: list[int] = (0, 1, 2, 3, 4), idat_chunks: 
     data = zlib.compress(filter_rows(raw, ch * depth // 8, list(filters)), 6)
     parts = np.array_split(np.frombuffer(data, np.uint8), idat_chunks)
     ihdr = struct.pack(">IIBBBBB", w, h, depth, COLOR_TYPE[ch], 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + b"".join(_chunk(b"IDAT", p.tobytes()) for p in parts)
-            + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + b"".join(_chunk(b"IDAT", p.tobytes()) for p in parts)
+        + _chunk(b"IEND", b"")
+    )

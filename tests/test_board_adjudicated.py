@@ -95,6 +95,7 @@ def _file_without_data_check(run_dir, board, monkeypatch):
 def _forge(run_dir, tmp_path, name, keep, perfect=None):
     """A copy of the run with only the test predictions `keep` (names -> bool), scored again and sealed; with
     `perfect` (name -> labels), the Pneumothorax score is the adjudicated label."""
+
     def edit(names, patients, y, p):
         rows = [i for i, n in enumerate(names) if keep(n)]
         names, patients, y, p = [names[i] for i in rows], patients[rows], y[rows], p[rows]
@@ -116,9 +117,15 @@ def test_columns_coverage_and_figures_as_rescore_computes_them(runs, board, adju
     assert r.exit_code == 0, r.output
     md = r.stdout
     header = next(line for line in md.splitlines() if line.startswith("| rank |"))
-    for col in ("adjudicated images", "adj. Pneumothorax AUROC [95% CI]", "adj. Nodule or mass AUROC [95% CI]",
-                "adj. Airspace opacity AUROC [95% CI]", "adj. Fracture AUROC [95% CI]", "adj. mean AUROC",
-                "adj. rank"):
+    for col in (
+        "adjudicated images",
+        "adj. Pneumothorax AUROC [95% CI]",
+        "adj. Nodule or mass AUROC [95% CI]",
+        "adj. Airspace opacity AUROC [95% CI]",
+        "adj. Fracture AUROC [95% CI]",
+        "adj. mean AUROC",
+        "adj. rank",
+    ):
         assert f" {col} |" in header
     entry_rows = [line for line in md.splitlines() if f"| {n} of {n + 1} |" in line]
     assert len(entry_rows) == 3
@@ -128,7 +135,7 @@ def test_columns_coverage_and_figures_as_rescore_computes_them(runs, board, adju
     m = DEFAULT_MAPPING
     assert f"mapping {m.key} (hash {m.content_hash}): Fracture &lt;- (no ChestX-ray14 class" in md
     # the figures are rescore's, from the filed predictions, with the protocol's resamples and seed
-    from cxrbench.rescore import rescore_run
+    from cxrbench.results.rescore import rescore_run
 
     mine, _ = rescore_run(runs["tiny"], adjudicated)
     data = _json(board, "--adjudicated", adjudicated)
@@ -207,8 +214,10 @@ def test_a_bad_file_is_one_error_naming_the_line(runs, board, adjudicated, tmp_p
     assert {p: p.read_bytes() for p in before} == before  # nothing written was lost or changed
     # a row whose patient differs from the one a filed entry's checked predictions give: the line and the entry
     names, patients = _test_images(runs["tiny"])
-    other = _write(tmp_path / "other.csv", [(names[0], int(patients[0]), _labels(0), "test"),
-                                            (names[1], int(patients[1]) + 1, _labels(1), "test")])
+    other = _write(
+        tmp_path / "other.csv",
+        [(names[0], int(patients[0]), _labels(0), "test"), (names[1], int(patients[1]) + 1, _labels(1), "test")],
+    )
     r = _cli("leaderboard", "--leaderboard", board, "--adjudicated", other)
     assert isinstance(r.exception, InputError)
     assert str(r.exception).startswith(f"{other}, line 3: image {names[1]}: Patient ID {int(patients[1]) + 1}")
@@ -223,8 +232,20 @@ def test_a_bad_file_is_one_error_naming_the_line(runs, board, adjudicated, tmp_p
 
 def test_a_users_mapping_is_used_and_printed(board, adjudicated, tmp_path):
     mapping = tmp_path / "mine.json"
-    mapping.write_text(json.dumps({"id": "mine", "version": 3, "findings": {
-        "Fracture": [], "Pneumothorax": [], "Airspace opacity": ["Consolidation"], "Nodule or mass": ["Nodule"]}}))
+    mapping.write_text(
+        json.dumps(
+            {
+                "id": "mine",
+                "version": 3,
+                "findings": {
+                    "Fracture": [],
+                    "Pneumothorax": [],
+                    "Airspace opacity": ["Consolidation"],
+                    "Nodule or mass": ["Nodule"],
+                },
+            }
+        )
+    )
     data = _json(board, "--adjudicated", adjudicated, "--mapping", mapping)
     assert data["adjudicated"]["mapping"]["key"] == "mine@v3"
     for e in data["groups"][0]["entries"]:
@@ -264,6 +285,7 @@ def test_csv_and_json_carry_each_adjudicated_figure_as_a_number(board, adjudicat
 def test_the_board_without_the_flag_is_unchanged(board, adjudicated, tmp_path):
     """Without --adjudicated every output is byte for byte what it was; with it, the board's own bytes stay and
     the adjudicated columns, fields and notes are only added."""
+
     def out(fmt, *extra):
         r = _cli("leaderboard", "--leaderboard", board, "--format", fmt, *extra)
         assert r.exit_code == 0, r.output
@@ -284,8 +306,9 @@ def test_the_board_without_the_flag_is_unchanged(board, adjudicated, tmp_path):
     assert json.dumps(data, indent=2, allow_nan=False) + "\n" == plain["json"]
     # Markdown: the adjudicated notes (each with its blank line) added, table rows that only gain cells
     lines = adj["md"].splitlines()
-    notes = [i for i, x in enumerate(lines) if x.startswith(("Adjudicated labels:", "adjudicated images:",
-                                                             "adj. rank:"))]
+    notes = [
+        i for i, x in enumerate(lines) if x.startswith(("Adjudicated labels:", "adjudicated images:", "adj. rank:"))
+    ]
     assert len(notes) == 3 and all(lines[i + 1] == "" for i in notes)
     assert lines[notes[0]].startswith("Adjudicated labels: adjudicated.csv")
     kept = [x for i, x in enumerate(lines) if i not in {j for k in notes for j in (k, k + 1)}]

@@ -121,14 +121,20 @@ def test_a_board_folder_that_links_out_is_not_written_through(runs, tmp_path):
 # ------------------------------------------------------------------------------------ 3. re-derived or marked
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda r: r["test"]["weighted_mean"]["ci95"].__setitem__(0, 0.01), "95% CI low end of weighted_mean"),
-    (lambda r: r["test"]["plain_mean"]["ci95"].__setitem__(1, 0.99), "95% CI high end of plain_mean"),
-    (lambda r: r["test"]["per_class"]["Atelectasis"]["ci95"].__setitem__(1, 0.99), "CI high end of test AUROC of At"),
-    (lambda r: r["test"].__setitem__("n_patients", 3), "patients, the record says 3"),
-    (lambda r: r["test"]["bootstrap"].__setitem__("resamples", 50), "bootstrapped with"),
-    (lambda r: r["model"].__setitem__("parameters", 123), "has 6,583 parameters"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda r: r["test"]["weighted_mean"]["ci95"].__setitem__(0, 0.01), "95% CI low end of weighted_mean"),
+        (lambda r: r["test"]["plain_mean"]["ci95"].__setitem__(1, 0.99), "95% CI high end of plain_mean"),
+        (
+            lambda r: r["test"]["per_class"]["Atelectasis"]["ci95"].__setitem__(1, 0.99),
+            "CI high end of test AUROC of At",
+        ),
+        (lambda r: r["test"].__setitem__("n_patients", 3), "patients, the record says 3"),
+        (lambda r: r["test"]["bootstrap"].__setitem__("resamples", 50), "bootstrapped with"),
+        (lambda r: r["model"].__setitem__("parameters", 123), "has 6,583 parameters"),
+    ],
+)
 def test_resealed_edits_of_rederivable_figures_are_refused(runs, tmp_path, edit, message):
     _refused_after_reseal(runs["tiny"], tmp_path, edit, message)
 
@@ -158,8 +164,14 @@ def test_figures_that_cannot_be_rederived_are_marked_reported(runs, tmp_path):
     submit(runs["tiny_attn"], board, allow_dirty=True)
     (g,) = rank(load(board))
     e = next(x for x in g.entries if x.record["run_id"] == "boasts")
-    assert e.marks == {"test": "re-derived", "validation": "reported", "parameters": "re-derived",
-                       "timing": "reported", "localization": "reported", "reproducibility": "reported"}
+    assert e.marks == {
+        "test": "re-derived",
+        "validation": "reported",
+        "parameters": "re-derived",
+        "timing": "reported",
+        "localization": "reported",
+        "reproducibility": "reported",
+    }
     from cxrbench.results import render
 
     row = next(r for r in render.rows(g) if r["entry"] == e.id)
@@ -178,7 +190,7 @@ def test_figures_that_cannot_be_rederived_are_marked_reported(runs, tmp_path):
 def _with_validation_predictions(run_dir, synth_cache, tmp_path, name, edit=None):
     """A run that saved fold 0's validation predictions (the run engineer's contract) with figures from them."""
     from cxrbench.data.dataset import open_dataset, splits_for
-    from cxrbench.metrics import per_class_auroc, plain_mean, weighted_mean
+    from cxrbench.metrics.auroc import per_class_auroc, plain_mean, weighted_mean
 
     copy = _copy(run_dir, tmp_path, name)
     ds = open_dataset(synth_cache / "tables")
@@ -193,8 +205,12 @@ def _with_validation_predictions(run_dir, synth_cache, tmp_path, name, edit=None
     r6 = lambda x: None if not np.isfinite(x) else round(float(x), 6)  # noqa: E731
     rec = json.loads((copy / "record.json").read_text())
     f = rec["validation"]["folds"][0]
-    f.update(per_class={c: r6(a[i]) for i, c in enumerate(classes)}, weighted_auroc=r6(weighted_mean(a, y)),
-             plain_auroc=r6(plain_mean(a)), predictions={"path": "fold0-val.csv.gz", "sha256": sha})
+    f.update(
+        per_class={c: r6(a[i]) for i, c in enumerate(classes)},
+        weighted_auroc=r6(weighted_mean(a, y)),
+        plain_auroc=r6(plain_mean(a)),
+        predictions={"path": "fold0-val.csv.gz", "sha256": sha},
+    )
     rec["validation"]["mean_weighted_auroc"] = f["weighted_auroc"]
     rec["validation"]["mean_plain_auroc"] = f["plain_auroc"]
     rec["run_id"] = name
@@ -224,8 +240,11 @@ def test_validation_figures_are_rederived_from_their_predictions(runs, synth_cac
         rec["validation"]["mean_plain_auroc"] = 0.99
 
     with pytest.raises(RecordError, match="mean_plain_auroc .* is not the mean of its folds"):
-        submit(_with_validation_predictions(runs["tiny"], synth_cache, tmp_path, "forged-mean", mean), board,
-               allow_dirty=True)
+        submit(
+            _with_validation_predictions(runs["tiny"], synth_cache, tmp_path, "forged-mean", mean),
+            board,
+            allow_dirty=True,
+        )
 
     def shuffled(rec):  # the validation rows of another fold: labels that are not the split's
         pass
@@ -236,15 +255,20 @@ def test_validation_figures_are_rederived_from_their_predictions(runs, synth_cac
     sha = write_predictions(swapped / "fold0-val.csv.gz", names, pat, y, p, tuple(classes))
     rec = json.loads((swapped / "record.json").read_text())
     rec["validation"]["folds"][0]["predictions"]["sha256"] = sha
-    from cxrbench.metrics import per_class_auroc, plain_mean, weighted_mean
+    from cxrbench.metrics.auroc import per_class_auroc, plain_mean, weighted_mean
 
     a = per_class_auroc(y, p)
     r6 = lambda x: None if not np.isfinite(x) else round(float(x), 6)  # noqa: E731
     f = rec["validation"]["folds"][0]
-    f.update(per_class={c: r6(a[i]) for i, c in enumerate(classes)}, weighted_auroc=r6(weighted_mean(a, y)),
-             plain_auroc=r6(plain_mean(a)))
-    rec["validation"]["mean_weighted_auroc"], rec["validation"]["mean_plain_auroc"] = f["weighted_auroc"], \
-        f["plain_auroc"]
+    f.update(
+        per_class={c: r6(a[i]) for i, c in enumerate(classes)},
+        weighted_auroc=r6(weighted_mean(a, y)),
+        plain_auroc=r6(plain_mean(a)),
+    )
+    rec["validation"]["mean_weighted_auroc"], rec["validation"]["mean_plain_auroc"] = (
+        f["weighted_auroc"],
+        f["plain_auroc"],
+    )
     (swapped / "record.json").write_text(json.dumps(seal(rec)))
     with pytest.raises(RecordError, match="fold 0 validation predictions give .* the metadata says"):
         submit(swapped, board, allow_dirty=True)
@@ -318,8 +342,9 @@ def test_submit_checks_against_the_named_data(runs, synth_dir, synth300_cache, t
 # ------------------------------------------------------------------------------------ 5. one bad record
 
 
-@pytest.mark.parametrize("damage", ["not json", "missing field", "wrong type", "edited", "no predictions",
-                                    "nan", "wrong folder"])
+@pytest.mark.parametrize(
+    "damage", ["not json", "missing field", "wrong type", "edited", "no predictions", "nan", "wrong folder"]
+)
 def test_one_bad_record_never_takes_the_board_down(board, damage):
     folder = board / "records" / "smoke@v1"
     victim = sorted(folder.glob("tiny__*.json"))[0]
@@ -392,15 +417,16 @@ def test_markdown_cells_cannot_make_links_or_columns():
     assert cell == "\\[x\\](javascript:alert(1)) a\\|b \\`c\\` \\*d\\* next"
 
 
-@pytest.mark.parametrize("name", ['a,b.png', 'a"b.png', "a b.png", "../x.png", ".x.png", "sub/x.png"])
+@pytest.mark.parametrize("name", ["a,b.png", 'a"b.png', "a b.png", "../x.png", ".x.png", "sub/x.png"])
 def test_image_names_that_need_quoting_are_refused_in_the_metadata(tmp_path, name):
     from cxrbench.data.metadata import read_metadata
 
     csv_path = tmp_path / "Data_Entry_2017_v2020.csv"
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
-                "View Position"])
+    w.writerow(
+        ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender", "View Position"]
+    )
     w.writerow(["00000001_000.png", "No Finding", "0", "1", "58", "M", "PA"])
     w.writerow([name, "No Finding", "0", "2", "58", "M", "PA"])
     csv_path.write_text(buf.getvalue())
@@ -443,9 +469,24 @@ def test_missing_board_is_an_error_and_an_empty_one_is_empty(tmp_path):
 # ------------------------------------------------------------------------------------ 9. exports for machines
 
 
-NUMBERS = ["lr", "weighted_auroc", "weighted_ci_low", "weighted_ci_high", "plain_auroc", "plain_ci_low",
-           "plain_ci_high", "test_images", "test_patients", "params", "train_images_per_s", "pointing", "iobb@0.1",
-           "centre_pointing", "centre_iobb@0.1", "val_weighted_auroc"]
+NUMBERS = [
+    "lr",
+    "weighted_auroc",
+    "weighted_ci_low",
+    "weighted_ci_high",
+    "plain_auroc",
+    "plain_ci_low",
+    "plain_ci_high",
+    "test_images",
+    "test_patients",
+    "params",
+    "train_images_per_s",
+    "pointing",
+    "iobb@0.1",
+    "centre_pointing",
+    "centre_iobb@0.1",
+    "val_weighted_auroc",
+]
 VS = ["vs_best_diff", "vs_best_ci_low", "vs_best_ci_high", "vs_best_p", "vs_best_resamples", "vs_best_seed"]
 
 
@@ -484,13 +525,13 @@ def test_printed_markdown_does_not_claim_to_be_written(board):
 
 def test_csv_cells_never_become_spreadsheet_formulas(runs, tmp_path):
     def formula(rec):
-        rec["model"]["name"] = "=HYPERLINK(\"http://x\")"
+        rec["model"]["name"] = '=HYPERLINK("http://x")'
         rec["model"]["source"] = {"kind": "file", "path": "x.py", "sha256": "0" * 64}
 
     board = tmp_path / "board"
     submit(_reseal(runs["tiny"], tmp_path, formula), board, allow_dirty=True)
     rows = list(csv.DictReader(io.StringIO(_cli("leaderboard", "--leaderboard", board, "--format", "csv").stdout)))
-    assert rows[0]["model"] == "'=HYPERLINK(\"http://x\")" and rows[0]["params_source"] == "reported"
+    assert rows[0]["model"] == '\'=HYPERLINK("http://x")' and rows[0]["params_source"] == "reported"
 
 
 # ------------------------------------------------------------------------------------ 10. one p-value
@@ -511,15 +552,16 @@ def test_comparisons_use_the_protocols_resamples_and_seed(board):
 # ------------------------------------------------------------------------------------ 12. board plot and pages
 
 
-
 def test_board_plot_legend_covers_no_bar_and_says_na():
     from cxrbench.data.labels import ALL_LABELS
     from cxrbench.results.plots import bars_figure
     from cxrbench.results.reference import REFERENCE_ROWS
 
     rng = np.random.default_rng(0)
-    series = [(f"model {i}", {c: None if c == "Hernia" else float(rng.uniform(0.55, 1.0)) for c in ALL_LABELS},
-               False) for i in range(8)]
+    series = [
+        (f"model {i}", {c: None if c == "Hernia" else float(rng.uniform(0.55, 1.0)) for c in ALL_LABELS}, False)
+        for i in range(8)
+    ]
     series += [(r["name"], r["per_class"], True) for r in REFERENCE_ROWS if r["per_class"]]
     fig, ax, legend, bars = bars_figure(list(ALL_LABELS), series, "t")
     fig.canvas.draw()
@@ -557,13 +599,16 @@ def test_board_plots_are_not_written_through_links(board, tmp_path):
 # ------------------------------------------------------------------------------------ attacks on the boundary
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"schema_version": 1, "lr": NaN}', "NaN is not allowed"),
-    ('{"schema_version": 1, "lr": Infinity}', "Infinity is not allowed"),
-    ('{"schema_version": 1, "lr": 1e999}', "out of range"),
-    ("[" * 100000 + "]" * 100000, "nested too deeply"),
-    ('\xff\xfe', "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"schema_version": 1, "lr": NaN}', "NaN is not allowed"),
+        ('{"schema_version": 1, "lr": Infinity}', "Infinity is not allowed"),
+        ('{"schema_version": 1, "lr": 1e999}', "out of range"),
+        ("[" * 100000 + "]" * 100000, "nested too deeply"),
+        ("\xff\xfe", "not UTF-8"),
+    ],
+)
 def test_hostile_json_is_refused_cleanly(runs, tmp_path, text, message):
     crafted = _copy(runs["tiny"], tmp_path, "json")
     (crafted / "record.json").write_bytes(text.encode("latin-1") if text.startswith("\xff") else text.encode())
@@ -587,34 +632,40 @@ def _csv_bytes(lines):
     return gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0)
 
 
-@pytest.mark.parametrize("lines, message", [
-    (["image,patient,y:A,p:A", "00000001_000.png,1,0,nan"], "finite numbers in \\[0, 1\\]"),
-    (["image,patient,y:A,p:A", "00000001_000.png,1,0,1.5"], "finite numbers in \\[0, 1\\]"),
-    (["image,patient,y:A,p:A", "00000001_000.png,1,0,high"], "must be numbers"),
-    (["image,patient,y:A,p:A", "00000001_000.png,1,2,0.5"], "must be 0 or 1"),
-    (["image,patient,y:A,p:A", "00000001_000.png,x,0,0.5"], "whole numbers"),
-    (["image,patient,y:A,p:A", "00000001_000.png,1,0,0.5", "00000001_000.png,1,1,0.5"], "listed twice"),
-    (["image,patient,y:A,y:B,p:B,p:A", "00000001_000.png,1,0,1,0.5,0.5"], "same classes in the same order"),
-    (["image,patient,y:A,p:A,extra", "00000001_000.png,1,0,0.5,1"], "columns must be"),
-    (["image,patient,y:A,p:A"], "no predictions"),
-    (["image,patient,y:A,p:A", '"00000001_000.png,1,0,0.5'], "not a readable predictions CSV|not a ChestX"),
-])
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (["image,patient,y:A,p:A", "00000001_000.png,1,0,nan"], "finite numbers in \\[0, 1\\]"),
+        (["image,patient,y:A,p:A", "00000001_000.png,1,0,1.5"], "finite numbers in \\[0, 1\\]"),
+        (["image,patient,y:A,p:A", "00000001_000.png,1,0,high"], "must be numbers"),
+        (["image,patient,y:A,p:A", "00000001_000.png,1,2,0.5"], "must be 0 or 1"),
+        (["image,patient,y:A,p:A", "00000001_000.png,x,0,0.5"], "whole numbers"),
+        (["image,patient,y:A,p:A", "00000001_000.png,1,0,0.5", "00000001_000.png,1,1,0.5"], "listed twice"),
+        (["image,patient,y:A,y:B,p:B,p:A", "00000001_000.png,1,0,1,0.5,0.5"], "same classes in the same order"),
+        (["image,patient,y:A,p:A,extra", "00000001_000.png,1,0,0.5,1"], "columns must be"),
+        (["image,patient,y:A,p:A"], "no predictions"),
+        (["image,patient,y:A,p:A", '"00000001_000.png,1,0,0.5'], "not a readable predictions CSV|not a ChestX"),
+    ],
+)
 def test_malformed_predictions_are_refused(lines, message):
     with pytest.raises(RecordError, match=message):
         record_mod.parse_predictions(_csv_bytes(lines), "preds")
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda r: r["test"]["per_class"]["Atelectasis"].__setitem__("auroc", "0.9"), "has type str"),
-    (lambda r: r["test"].__setitem__("per_class", []), "test.per_class has type list"),
-    (lambda r: r.__setitem__("lr", True), "field lr has type bool"),
-    (lambda r: r["model"].__setitem__("name", "\x1b[2Jtiny"), "control character"),
-    (lambda r: r["environment"].__setitem__("bitwise_reproducible", "yes"), "has type str"),
-    (lambda r: r["validation"]["folds"][0].__setitem__("predictions", {"path": 3}), "has type int"),
-    (lambda r: r["test"]["weighted_mean"].__setitem__("ci95", [0.1]), "has 1 items"),
-    (lambda r: r["test"]["weighted_mean"].__setitem__("auroc", 1.5), "outside"),
-    (lambda r: r["data"]["classes"].reverse(), "classes are not smoke@v1's 15 classes"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda r: r["test"]["per_class"]["Atelectasis"].__setitem__("auroc", "0.9"), "has type str"),
+        (lambda r: r["test"].__setitem__("per_class", []), "test.per_class has type list"),
+        (lambda r: r.__setitem__("lr", True), "field lr has type bool"),
+        (lambda r: r["model"].__setitem__("name", "\x1b[2Jtiny"), "control character"),
+        (lambda r: r["environment"].__setitem__("bitwise_reproducible", "yes"), "has type str"),
+        (lambda r: r["validation"]["folds"][0].__setitem__("predictions", {"path": 3}), "has type int"),
+        (lambda r: r["test"]["weighted_mean"].__setitem__("ci95", [0.1]), "has 1 items"),
+        (lambda r: r["test"]["weighted_mean"].__setitem__("auroc", 1.5), "outside"),
+        (lambda r: r["data"]["classes"].reverse(), "classes are not smoke@v1's 15 classes"),
+    ],
+)
 def test_wrong_types_in_nested_fields_are_refused(runs, tmp_path, edit, message):
     _refused_after_reseal(runs["tiny"], tmp_path, edit, message)
 
@@ -633,7 +684,7 @@ def test_reordered_classes_in_predictions_are_refused(runs, tmp_path):
 def test_reused_resamples_give_the_same_comparison():
     """The board pairs the resamples drawn when each entry was checked: the same numbers as drawing again,
     whatever the order of the rows."""
-    from cxrbench.metrics import compare, compare_resampled, score_with_resamples
+    from cxrbench.metrics.auroc import compare, compare_resampled, score_with_resamples
 
     rng = np.random.default_rng(1)
     y = (rng.random((300, 4)) < 0.2).astype(np.uint8)
@@ -649,5 +700,7 @@ def test_markdown_cells_escape_tags_not_quotes():
     """A Markdown cell escapes what could open a tag or break the table, and leaves quotes readable."""
     from cxrbench.results.render import md_cell
 
-    assert md_cell("the paper's \"box\" <script>x</script> | a -> b") == \
-        "the paper's \"box\" &lt;script&gt;x&lt;/script&gt; \\| a -&gt; b"
+    assert (
+        md_cell('the paper\'s "box" <script>x</script> | a -> b')
+        == 'the paper\'s "box" &lt;script&gt;x&lt;/script&gt; \\| a -&gt; b'
+    )

@@ -66,8 +66,11 @@ def built(real_dir, tmp_path_factory) -> Path:
 
 
 def _files(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
-            if p.is_file() and p.name not in ("manifest.json", ".lock")}
+    return {
+        str(p.relative_to(path)): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and p.name not in ("manifest.json", ".lock")
+    }
 
 
 def _manifest_core(path: Path) -> dict:
@@ -137,8 +140,12 @@ def test_bad_files_fail_at_the_end_then_skip_bad(tmp_path):
     with pytest.raises(CacheError, match=r"4 image\(s\) could not be decoded .*--skip-bad"):
         build_cache(root, out, workers=1)
     listing = (out / "bad_images.txt").read_text()
-    for nm, why in ((names[1], "empty file"), (names[2], "truncated"), (names[66], "JPEG data"),
-                    (names[67], "missing file")):
+    for nm, why in (
+        (names[1], "empty file"),
+        (names[2], "truncated"),
+        (names[66], "JPEG data"),
+        (names[67], "missing file"),
+    ):
         assert f"{nm}\t" in listing and why in listing.split(nm)[1].split("\n")[0]
     with pytest.raises(CacheError, match="not complete"):
         open_cache(out)
@@ -260,8 +267,7 @@ def test_verify_names_the_damaged_chunk(built, tmp_path):
     chunk.write_bytes(bytes(raw))
     problems = verify_cache(copy)
     assert len(problems) == 1 and problems[0].startswith("chunk 1 (") and "damaged" in problems[0]
-    r = subprocess.run([sys.executable, "-m", "cxrbench", "cache", "verify", str(copy)], capture_output=True,
-                       text=True)
+    r = subprocess.run([sys.executable, "-m", "cxrbench", "cache", "verify", str(copy)], capture_output=True, text=True)
     assert r.returncode == 2 and "chunk 1" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -300,7 +306,8 @@ def test_synth_odd_images_and_no_torch(synth_dir, tmp_path):
     store = open_cache(out)
     kinds = json.loads((synth_dir / "synth_manifest.json").read_text())["odd_images"]
     assert {k: v["mode"] for k, v in store.manifest["odd_images"].items()} == {
-        n: {"RGBA": "RGBA 8-bit", "I16": "gray 16-bit", "RGB": "RGB 8-bit"}[k] for n, k in kinds.items()}
+        n: {"RGBA": "RGBA 8-bit", "I16": "gray 16-bit", "RGB": "RGB 8-bit"}[k] for n, k in kinds.items()
+    }
     names = list(store.names())
     for name in kinds:
         with Image.open(synth_dir / "images_001" / "images" / name) as im:

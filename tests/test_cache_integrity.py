@@ -20,17 +20,24 @@ from cxrbench.cache import build as build_mod
 from cxrbench.cache import store as store_mod
 from cxrbench.cache import workers as workers_mod
 from cxrbench.cache.build import build_cache
-from cxrbench.cache.repair import repair_cache
 from cxrbench.cache.decode import available_decoders, decode_resized
 from cxrbench.cache.png import MAX_PIXELS, DecodeError, describe_non_png
+from cxrbench.cache.repair import repair_cache
 from cxrbench.cache.store import CacheStore, chunk_file, open_cache, verify_cache, write_chunks, zopen
 from cxrbench.errors import CacheError
-from cxrbench.experiment import RunOptions, run
+from cxrbench.run import RunOptions, run
 
 from .conftest import REAL_ORIGINALS
 from .pngutil import _chunk, png_bytes
 from .test_cache import (  # noqa: F401  (built, real_dir: the same module fixtures)
-    N_ROWS, _files, _manifest_core, _real_dataset, built, interrupt_build, kill_when_a_chunk_is_recorded, real_dir,
+    N_ROWS,
+    _files,
+    _manifest_core,
+    _real_dataset,
+    built,
+    interrupt_build,
+    kill_when_a_chunk_is_recorded,
+    real_dir,
 )
 
 BACKENDS = available_decoders()
@@ -102,7 +109,8 @@ def test_run_refuses_a_damaged_chunk(synth_cache, tmp_path, damage):
     cache = _copy(synth_cache, tmp_path / "cache")
     f = chunk_file(cache, "images", 0)
     {"deleted": f.unlink, "flipped byte": lambda: _flip_byte(f), "other pixels": lambda: _rewrite_pixels(cache, 0)}[
-        damage]()
+        damage
+    ]()
     out = tmp_path / "runs"
     with pytest.raises(CacheError) as e:
         run(_opts(cache, out))
@@ -190,8 +198,14 @@ def test_run_refuses_edited_names_or_tables(synth_cache, tmp_path, edit):
     else:
         (cache / "tables" / "splits" / "mine_test.txt").write_text("x.png\n")
     out = tmp_path / "runs"
-    with pytest.raises(CacheError, match={"names": r"names: the image names differ", "table": r"content differs",
-                                          "extra table": r"mine_test.txt: not written by the cache build"}[edit]):
+    with pytest.raises(
+        CacheError,
+        match={
+            "names": r"names: the image names differ",
+            "table": r"content differs",
+            "extra table": r"mine_test.txt: not written by the cache build",
+        }[edit],
+    ):
         run(_opts(cache, out))
     assert _no_record(out)
 
@@ -251,8 +265,9 @@ def test_repair_cli(built, real_dir, tmp_path):
     cli = [sys.executable, "-m", "cxrbench", "cache"]
     r = subprocess.run([*cli, "verify", str(cache)], capture_output=True, text=True)
     assert r.returncode == 2 and "chunk 1 (" in r.stderr and "cxrbench cache repair" in r.stderr
-    r = subprocess.run([*cli, "repair", str(cache), "--data-dir", str(real_dir), "--workers", "1"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [*cli, "repair", str(cache), "--data-dir", str(real_dir), "--workers", "1"], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     assert "1 chunk(s) decoded again (1; 64 images)" in r.stderr
     assert _files(cache) == _files(built)
@@ -345,8 +360,11 @@ def test_stale_lock_still_held_is_named_as_such(real_dir, tmp_path, monkeypatch)
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         fh.write(f"pid {pid} on {os.uname().nodename}")
         fh.flush()
-        with pytest.raises(CacheError, match=rf"stale lock: the build that took it \(pid {pid} .*\) is no longer "
-                                             r"running, but another process still holds"):
+        with pytest.raises(
+            CacheError,
+            match=rf"stale lock: the build that took it \(pid {pid} .*\) is no longer "
+            r"running, but another process still holds",
+        ):
             build_cache(real_dir, out)
 
 
@@ -392,8 +410,9 @@ except CacheError as e:
 def test_disk_full_while_writing_a_chunk(built, real_dir, tmp_path, workers):
     """In a process without torch, so that the two workers fork with the failing fsync."""
     out = tmp_path / "c"
-    r = subprocess.run([sys.executable, "-c", _DISK_FULL, str(real_dir), str(out), str(workers)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-c", _DISK_FULL, str(real_dir), str(out), str(workers)], capture_output=True, text=True
+    )
     msg = r.stdout.strip()
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert "\n" not in msg and "the disk is full while writing" in msg and "run the same command again" in msg
@@ -525,8 +544,11 @@ def test_symlink_outside_the_dataset_is_refused_unless_allowed(tmp_path):
     os.unlink(imgs / names[6])
     os.link(imgs / names[0], imgs / names[6])  # a hard link, as benchmarks/paper_size.py lays out datasets
     out = tmp_path / "c"
-    with pytest.raises(CacheError, match=rf"1 image\(s\) are symbolic links that resolve outside the dataset folder "
-                                         rf".*{names[4]} -> {elsewhere}.*--follow-links"):
+    with pytest.raises(
+        CacheError,
+        match=rf"1 image\(s\) are symbolic links that resolve outside the dataset folder "
+        rf".*{names[4]} -> {elsewhere}.*--follow-links",
+    ):
         build_cache(data, out, workers=1)
     assert not out.exists()
     build_cache(data, out, workers=1, follow_links=True)
@@ -562,9 +584,10 @@ def test_error_messages_never_echo_the_bytes_of_a_non_image(tmp_path):
 def test_fingerprint_holds_the_pixel_changing_libraries_only(synth_dir, synth_cache, tmp_path):
     out = tmp_path / "pillow"
     build_cache(synth_dir, out, workers=1, decoder="pillow")
-    for cache, changes, keeps in ((out, ("pillow", "numba"), ("numcodecs", "zarr", "numpy", "imagecodecs")),
-                                  (synth_cache, ("numba",), ("numcodecs", "zarr", "opencv-python-headless",
-                                                             "pyspng"))):
+    for cache, changes, keeps in (
+        (out, ("pillow", "numba"), ("numcodecs", "zarr", "numpy", "imagecodecs")),
+        (synth_cache, ("numba",), ("numcodecs", "zarr", "opencv-python-headless", "pyspng")),
+    ):
         m = json.loads((cache / "manifest.json").read_text())
         base = CacheStore(cache, m).fingerprint
         for lib in changes + keeps:
@@ -625,8 +648,9 @@ def test_a_few_missing_files_are_summarised_up_front_and_bad_files_listed_briefl
         build_cache(data, tmp_path / "c", workers=1, display=d)
     kinds = [k for k, _ in d.lines]
     assert kinds[0] == "warn" and kinds[1] == "progress"  # the summary comes before any decoding
-    assert d.lines[0][1].startswith(f"2 of the 70 images listed in Data_Entry_2017_v2020.csv are not under {data} "
-                                    f"(first: {names[60]}, {names[61]})")
+    assert d.lines[0][1].startswith(
+        f"2 of the 70 images listed in Data_Entry_2017_v2020.csv are not under {data} (first: {names[60]}, {names[61]})"
+    )
     warns = d.said("warn")[1:]
     assert len(warns) == 4 and warns[-1].startswith("... and 4 more (all in ")
 

@@ -49,8 +49,14 @@ def test_splits_json_real_metadata():
     r = _run("splits", "--data-dir", str(NIH), "--protocol", "paper-15c", "--seed", "0", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert set(out["table1"]) == {"Full training-validation", "Full test", "Training-validation subset",
-                                  "Training subset", "Validation subset", "Test subset"}
+    assert set(out["table1"]) == {
+        "Full training-validation",
+        "Full test",
+        "Training-validation subset",
+        "Training subset",
+        "Validation subset",
+        "Test subset",
+    }
     assert out["per_class"]["No Finding"]["subset"] == 10_000
     assert set(out["per_class"]["Hernia"]) == {"full", "subset", "train", "val", "test"}
     assert out["leakage"][0]["shared_patients"] == 0
@@ -64,10 +70,15 @@ def test_splits_of_a_protocol_on_named_lists():
     r = _run("splits", "--data-dir", str(NIH), "--protocol", "chexnet-14c", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    n = {part: len(gzip.open(NIH / "splits" / f"chexnet-community_{part}.txt.gz", "rt").read().split())
-         for part in ("train", "val", "test")}
-    assert (out["table1"]["Training subset"], out["table1"]["Validation subset"], out["table1"]["Test subset"]) == \
-        (n["train"], n["val"], n["test"]) == (78_468, 11_219, 22_433)
+    n = {
+        part: len(gzip.decompress((NIH / "splits" / f"chexnet-community_{part}.txt.gz").read_bytes()).split())
+        for part in ("train", "val", "test")
+    }
+    assert (
+        (out["table1"]["Training subset"], out["table1"]["Validation subset"], out["table1"]["Test subset"])
+        == (n["train"], n["val"], n["test"])
+        == (78_468, 11_219, 22_433)
+    )
     assert {(x["a"], x["b"]) for x in out["leakage"]} == {("train", "val"), ("train", "test"), ("val", "test")}
     assert all(leak["shared_patients"] == 0 for leak in out["leakage"])
 

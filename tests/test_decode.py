@@ -140,10 +140,13 @@ def test_bad_files_rejected_alike(backend):
         "truncated": (good[: len(good) // 2], "truncated PNG"),
         "jpeg": (jpeg, "JPEG data, not PNG"),
         "no IEND": (good[:-12], "truncated PNG"),
-        "bad crc": (good[:idat + 100] + bytes([good[idat + 100] ^ 1]) + good[idat + 101:], "bad CRC in the IDAT chunk"),
-        "unknown critical chunk": (good[:idat + 3] + b"U" + good[idat + 4:], "unknown critical chunk 'IDAU'"),
+        "bad crc": (
+            good[: idat + 100] + bytes([good[idat + 100] ^ 1]) + good[idat + 101 :],
+            "bad CRC in the IDAT chunk",
+        ),
+        "unknown critical chunk": (good[: idat + 3] + b"U" + good[idat + 4 :], "unknown critical chunk 'IDAU'"),
     }
-    for name, (data, reason) in cases.items():
+    for data, reason in cases.values():
         with pytest.raises(DecodeError, match=reason):
             decode_resized(backend, data, 256)
 
@@ -180,5 +183,8 @@ def test_box_kernel_paths_agree_with_reference(shape):
 
         body = zlib.compress(bad.tobytes())
         ihdr = __import__("struct").pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-        decode_resized("cxr", b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", body)
-                       + _chunk(b"IEND", b""), w // 4 if w == h else h // 4)
+        decode_resized(
+            "cxr",
+            b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", body) + _chunk(b"IEND", b""),
+            w // 4 if w == h else h // 4,
+        )

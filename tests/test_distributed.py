@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from cxrbench.experiment import RunOptions, run
 from cxrbench.results.record import read_record
+from cxrbench.run import RunOptions, run
 
 # Per-rank BatchNorm statistics and per-rank shuffles of the shards make 2 processes train a slightly
 # different trajectory from 1 process with the same global batch. On a 1000-image phantom set the weighted
@@ -22,10 +22,28 @@ def _cli(*args, timeout=300):
 
 
 def test_two_gloo_processes_match_one(synth1000_cache, tmp_path):
-    one = read_record(run(RunOptions(model="tiny", protocol="smoke", cache=str(synth1000_cache),
-                                     out=str(tmp_path / "one"), device="cpu")).parent)
-    r = _cli("run", "--model", "tiny", "--protocol", "smoke", "--cache", str(synth1000_cache), "--out",
-             str(tmp_path / "two"), "--device", "cpu", "--nproc", "2")
+    one = read_record(
+        run(
+            RunOptions(
+                model="tiny", protocol="smoke", cache=str(synth1000_cache), out=str(tmp_path / "one"), device="cpu"
+            )
+        ).parent
+    )
+    r = _cli(
+        "run",
+        "--model",
+        "tiny",
+        "--protocol",
+        "smoke",
+        "--cache",
+        str(synth1000_cache),
+        "--out",
+        str(tmp_path / "two"),
+        "--device",
+        "cpu",
+        "--nproc",
+        "2",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     two = read_record(next((tmp_path / "two").iterdir()))
     assert two["environment"]["processes"] == 2 and two["environment"]["backend"] == "gloo"
@@ -41,7 +59,8 @@ def test_two_gloo_processes_match_one(synth1000_cache, tmp_path):
 
 def test_a_failing_rank_fails_the_run_without_hanging(synth_cache, tmp_path):
     plugin = tmp_path / "boom.py"
-    plugin.write_text(textwrap.dedent('''
+    plugin.write_text(
+        textwrap.dedent("""
         import os
         from torch import nn
         from cxrbench.models import register_model
@@ -62,12 +81,35 @@ def test_a_failing_rank_fails_the_run_without_hanging(synth_cache, tmp_path):
         @register_model(cam_layer="conv", input_size=64)
         def boom(num_classes=15, pretrained=False):
             return Boom(num_classes)
-    '''))
+    """)
+    )
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "cxrbench", "run",
-                        "--plugin", str(plugin), "--model", "boom", "--protocol", "smoke", "--cache",
-                        str(synth_cache), "--out", str(tmp_path / "runs"), "--device", "cpu"],
-                       capture_output=True, text=True, timeout=180)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "-m",
+            "cxrbench",
+            "run",
+            "--plugin",
+            str(plugin),
+            "--model",
+            "boom",
+            "--protocol",
+            "smoke",
+            "--cache",
+            str(synth_cache),
+            "--out",
+            str(tmp_path / "runs"),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert r.returncode != 0
     assert "rank 1 lost its device (simulated)" in r.stdout + r.stderr
     assert time.perf_counter() - t < 120
@@ -75,15 +117,30 @@ def test_a_failing_rank_fails_the_run_without_hanging(synth_cache, tmp_path):
 
 
 def test_global_batch_must_divide(synth_cache, tmp_path):
-    r = _cli("run", "--model", "tiny", "--protocol", "smoke", "--cache", str(synth_cache), "--out",
-             str(tmp_path), "--device", "cpu", "--nproc", "3", timeout=180)
+    r = _cli(
+        "run",
+        "--model",
+        "tiny",
+        "--protocol",
+        "smoke",
+        "--cache",
+        str(synth_cache),
+        "--out",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "--nproc",
+        "3",
+        timeout=180,
+    )
     assert r.returncode != 0 and "batch of 16 does not divide into 3 processes" in r.stderr
 
 
 @pytest.mark.parametrize("flag", ["--print"])
 def test_sweep_prints_one_command_per_run(synth_cache, flag):
-    r = _cli("sweep", "--protocol", "paper-lr-grid", "--models", "densenet121,resnet50", "--cache",
-             str(synth_cache), flag)
+    r = _cli(
+        "sweep", "--protocol", "paper-lr-grid", "--models", "densenet121,resnet50", "--cache", str(synth_cache), flag
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 4 and all(ln.startswith("cxrbench run ") for ln in lines)

@@ -22,8 +22,9 @@ def _blocks(readme: str) -> list[list[str]]:
 def _run(cmd: str, cwd: Path) -> subprocess.CompletedProcess:
     args = shlex.split(cmd)
     assert args[0] == "cxrbench", cmd
-    r = subprocess.run([sys.executable, "-m", "cxrbench", *args[1:]], cwd=cwd, capture_output=True, text=True,
-                       timeout=900)
+    r = subprocess.run(
+        [sys.executable, "-m", "cxrbench", *args[1:]], cwd=cwd, capture_output=True, text=True, timeout=900
+    )
     assert r.returncode == 0, f"{cmd}\n{r.stderr[-3000:]}"
     assert "Traceback" not in r.stderr and "Warning" not in r.stderr, r.stderr[-3000:]
     return r

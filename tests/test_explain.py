@@ -54,7 +54,7 @@ def test_hooks_released_no_memory_growth_over_1000_images():
         return sum(1 for o in gc.get_objects() if type(o) in (torch.Tensor, torch.nn.Parameter))
 
     counts = []
-    for i in range(20):  # 20 x 50 = 1,000 images
+    for _ in range(20):  # 20 x 50 = 1,000 images
         with GradCAM(m, "features.b3") as cam:
             res = cam(x, cls)
         del res
@@ -91,11 +91,14 @@ def test_localization_geometry_and_scores():
 def test_trained_model_beats_the_centre_baseline_on_synth(synth1000_cache, tmp_path):
     """The planted boxes of a phantom set play the NIH boxes' role: a trained model's heatmaps must localise
     better than the image centre."""
-    from cxrbench.experiment import RunOptions, run
     from cxrbench.results.record import read_record
+    from cxrbench.run import RunOptions, run
 
-    rec = read_record(run(RunOptions(model="tiny_attn", protocol="smoke", cache=str(synth1000_cache),
-                                     out=str(tmp_path), device="cpu")).parent)
+    rec = read_record(
+        run(
+            RunOptions(model="tiny_attn", protocol="smoke", cache=str(synth1000_cache), out=str(tmp_path), device="cpu")
+        ).parent
+    )
     loc = rec["localization"]
     model, centre = loc["model"]["overall"], loc["centre_baseline"]["overall"]
     assert model["boxes"] > 100

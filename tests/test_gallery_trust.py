@@ -10,15 +10,18 @@ import pytest
 from click.testing import CliRunner
 
 from cxrbench.cli import cli
-from cxrbench.experiment import RunOptions, run
 from cxrbench.results.record import seal
+from cxrbench.run import RunOptions, run
 
 
 @pytest.fixture(scope="module")
 def runs(synth_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("gallery_runs")
-    return {"tiny": run(RunOptions(model="tiny", protocol="smoke", cache=str(synth_cache), out=str(out),
-                                   device="cpu")).parent}
+    return {
+        "tiny": run(
+            RunOptions(model="tiny", protocol="smoke", cache=str(synth_cache), out=str(out), device="cpu")
+        ).parent
+    }
 
 
 def _copy(run_dir, tmp_path, name):
@@ -66,8 +69,13 @@ def test_gallery_never_imports_a_plugin_the_record_names(runs, tmp_path):
 
 def test_gallery_refuses_a_model_the_record_calls_installed_but_is_not(runs, tmp_path):
     def entry_point(rec):
-        rec["model"]["source"] = {"kind": "entry point", "name": "tiny", "value": "evil.mod:tiny",
-                                  "distribution": "evil", "version": "1"}
+        rec["model"]["source"] = {
+            "kind": "entry point",
+            "name": "tiny",
+            "value": "evil.mod:tiny",
+            "distribution": "evil",
+            "version": "1",
+        }
 
     r = _cli("gallery", _reseal(runs["tiny"], tmp_path, entry_point), "--n", "1", "--out", tmp_path / "g")
     assert r.exit_code != 0 and "is not installed here as the record says" in str(r.exception)
@@ -86,8 +94,11 @@ def test_gallery_panels_truth_first_and_no_finding_only_when_asked():
     truth[[0, 2]] = 1  # Atelectasis, Effusion: not among the most probable
     assert panel_classes(probs, truth, classes) == [2, 0, 13]  # the true findings first, then the most probable
     assert panel_classes(probs, truth, classes, no_finding=True) == [2, 0, 14]
-    assert 14 not in panel_classes(probs, truth, classes, "top3") and panel_classes(probs, truth, classes,
-                                                                                     "top3") == [13, 12, 11]
+    assert 14 not in panel_classes(probs, truth, classes, "top3") and panel_classes(probs, truth, classes, "top3") == [
+        13,
+        12,
+        11,
+    ]
     nf = np.zeros(15, np.uint8)
     nf[14] = 1
     assert panel_classes(probs, nf, classes) == [13, 12, 11]
@@ -99,7 +110,9 @@ def test_gallery_has_a_colour_scale_and_no_no_finding_panel(runs, tmp_path):
     r = _cli("gallery", runs["tiny"], "--n", "3", "--out", tmp_path / "g")
     assert r.exit_code == 0, r.output
     page = (tmp_path / "g" / "index.html").read_text()
-    assert "colour-scale.png" in page and "Heatmap colour scale" in page and (tmp_path / "g" / "colour-scale.png").exists()
+    assert (
+        "colour-scale.png" in page and "Heatmap colour scale" in page and (tmp_path / "g" / "colour-scale.png").exists()
+    )
     assert "<b>No Finding p=" not in page
     r = _cli("gallery", runs["tiny"], "--n", "3", "--out", tmp_path / "g2", "--no-finding-cam", "--classes", "top3")
     assert r.exit_code == 0 and "<b>No Finding p=" in (tmp_path / "g2" / "index.html").read_text()
@@ -119,4 +132,3 @@ def test_gallery_never_writes_through_links_in_a_run_folder(runs, tmp_path):
     (out_link / "gallery").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     r = _cli("gallery", out_link, "--n", "1")
     assert r.exit_code != 0 and "a link out of the run folder" in str(r.exception)
-

@@ -4,15 +4,18 @@ import numpy as np
 import pytest
 import torch
 
-from cxrbench.loader import ResidentLoader, StreamingLoader, View
+from cxrbench.engine.loader import ResidentLoader, StreamingLoader, View
 
 pytestmark = pytest.mark.gpu
 
 
 def _data(n=64, s=64, seed=0):
     rng = np.random.default_rng(seed)
-    return (rng.integers(0, 256, (n, s, s), dtype=np.uint8), (rng.random((n, 15)) < 0.3).astype(np.float32),
-            rng.random((n, 5)).astype(np.float32))
+    return (
+        rng.integers(0, 256, (n, s, s), dtype=np.uint8),
+        (rng.random((n, 15)) < 0.3).astype(np.float32),
+        rng.random((n, 5)).astype(np.float32),
+    )
 
 
 @pytest.mark.parametrize("augment", [False, True])
@@ -62,11 +65,14 @@ def test_bf16_channels_last_train_step(name):
 
 
 def test_smoke_run_on_gpu(synth_cache, tmp_path):
-    from cxrbench.experiment import RunOptions, run
     from cxrbench.results.record import read_record
+    from cxrbench.run import RunOptions, run
 
-    rec = read_record(run(RunOptions(model="tiny_attn", protocol="smoke", cache=str(synth_cache),
-                                     out=str(tmp_path), device="cuda")).parent)
+    rec = read_record(
+        run(
+            RunOptions(model="tiny_attn", protocol="smoke", cache=str(synth_cache), out=str(tmp_path), device="cuda")
+        ).parent
+    )
     assert rec["environment"]["device"] == "cuda" and rec["environment"]["device_name"] != "cpu"
     assert rec["environment"]["loader"] == "resident"
     assert rec["test"]["n_images"] > 0

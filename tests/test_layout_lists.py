@@ -52,8 +52,16 @@ def test_real_bbox(real_metadata):
     b = read_bbox(REAL_BBOX, real_metadata)
     assert len(b) == 984 and b["image"].nunique() == 880
     assert "Infiltrate" not in set(b["label"]) and (b["label"] == "Infiltration").sum() == 123
-    assert set(b["label"]) == {"Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule",
-                               "Pneumonia", "Pneumothorax"}
+    assert set(b["label"]) == {
+        "Atelectasis",
+        "Cardiomegaly",
+        "Effusion",
+        "Infiltration",
+        "Mass",
+        "Nodule",
+        "Pneumonia",
+        "Pneumothorax",
+    }
     assert (b[["w", "h"]] > 0).all().all()
 
 

@@ -155,9 +155,20 @@ def test_gallery_in_chromium(runs, tmp_path):
     assert r.exit_code == 0, r.output
     dom, errors = browser.load(out / "index.html", tmp_path / "gallery.png")
     assert errors == [] and 'data-images="ok"' in dom
-    assert dom.count("class=\"card\"") == 4 and "attention a1" in dom and "Grad-CAM on features.b3" in dom
-    r = CliRunner().invoke(cli, ["gallery", str(runs[EVIL]), "--n", "2", "--out", str(tmp_path / "evil"),
-                                 "--plugin", str(runs[EVIL].parent / "evil.py")])
+    assert dom.count('class="card"') == 4 and "attention a1" in dom and "Grad-CAM on features.b3" in dom
+    r = CliRunner().invoke(
+        cli,
+        [
+            "gallery",
+            str(runs[EVIL]),
+            "--n",
+            "2",
+            "--out",
+            str(tmp_path / "evil"),
+            "--plugin",
+            str(runs[EVIL].parent / "evil.py"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     dom, errors = browser.load(tmp_path / "evil" / "index.html")
     assert errors == [] and "&lt;script&gt;alert(1)&lt;/script&gt;" in dom and EVIL not in dom

@@ -2,13 +2,16 @@ import numpy as np
 import pytest
 import torch
 
-from cxrbench.loader import IMAGENET_MEAN, IMAGENET_STD, ResidentLoader, StreamingLoader, View
+from cxrbench.engine.loader import IMAGENET_MEAN, IMAGENET_STD, ResidentLoader, StreamingLoader, View
 
 
 def _data(n=50, s=32, seed=0):
     rng = np.random.default_rng(seed)
-    return (rng.integers(0, 256, (n, s, s), dtype=np.uint8), (rng.random((n, 15)) < 0.3).astype(np.float32),
-            rng.random((n, 5)).astype(np.float32))
+    return (
+        rng.integers(0, 256, (n, s, s), dtype=np.uint8),
+        (rng.random((n, 15)) < 0.3).astype(np.float32),
+        rng.random((n, 5)).astype(np.float32),
+    )
 
 
 def test_centre_crop_and_normalisation_exact():
@@ -19,8 +22,7 @@ def test_centre_crop_and_normalisation_exact():
     assert b.x.shape == (8, 3, 24, 24) and b.y.shape == (8, 15) and b.features.shape == (8, 5)
     ref = imgs[:8, 4:28, 4:28].astype(np.float32) / 255.0
     for c in range(3):
-        np.testing.assert_allclose(b.x[:, c].numpy(), (ref - IMAGENET_MEAN[c]) / IMAGENET_STD[c], rtol=1e-5,
-                                   atol=1e-5)
+        np.testing.assert_allclose(b.x[:, c].numpy(), (ref - IMAGENET_MEAN[c]) / IMAGENET_STD[c], rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(b.y.numpy(), y[:8])
     assert list(b.index.numpy()) == list(range(8))
 
@@ -103,8 +105,9 @@ def test_streaming_loader_covers_every_image_once(shuffle):
     imgs, y, f = _data(50, 32)
     store = _Store(imgs)
     positions = np.arange(50)[::-1].copy()
-    ld = StreamingLoader(store, positions, y, f, View(32, 32, 32, False), 7, "cpu", shuffle=shuffle, seed=1,
-                         buffer_chunks=2)
+    ld = StreamingLoader(
+        store, positions, y, f, View(32, 32, 32, False), 7, "cpu", shuffle=shuffle, seed=1, buffer_chunks=2
+    )
     batches = list(ld)
     idx = torch.cat([b.index for b in batches])
     assert sorted(idx.tolist()) == list(range(50))

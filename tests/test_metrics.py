@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from cxrbench.metrics import auroc, compare, per_class_auroc, plain_mean, score, weighted_mean
+from cxrbench.metrics.auroc import auroc, compare, per_class_auroc, plain_mean, score, weighted_mean
 
 
 def test_auroc_equals_sklearn_with_ties():

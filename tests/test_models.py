@@ -9,8 +9,12 @@ from cxrbench.errors import ModelError, WeightsUnavailable
 from cxrbench.models import count_parameters, create_model, get_spec, list_models, register_model
 from cxrbench.models.registry import refresh_entry_points
 
-TABLE2 = {"resnet50": 23_538_767, "densenet121": 6_969_231, "densenet121_attA": 7_920_527,
-          "densenet121_attB": 6_971_279}
+TABLE2 = {
+    "resnet50": 23_538_767,
+    "densenet121": 6_969_231,
+    "densenet121_attA": 7_920_527,
+    "densenet121_attB": 6_971_279,
+}
 
 
 @pytest.mark.parametrize("name", sorted(TABLE2))
@@ -42,8 +46,7 @@ def test_attention_maps_sum_to_one():
             continue
         m = create_model(name).eval()
         x = torch.randn(2, 3, 96, 96)
-        logits, maps = m(x, torch.randn(2, 5), return_attention=True) if spec.nonimage else \
-            m(x, return_attention=True)
+        logits, maps = m(x, torch.randn(2, 5), return_attention=True) if spec.nonimage else m(x, return_attention=True)
         assert len(maps) >= 2
         for a in maps:
             assert a.shape[0] == 2 and a.dim() == 3
@@ -61,6 +64,7 @@ def _g_gradient(name: str) -> tuple[float, float]:
         def hook(mod, inp, out):
             out.retain_grad()
             saved[key] = out
+
         return hook
 
     m.features.norm5.register_forward_hook(keep("norm5"))
@@ -97,12 +101,16 @@ def test_registry_duplicate_and_did_you_mean():
         register_model(lambda num_classes=15, pretrained=False: None, name="densenet121")
     with pytest.raises(ModelError, match="did you mean 'densenet121'"):
         get_spec("densenet12")
-    assert list_models("densenet121_att*") == ["densenet121_attA", "densenet121_attA_nonimage",
-                                               "densenet121_attA_relu", "densenet121_attB"]
+    assert list_models("densenet121_att*") == [
+        "densenet121_attA",
+        "densenet121_attA_nonimage",
+        "densenet121_attA_relu",
+        "densenet121_attB",
+    ]
     assert "tiny" in list_models(exclude="densenet*") and "densenet121" not in list_models(exclude="densenet*")
 
 
-PLUGIN = textwrap.dedent('''
+PLUGIN = textwrap.dedent("""
     import torch
     from torch import nn
     from cxrbench.models import register_model
@@ -117,7 +125,7 @@ PLUGIN = textwrap.dedent('''
             def forward(self, x):
                 return self.fc(self.conv(x).mean((2, 3)))
         return Net()
-''')
+""")
 
 
 def test_file_plugin(tmp_path):
@@ -141,8 +149,11 @@ def test_file_plugin_errors(tmp_path):
         load_plugin_file(bad)
     taken = tmp_path / "taken.py"
     taken.write_text(PLUGIN.format(name="resnet50", extra=0))
-    with pytest.raises(ModelError, match=r"plugin file .*taken.py registers model 'resnet50', which is already "
-                                         r"registered \(built-in\)"):
+    with pytest.raises(
+        ModelError,
+        match=r"plugin file .*taken.py registers model 'resnet50', which is already "
+        r"registered \(built-in\)",
+    ):
         load_plugin_file(taken)
     wrong = tmp_path / "wrong.py"
     wrong.write_text(PLUGIN.format(name="wrongnet", extra=3))
@@ -158,7 +169,8 @@ def test_entry_point_plugin(tmp_path, monkeypatch):
     (site / "fakeplug-1.2.dist-info").mkdir(parents=True)
     (site / "fakeplug-1.2.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeplug\nVersion: 1.2\n")
     (site / "fakeplug-1.2.dist-info" / "entry_points.txt").write_text(
-        "[cxrbench.models]\nepnet = fakeplug_models:epnet\nepbroken = fakeplug_missing:thing\n")
+        "[cxrbench.models]\nepnet = fakeplug_models:epnet\nepbroken = fakeplug_missing:thing\n"
+    )
     (site / "fakeplug_models.py").write_text(PLUGIN.format(name="epnet", extra=0))
     monkeypatch.syspath_prepend(str(site))
     refresh_entry_points()
@@ -213,16 +225,20 @@ def test_weights_from_cache_and_file(monkeypatch, tmp_path):
     ref = torchvision.models.densenet121(weights=None)
     sd = ref.state_dict()
     # torchvision's real file: old key names ('norm.1.weight') and no BatchNorm step counters
-    old_style = {k.replace("norm1.", "norm.1.").replace("conv2.", "conv.2."): v for k, v in sd.items()
-                 if not k.endswith("num_batches_tracked")}
+    old_style = {
+        k.replace("norm1.", "norm.1.").replace("conv2.", "conv.2."): v
+        for k, v in sd.items()
+        if not k.endswith("num_batches_tracked")
+    }
     path, _ = cache_path("densenet121")
     path.parent.mkdir(parents=True)
     torch.save(old_style, path)
     m = create_model("densenet121_attA", pretrained=True)
     assert m.cxrbench_weights["pretrained"] and m.cxrbench_weights["path"] == str(path)
     torch.testing.assert_close(m.features.conv0.weight, ref.features.conv0.weight)
-    torch.testing.assert_close(m.features.denseblock2.denselayer3.norm1.weight,
-                               ref.features.denseblock2.denselayer3.norm1.weight)
+    torch.testing.assert_close(
+        m.features.denseblock2.denselayer3.norm1.weight, ref.features.denseblock2.denselayer3.norm1.weight
+    )
     f = tmp_path / "resnet.pth"
     r = torchvision.models.resnet50(weights=None)
     torch.save({"state_dict": r.state_dict()}, f)

@@ -1,4 +1,4 @@
-"""Packing runs onto devices (cxrbench.packing): device assignment, logs, failures, time limits, Ctrl-C and
+"""Packing runs onto devices (cxrbench.orchestrate.packing): device assignment, logs, failures, time limits, Ctrl-C and
 the default K, with short fake jobs; `cxrbench sweep --parallel` and `reproduce paper --parallel` with tiny
 models under `smoke` on the phantom cache."""
 
@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from cxrbench.cli import cli
 from cxrbench.errors import ConfigError
-from cxrbench.packing import (
+from cxrbench.orchestrate.packing import (
     RUN_WORKING_BYTES,
     Job,
     default_parallel,
@@ -97,23 +97,23 @@ def test_default_parallel_from_free_memory():
 
 
 def test_default_k_on_gpus_from_nvidia_smi_and_children_on_cuda(synth_cache, tmp_path, monkeypatch):
-    from cxrbench.experiment import RunOptions
-    from cxrbench.packing import Outcome
-    from cxrbench.sweep import sweep
+    from cxrbench.orchestrate.packing import Outcome
+    from cxrbench.orchestrate.sweep import sweep
+    from cxrbench.run import RunOptions
 
     smi = tmp_path / "bin" / "nvidia-smi"  # two GPUs, one of them with 12,000 MiB free
     smi.parent.mkdir()
     smi.write_text("#!/bin/sh\necho '0, GPU-aa11, 143000'\necho '1, GPU-bb22, 12000'\n")
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", f"{smi.parent}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setattr("cxrbench.packing.visible_gpus", lambda: ["0", "1"])
+    monkeypatch.setattr("cxrbench.orchestrate.packing.visible_gpus", lambda: ["0", "1"])
     seen = {}
 
     def fake_pack(jobs, **kw):
         seen.update(jobs=jobs, **kw)
         return [Outcome(j, "finished", 0) for j in jobs]
 
-    monkeypatch.setattr("cxrbench.packing.pack", fake_pack)
+    monkeypatch.setattr("cxrbench.orchestrate.packing.pack", fake_pack)
     opts = RunOptions(model="tiny", protocol="smoke", cache=str(synth_cache), out=str(tmp_path / "runs"))
     sweep(opts, ["tiny", "tiny_attn", "tiny"], None)
     # 48 images resident and RUN_WORKING_BYTES: two runs fit in 90% of 12,000 MiB
@@ -122,14 +122,25 @@ def test_default_k_on_gpus_from_nvidia_smi_and_children_on_cuda(synth_cache, tmp
 
 
 def test_runs_spread_over_fake_gpus_at_most_k_each(tmp_path):
-    jobs = [_py("""
+    jobs = [
+        _py(
+            """
         import os, time
         print("device", os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
         time.sleep(1.0)
-    """, f"run{i}") for i in range(7)]
+    """,
+            f"run{i}",
+        )
+        for i in range(7)
+    ]
     started = []
-    out = pack(jobs, parallel=2, devices=["0", "1", "2"], logs=tmp_path / "logs",
-               on_start=lambda job, pid, dev: started.append((job.name, dev)))
+    out = pack(
+        jobs,
+        parallel=2,
+        devices=["0", "1", "2"],
+        logs=tmp_path / "logs",
+        on_start=lambda job, pid, dev: started.append((job.name, dev)),
+    )
     assert [o.status for o in out] == ["finished"] * 7
     assert [d for _, d in started[:6]] == ["0", "1", "2", "0", "1", "2"]
     for o in out:  # each child saw only its own GPU
@@ -145,17 +156,23 @@ def test_runs_spread_over_fake_gpus_at_most_k_each(tmp_path):
 def test_finished_jobs_are_reused_and_names_must_differ(tmp_path):
     done = tmp_path / "record.json"
     done.write_text("{}")
-    out = pack([_py("raise SystemExit(3)", "old", done), _py("print('hi')", "new", tmp_path / "nothing")],
-               parallel=1, devices=[None], logs=tmp_path / "logs")
+    out = pack(
+        [_py("raise SystemExit(3)", "old", done), _py("print('hi')", "new", tmp_path / "nothing")],
+        parallel=1,
+        devices=[None],
+        logs=tmp_path / "logs",
+    )
     assert [o.status for o in out] == ["reused", "finished"] and not (tmp_path / "logs" / "old.log").exists()
     with pytest.raises(ConfigError, match="same run folder: a"):
         pack([_py("", "a"), _py("", "a")], parallel=2, devices=[None], logs=tmp_path / "logs")
 
 
 def test_a_failure_does_not_stop_the_others_and_keeps_its_log(tmp_path):
-    jobs = [_py("import sys; print('loading'); sys.exit('boom: the model raised')", "bad"),
-            _py("import time; time.sleep(1); print('fine')", "good1"),
-            _py("print('fine')", "good2")]
+    jobs = [
+        _py("import sys; print('loading'); sys.exit('boom: the model raised')", "bad"),
+        _py("import time; time.sleep(1); print('fine')", "good1"),
+        _py("print('fine')", "good2"),
+    ]
     out = pack(jobs, parallel=1, devices=[None], logs=tmp_path / "logs")
     assert [(o.status, o.returncode) for o in out] == [("failed", 1), ("finished", 0), ("finished", 0)]
     assert out[0].tail().splitlines() == ["loading", "boom: the model raised"]
@@ -167,8 +184,11 @@ def test_a_failure_does_not_stop_the_others_and_keeps_its_log(tmp_path):
 
 
 def test_a_time_limit_stops_runs_and_launches_none_that_would_not_end_in_time(tmp_path):
-    jobs = [_py("import time; time.sleep(60)", "long"), _py("import time; time.sleep(3.5)", "short"),
-            *(_py("print('x')", f"later{i}") for i in range(2))]
+    jobs = [
+        _py("import time; time.sleep(60)", "long"),
+        _py("import time; time.sleep(3.5)", "short"),
+        *(_py("print('x')", f"later{i}") for i in range(2)),
+    ]
     t = time.monotonic()
     out = pack(jobs, parallel=2, devices=[None], logs=tmp_path / "logs", stop_at=6.0, grace=5.0)
     assert time.monotonic() - t < 30
@@ -182,7 +202,7 @@ def test_a_time_limit_stops_runs_and_launches_none_that_would_not_end_in_time(tm
 DRIVER = """
 import sys, textwrap
 from pathlib import Path
-from cxrbench.packing import Job, pack
+from cxrbench.orchestrate.packing import Job, pack
 
 tmp = Path(sys.argv[1])
 spawner = textwrap.dedent('''
@@ -212,11 +232,13 @@ def test_ctrl_c_stops_every_child_and_grandchild(tmp_path, presses):
     """One Ctrl-C: SIGINT, then SIGTERM and SIGKILL after a 1 s grace; a second Ctrl-C skips a 60 s grace."""
     (tmp_path / "driver.py").write_text(DRIVER)
     grace = "1" if presses == 1 else "60"
-    parent = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), str(tmp_path), grace], cwd=REPO,
-                              stderr=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        [sys.executable, str(tmp_path / "driver.py"), str(tmp_path), grace], cwd=REPO, stderr=subprocess.PIPE, text=True
+    )
     end = time.monotonic() + 60
     while time.monotonic() < end and not (
-            (tmp_path / "grandchild").exists() and "ignoring" in _read(tmp_path / "logs" / "stubborn.log")):
+        (tmp_path / "grandchild").exists() and "ignoring" in _read(tmp_path / "logs" / "stubborn.log")
+    ):
         time.sleep(0.1)
     pids = [int(x) for x in (tmp_path / "pids").read_text().split()] + [int((tmp_path / "grandchild").read_text())]
     assert len(pids) == 3 and all(_alive(p) for p in pids)
@@ -240,7 +262,7 @@ def _read(p: Path) -> str:
 # ------------------------------------------------------------------------------------------------ real runs
 
 
-BOOM = '''
+BOOM = """
 from torch import nn
 from cxrbench.models import register_model
 
@@ -257,12 +279,13 @@ class Boom(nn.Module):
 @register_model(cam_layer="fc", input_size=64)
 def boom(num_classes=15, pretrained=False):
     return Boom(num_classes)
-'''
+"""
 
 
 def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cxrbench", *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "cxrbench", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
 
 
 @pytest.fixture(scope="module")
@@ -270,15 +293,44 @@ def packed_sweep(synth_cache, tmp_path_factory):
     """`cxrbench sweep --parallel 2` over tiny, tiny_attn and a plugin model that raises, on the CPU."""
     tmp = tmp_path_factory.mktemp("packed")
     (tmp / "boom.py").write_text(BOOM)
-    r = _cli("sweep", "--protocol", "smoke", "--models", "tiny,boom,tiny_attn", "--cache", str(synth_cache), "--out",
-             str(tmp / "runs"), "--device", "cpu", "--parallel", "2", "--plugin", str(tmp / "boom.py"))
+    r = _cli(
+        "sweep",
+        "--protocol",
+        "smoke",
+        "--models",
+        "tiny,boom,tiny_attn",
+        "--cache",
+        str(synth_cache),
+        "--out",
+        str(tmp / "runs"),
+        "--device",
+        "cpu",
+        "--parallel",
+        "2",
+        "--plugin",
+        str(tmp / "boom.py"),
+    )
     return tmp / "runs", r
 
 
 def test_k2_records_equal_k1_records(packed_sweep, synth_cache, tmp_path):
     runs, r = packed_sweep
-    seq = CliRunner().invoke(cli, ["sweep", "--protocol", "smoke", "--models", "tiny,tiny_attn", "--cache",
-                                   str(synth_cache), "--out", str(tmp_path / "seq"), "--device", "cpu"])
+    seq = CliRunner().invoke(
+        cli,
+        [
+            "sweep",
+            "--protocol",
+            "smoke",
+            "--models",
+            "tiny,tiny_attn",
+            "--cache",
+            str(synth_cache),
+            "--out",
+            str(tmp_path / "seq"),
+            "--device",
+            "cpu",
+        ],
+    )
     assert seq.exit_code == 0, seq.output
     assert not (tmp_path / "seq" / "logs").exists()  # K=1 on one device runs in this process, as before
     for name in ("tiny__smoke@v1__lr0.1__seed0", "tiny_attn__smoke@v1__lr0.1__seed0"):
@@ -303,8 +355,24 @@ def test_a_failing_run_is_named_with_its_exit_code_and_log_while_the_others_fini
 
 
 def test_ctrl_c_on_a_packed_sweep_leaves_no_run_alive_and_rerunning_resumes(synth_cache, tmp_path):
-    args = [sys.executable, "-m", "cxrbench", "sweep", "--protocol", "smoke", "--models", "tiny,tiny_attn", "--cache",
-            str(synth_cache), "--out", str(tmp_path / "runs"), "--device", "cpu", "--parallel", "2"]
+    args = [
+        sys.executable,
+        "-m",
+        "cxrbench",
+        "sweep",
+        "--protocol",
+        "smoke",
+        "--models",
+        "tiny,tiny_attn",
+        "--cache",
+        str(synth_cache),
+        "--out",
+        str(tmp_path / "runs"),
+        "--device",
+        "cpu",
+        "--parallel",
+        "2",
+    ]
     parent = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     logs = [tmp_path / "runs" / "logs" / f"{m}__smoke@v1__lr0.1__seed0.log" for m in ("tiny", "tiny_attn")]
     end = time.monotonic() + 300
@@ -328,18 +396,18 @@ def test_ctrl_c_on_a_packed_sweep_leaves_no_run_alive_and_rerunning_resumes(synt
 
 
 def test_reproduce_paper_packs_its_runs_with_logs_in_out(synth_cache, tmp_path, monkeypatch):
-    import cxrbench.sweep as sweep
-    from cxrbench.reproduce import MINI, run_all
+    import cxrbench.orchestrate.sweep as sweep
+    from cxrbench.studies.paper import MINI, run_all
 
     seen = {}
 
     def fake_pack(jobs, **kw):
-        from cxrbench.packing import Outcome
+        from cxrbench.orchestrate.packing import Outcome
 
         seen.update(jobs=jobs, **kw)
         return [Outcome(j, "finished", 0) for j in jobs]
 
-    monkeypatch.setattr("cxrbench.packing.pack", fake_pack)
+    monkeypatch.setattr("cxrbench.orchestrate.packing.pack", fake_pack)
     runs = run_all(MINI, str(synth_cache), tmp_path, "cpu", {"tiny"}, None, None, parallel=3)
     assert len(runs) == 4 and seen["parallel"] == 3 and seen["devices"] == [None]
     assert seen["logs"] == tmp_path / "logs"

@@ -28,8 +28,15 @@ def test_every_protocol_hash_is_pinned():
 def test_paper_settings():
     p = get_protocol("paper-15c")
     assert (p.num_classes, p.subset, p.n_folds, p.val_fraction, p.final_run) == (15, "paper", 3, 0.1, True)
-    assert (p.optimizer, p.momentum, p.lrs, p.epochs, p.batch_size, p.crop, p.resize) == \
-        ("sgd", 0.9, (0.01,), 8, 32, 224, 256)
+    assert (p.optimizer, p.momentum, p.lrs, p.epochs, p.batch_size, p.crop, p.resize) == (
+        "sgd",
+        0.9,
+        (0.01,),
+        8,
+        32,
+        224,
+        256,
+    )
     assert get_protocol("paper-14c").num_classes == 14
     assert get_protocol("paper-lr-grid").lrs == (0.001, 0.01)
     o = get_protocol("nih-official-14c")
@@ -62,13 +69,15 @@ def test_v2_paper_protocols_state_the_later_fields():
         assert (v1.subset_rule, v1.resample, v1.loss) == ("shortfall-unselected", "box", "bce-mean")
         d1, d2 = v1.to_dict(), v2.to_dict()
         assert not set(LATER_FIELDS) & set(d1) and set(LATER_FIELDS) <= set(d2)
-        assert {k: v for k, v in d2.items() if k not in LATER_FIELDS and k not in ("version", "description")} == \
-            {k: v for k, v in d1.items() if k not in ("version", "description")}
+        assert {k: v for k, v in d2.items() if k not in LATER_FIELDS and k not in ("version", "description")} == {
+            k: v for k, v in d1.items() if k not in ("version", "description")
+        }
     assert all(set(LATER_FIELDS) <= set(p.to_dict()) for p in PROTOCOLS.values() if p.version > 1)
 
 
-@pytest.mark.parametrize("field,value", [("subset_rule", "shortfall-some"), ("resample", "bicubic"),
-                                         ("loss", "bce-sum")])
+@pytest.mark.parametrize(
+    "field,value", [("subset_rule", "shortfall-some"), ("resample", "bicubic"), ("loss", "bce-sum")]
+)
 def test_unknown_later_field_values_are_refused(field, value):
     from dataclasses import replace
 
@@ -81,9 +90,9 @@ def test_loss_reading_is_what_training_computes():
     the paper's Eq. (8) sum over classes divided by C; one SGD step moves the weights by lr times its gradient."""
     import torch
 
-    from cxrbench.loader import Batch
+    from cxrbench.engine.loader import Batch
+    from cxrbench.engine.train import GraphStep, TrainConfig, forward
     from cxrbench.models import create_model
-    from cxrbench.train import GraphStep, TrainConfig, forward
 
     assert {p.loss for p in PROTOCOLS.values()} == {"bce-mean"}
     torch.manual_seed(0)

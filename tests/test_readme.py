@@ -18,13 +18,15 @@ def test_first_screen_has_setup_commands():
 
 
 def test_tests_need_nothing_outside_the_repository():
-    """A plain clone has no shared data folder beside it: no test may read one (real data comes from tests/data or an env var)."""
+    """A plain clone has no shared data folder beside it: no test may read one (real data comes from tests/data or
+    an env var)."""
     import re
 
     q, folder = chr(34), "sha" + "red"  # spelled in pieces so that this file does not match itself
     pattern = re.compile(r"\.\./" + folder + r"|parents\[[0-9]\] */ *." + folder + "." + "|" + q + folder + q)
-    offenders = [str(p.relative_to(REPO)) for p in sorted((REPO / "tests").rglob("*.py"))
-                 if pattern.search(p.read_text())]
+    offenders = [
+        str(p.relative_to(REPO)) for p in sorted((REPO / "tests").rglob("*.py")) if pattern.search(p.read_text())
+    ]
     assert offenders == []
     ci = (REPO / ".ci" / "run").read_text()
     assert "git clone" in ci and "CXRBENCH_REAL_DATA" in ci  # CI tests a clone that stands alone

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from cxrbench.cli import cli
 from cxrbench.data.splits import PAPER_TABLE1
-from cxrbench.reproduce import MINI, PAPER, needed
+from cxrbench.studies.paper import MINI, PAPER, needed
 
 from . import browser
 
@@ -16,8 +16,13 @@ def test_runs_the_full_study_needs():
     assert len(runs) == 13
     assert sum(r.protocol == "paper-lr-grid" for r in runs) == 6
     assert {r.model for r in runs if r.protocol == "paper-15c"} == {
-        "densenet121", "resnet50", "densenet121_attA", "densenet121_attB", "densenet121_nonimage",
-        "densenet121_attA_nonimage"}
+        "densenet121",
+        "resnet50",
+        "densenet121_attA",
+        "densenet121_attB",
+        "densenet121_nonimage",
+        "densenet121_attA_nonimage",
+    }
     assert [r.model for r in needed(PAPER, {"densenet121"})] == ["densenet121"] * 4
     assert len(needed(MINI)) == 9
 
@@ -55,8 +60,9 @@ def test_miniature_study_report_is_complete(synth1000_cache, tmp_path):
     assert "| paper (reported) | difference |" in md and "| class | subset | target | subset - target |" in md
     assert md.count("**Verdict:") == 6 and md.count("Paper (reported)") == 6 and "## The attention-model finding" in md
     dom, errors = browser.load(out / "report.html", tmp_path / "report.png")
-    assert errors == [] and 'data-images="ok"' in dom and dom.count("class=\"claim\"") == 6
+    assert errors == [] and 'data-images="ok"' in dom and dom.count('class="claim"') == 6
     # a second call reuses every run and only rewrites the report
-    again = CliRunner().invoke(cli, ["reproduce", "paper", "--cache", str(synth1000_cache), "--out", str(out),
-                                     "--mini"])
+    again = CliRunner().invoke(
+        cli, ["reproduce", "paper", "--cache", str(synth1000_cache), "--out", str(out), "--mini"]
+    )
     assert again.exit_code == 0 and again.output.count("finished already") == 9

@@ -56,8 +56,10 @@ def test_bilinear_on_all_real_originals():
         _assert_bilinear_like_pillow(p.read_bytes(), p.name)
 
 
-@pytest.mark.parametrize("shape,size", [((1000, 900), 256), ((37, 53), 256), ((256, 256), 64), ((1024, 1024), 224),
-                                        ((300, 301), 250), ((64, 64), 256)])
+@pytest.mark.parametrize(
+    "shape,size",
+    [((1000, 900), 256), ((37, 53), 256), ((256, 256), 64), ((1024, 1024), 224), ((300, 301), 250), ((64, 64), 256)],
+)
 def test_bilinear_other_sizes_equal_pillow(shape, size):
     """Downscaling, upscaling, odd sizes (aspect ratios within the range where Pillow runs the horizontal pass
     first, as every Pillow did before 13 and Pillow 13 still does for these)."""
@@ -116,8 +118,21 @@ def test_cli_cache_build_resample(tmp_path):
     from cxrbench.cli import cli
 
     _dataset(tmp_path / "data", n=10)
-    r = CliRunner().invoke(cli, ["cache", "build", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "c"),
-                                 "--resample", "bilinear", "--workers", "1"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "cache",
+            "build",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "c"),
+            "--resample",
+            "bilinear",
+            "--workers",
+            "1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "c" / "manifest.json").read_text())["params"]["resample"] == "bilinear"
     r = CliRunner().invoke(cli, ["cache", "build", "--data-dir", "x", "--out", "y", "--resample", "cubic"])
@@ -134,15 +149,18 @@ def test_paper_subset_cache_serves_v1_and_v2(real_metadata):
 
 
 def test_run_refuses_a_cache_of_another_resampling_and_records_the_deviation(synth_cache, synth_dir, tmp_path):
-    from cxrbench.run import RunOptions, run
-    from cxrbench.run.bind import bind_cache as bind
     from cxrbench.protocols import PROTOCOLS, get_protocol
     from cxrbench.results.record import read_record
+    from cxrbench.run import RunOptions, run
+    from cxrbench.run.bind import bind_cache as bind
 
     smoke = get_protocol("smoke")
     bilinear_smoke = replace(smoke, id="smoke-bilinear-test", resample="bilinear")
-    with pytest.raises(CacheError, match="resampled with box, protocol smoke-bilinear-test@v1 needs bilinear "
-                                         r"\(cache build --resample bilinear\)"):
+    with pytest.raises(
+        CacheError,
+        match="resampled with box, protocol smoke-bilinear-test@v1 needs bilinear "
+        r"\(cache build --resample bilinear\)",
+    ):
         bind(open_cache(synth_cache), bilinear_smoke)
     bil_cache = build_cache(synth_dir, tmp_path / "bil", workers=1, resample="bilinear").path
     with pytest.raises(CacheError, match="resampled with bilinear, protocol smoke@v1 needs box"):
@@ -153,15 +171,18 @@ def test_run_refuses_a_cache_of_another_resampling_and_records_the_deviation(syn
     try:
         recs = {}
         for proto, cache in ((smoke, synth_cache), (bilinear_smoke, bil_cache)):
-            opts = RunOptions(model="tiny", protocol=proto.key, cache=str(cache), out=str(tmp_path / "runs"),
-                              device="cpu")
+            opts = RunOptions(
+                model="tiny", protocol=proto.key, cache=str(cache), out=str(tmp_path / "runs"), device="cpu"
+            )
             recs[proto.resample] = read_record(run(replace(opts, run_id=f"r-{proto.resample}")).parent)
     finally:
         del PROTOCOLS[bilinear_smoke.key]
     box_dev = [d for d in recs["box"]["deviations"] if "resampled" in d]
-    assert box_dev == ["images resampled with box (exact area mean (4x4 block mean for 1024 -> 256, area-weighted "
-                       "for other sizes), rounded half up), not with the reference paper's bilinear (Pillow's "
-                       "antialiased bilinear, as torchvision's Resize on a PIL image (the reference paper's); "
-                       "bit-exact)"]
+    assert box_dev == [
+        "images resampled with box (exact area mean (4x4 block mean for 1024 -> 256, area-weighted "
+        "for other sizes), rounded half up), not with the reference paper's bilinear (Pillow's "
+        "antialiased bilinear, as torchvision's Resize on a PIL image (the reference paper's); "
+        "bit-exact)"
+    ]
     assert not [d for d in recs["bilinear"]["deviations"] if "resampled" in d]
     assert recs["bilinear"]["protocol"]["settings"]["resample"] == "bilinear"

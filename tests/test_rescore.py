@@ -31,26 +31,43 @@ def _sample_lines() -> list[str]:
 def test_the_real_sample_reads_against_the_real_metadata(real_metadata):
     a = read_adjudicated(SAMPLE, real_metadata)
     assert len(a) == 80 and int((a.sets == "test").sum()) == 60
-    assert {f: int(v.sum()) for f, v in a.labels.items()} == {"Fracture": 2, "Pneumothorax": 4,
-                                                              "Airspace opacity": 49, "Nodule or mass": 11}
+    assert {f: int(v.sum()) for f, v in a.labels.items()} == {
+        "Fracture": 2,
+        "Pneumothorax": 4,
+        "Airspace opacity": 49,
+        "Nodule or mass": 11,
+    }
     with gzip.open(NIH / "lists" / "test_list.txt.gz", "rt") as fh:
         official_test = set(fh.read().split())
     assert all(n in official_test for n, s in zip(a.names, a.sets) if s == "test")  # as the README says
 
 
-@pytest.mark.parametrize("edit, line, reason", [
-    (lambda ls: [ls[0] + ",Extra", *ls[1:]], 1, "unknown column 'Extra'"),
-    (lambda ls: [ls[0].replace(",Set Id", ""), *ls[1:]], 1, "missing column 'Set Id'"),
-    (lambda ls: [ls[0], ls[1].replace(",NO,NO,NO,NO,", ",NO,MAYBE,NO,NO,"), *ls[2:]], 2,
-     "Pneumothorax is 'MAYBE'; expected YES or NO"),
-    (lambda ls: [ls[0], ls[1], ls[1], *ls[2:]], 3, "appears twice \\(first on line 2\\)"),
-    (lambda ls: [ls[0], ls[1].replace("00001900_007.png", "99999999_000.png"), *ls[2:]], 2,
-     "99999999_000.png is not in the metadata of the run.s data"),
-    (lambda ls: [ls[0], ls[1].replace(",7,1900,", ",7,1901,"), *ls[2:]], 2, "Patient ID 1901, the metadata says 1900"),
-    (lambda ls: [ls[0], ls[1][: -len("test")] + "train", *ls[2:]], 2, "Set Id is 'train'"),
-    (lambda ls: [ls[0], ls[1].replace("00001900_007.png", "../../etc/passwd"), *ls[2:]], 2, "is not an image name"),
-    (lambda ls: [ls[0], ls[1] + ",", *ls[2:]], 2, "17 fields, expected 16"),
-])
+@pytest.mark.parametrize(
+    "edit, line, reason",
+    [
+        (lambda ls: [ls[0] + ",Extra", *ls[1:]], 1, "unknown column 'Extra'"),
+        (lambda ls: [ls[0].replace(",Set Id", ""), *ls[1:]], 1, "missing column 'Set Id'"),
+        (
+            lambda ls: [ls[0], ls[1].replace(",NO,NO,NO,NO,", ",NO,MAYBE,NO,NO,"), *ls[2:]],
+            2,
+            "Pneumothorax is 'MAYBE'; expected YES or NO",
+        ),
+        (lambda ls: [ls[0], ls[1], ls[1], *ls[2:]], 3, "appears twice \\(first on line 2\\)"),
+        (
+            lambda ls: [ls[0], ls[1].replace("00001900_007.png", "99999999_000.png"), *ls[2:]],
+            2,
+            "99999999_000.png is not in the metadata of the run.s data",
+        ),
+        (
+            lambda ls: [ls[0], ls[1].replace(",7,1900,", ",7,1901,"), *ls[2:]],
+            2,
+            "Patient ID 1901, the metadata says 1900",
+        ),
+        (lambda ls: [ls[0], ls[1][: -len("test")] + "train", *ls[2:]], 2, "Set Id is 'train'"),
+        (lambda ls: [ls[0], ls[1].replace("00001900_007.png", "../../etc/passwd"), *ls[2:]], 2, "is not an image name"),
+        (lambda ls: [ls[0], ls[1] + ",", *ls[2:]], 2, "17 fields, expected 16"),
+    ],
+)
 def test_bad_adjudicated_files_are_refused_with_the_line(tmp_path, real_metadata, edit, line, reason):
     lines = _sample_lines()
     assert lines[1].startswith("00001900_007.png,No Finding,7,1900,") and lines[1].endswith(",NO,NO,NO,NO,test")
@@ -63,19 +80,29 @@ def test_bad_adjudicated_files_are_refused_with_the_line(tmp_path, real_metadata
 def test_mapping_is_explicit_versioned_and_checked(tmp_path):
     assert DEFAULT_MAPPING.key == "cxr14-adjudicated@v1" and len(DEFAULT_MAPPING.content_hash) == 16
     assert DEFAULT_MAPPING.describe() == [
-        "Fracture <- (no ChestX-ray14 class: not scored)", "Pneumothorax <- Pneumothorax",
-        "Airspace opacity <- max(Consolidation, Pneumonia, Infiltration, Edema)", "Nodule or mass <- max(Nodule, Mass)"]
+        "Fracture <- (no ChestX-ray14 class: not scored)",
+        "Pneumothorax <- Pneumothorax",
+        "Airspace opacity <- max(Consolidation, Pneumonia, Infiltration, Edema)",
+        "Nodule or mass <- max(Nodule, Mass)",
+    ]
     mine = tmp_path / "mine.json"
-    findings = {"Fracture": [], "Pneumothorax": ["Pneumothorax"], "Airspace opacity": ["Consolidation", "Atelectasis"],
-                "Nodule or mass": ["Nodule"]}
+    findings = {
+        "Fracture": [],
+        "Pneumothorax": ["Pneumothorax"],
+        "Airspace opacity": ["Consolidation", "Atelectasis"],
+        "Nodule or mass": ["Nodule"],
+    }
     mine.write_text(json.dumps({"id": "mine", "version": 2, "findings": findings}))
     m = read_mapping(mine)
     assert m.key == "mine@v2" and m.content_hash != DEFAULT_MAPPING.content_hash
-    for bad, reason in (({"id": "mine", "version": 1, "findings": {**findings, "Fracture": ["Bones"]}},
-                         "'Bones' is not one of the 14"),
-                        ({"id": "mine", "version": 1, "findings": {"Pneumothorax": ["Pneumothorax"]}},
-                         "must map exactly these findings"),
-                        ({"id": "../x", "version": 1, "findings": findings}, "must be a name")):
+    for bad, reason in (
+        ({"id": "mine", "version": 1, "findings": {**findings, "Fracture": ["Bones"]}}, "'Bones' is not one of the 14"),
+        (
+            {"id": "mine", "version": 1, "findings": {"Pneumothorax": ["Pneumothorax"]}},
+            "must map exactly these findings",
+        ),
+        ({"id": "../x", "version": 1, "findings": findings}, "must be a name"),
+    ):
         mine.write_text(json.dumps(bad))
         with pytest.raises(InputError, match=reason):
             read_mapping(mine)
@@ -86,8 +113,10 @@ def _labels(tmp_path, names, patients, table: dict[str, np.ndarray], sets=None):
     rows = [",".join(COLUMNS)]
     for i, (n, pid) in enumerate(zip(names, patients)):
         vals = ["YES" if table[f][i] else "NO" for f in ADJUDICATED_FINDINGS]
-        rows.append(f"{n},No Finding,0,{pid},50,M,PA,2500,2048,0.168,0.168,{','.join(vals)},"
-                    f"{'test' if sets is None else sets[i]}")
+        rows.append(
+            f"{n},No Finding,0,{pid},50,M,PA,2500,2048,0.168,0.168,{','.join(vals)},"
+            f"{'test' if sets is None else sets[i]}"
+        )
     path = tmp_path / "adjudicated.csv"
     path.write_text("\n".join(rows) + "\n")
     return path
@@ -111,7 +140,9 @@ def test_paired_scores_show_label_noise(tmp_path):
     adj = read_adjudicated(_labels(tmp_path, names, patients, truth))
     r = rescore(names, patients, y, p, classes, adj, resamples=300, seed=0)
     assert r["coverage"] == {"adjudicated_images": n, "in_predictions": n, "patients": n // 2}
-    assert r["findings"]["Fracture"]["scored"] is False and "no ChestX-ray14 class" in r["findings"]["Fracture"]["reason"]
+    assert (
+        r["findings"]["Fracture"]["scored"] is False and "no ChestX-ray14 class" in r["findings"]["Fracture"]["reason"]
+    )
     pt = r["findings"]["Pneumothorax"]
     assert pt["auroc_adjudicated"]["auroc"] == pytest.approx(1.0) and pt["auroc_nih"]["auroc"] < 0.85
     assert pt["difference"]["significant"] and pt["difference"]["ci95"][0] > 0
@@ -130,16 +161,20 @@ def test_paired_scores_show_label_noise(tmp_path):
 
 def test_rescore_a_finished_run(synth_cache, tmp_path):
     from cxrbench.cli import cli
-    from cxrbench.experiment import RunOptions, run
     from cxrbench.results.record import read_predictions, read_record
+    from cxrbench.run import RunOptions, run
 
-    run_dir = run(RunOptions(model="tiny", protocol="smoke", cache=str(synth_cache), out=str(tmp_path / "runs"),
-                             device="cpu")).parent
+    run_dir = run(
+        RunOptions(model="tiny", protocol="smoke", cache=str(synth_cache), out=str(tmp_path / "runs"), device="cpu")
+    ).parent
     rec = read_record(run_dir)
     names, patients, y, _, classes = read_predictions(run_dir / "predictions.csv.gz")
-    table = {"Fracture": np.zeros(len(names), bool), "Pneumothorax": y[:, classes.index("Pneumothorax")] > 0,
-             "Airspace opacity": y[:, [classes.index(c) for c in ("Consolidation", "Infiltration")]].any(1),
-             "Nodule or mass": y[:, [classes.index(c) for c in ("Nodule", "Mass")]].any(1)}
+    table = {
+        "Fracture": np.zeros(len(names), bool),
+        "Pneumothorax": y[:, classes.index("Pneumothorax")] > 0,
+        "Airspace opacity": y[:, [classes.index(c) for c in ("Consolidation", "Infiltration")]].any(1),
+        "Nodule or mass": y[:, [classes.index(c) for c in ("Nodule", "Mass")]].any(1),
+    }
     table["Airspace opacity"][: len(names) // 2] ^= True  # disagree with NIH on half the images
     labels = _labels(tmp_path, names, patients, table)
     r = CliRunner().invoke(cli, ["rescore", str(run_dir), "--adjudicated", str(labels), "--json"])
@@ -168,12 +203,13 @@ def test_a_run_with_rewritten_labels_is_not_rescored(synth_cache, tmp_path):
     import shutil
 
     from cxrbench.errors import RecordError
-    from cxrbench.experiment import RunOptions, run
-    from cxrbench.rescore import rescore_run
     from cxrbench.results.record import read_predictions, seal, write_predictions
+    from cxrbench.results.rescore import rescore_run
+    from cxrbench.run import RunOptions, run
 
-    run_dir = run(RunOptions(model="tiny", protocol="smoke", cache=str(synth_cache), out=str(tmp_path / "runs"),
-                             device="cpu")).parent
+    run_dir = run(
+        RunOptions(model="tiny", protocol="smoke", cache=str(synth_cache), out=str(tmp_path / "runs"), device="cpu")
+    ).parent
     names, patients, y, p, classes = read_predictions(run_dir / "predictions.csv.gz")
     table = {f: np.zeros(len(names), bool) for f in ADJUDICATED_FINDINGS}
     table["Pneumothorax"][0] = True

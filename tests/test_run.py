@@ -6,17 +6,23 @@ import numpy as np
 import pytest
 import torch
 
+from cxrbench.engine.train import load_checkpoint
 from cxrbench.errors import ConfigError, RecordError, TrainingError
-from cxrbench.experiment import RunOptions, run
 from cxrbench.results.record import read_record, validate
-from cxrbench.train import load_checkpoint
+from cxrbench.run import RunOptions, run
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _opts(cache, out, **kw):
-    return RunOptions(model=kw.pop("model", "tiny"), protocol=kw.pop("protocol", "smoke"), cache=str(cache),
-                      out=str(out), device="cpu", **kw)
+    return RunOptions(
+        model=kw.pop("model", "tiny"),
+        protocol=kw.pop("protocol", "smoke"),
+        cache=str(cache),
+        out=str(out),
+        device="cpu",
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +35,13 @@ def test_record_is_complete_and_valid(tiny_run, synth_cache):
     rec = read_record(tiny_run)
     assert tiny_run.name == "tiny__smoke@v1__lr0.1__seed0"  # one spelling of a protocol: id@vN
     assert rec["protocol"]["id"] == "smoke" and len(rec["protocol"]["hash"]) == 16
-    assert rec["model"] == {"name": "tiny", "source": {"kind": "built-in"}, "parameters": 6583,
-                            "pretrained": False, "weights": {"pretrained": False}}
+    assert rec["model"] == {
+        "name": "tiny",
+        "source": {"kind": "built-in"},
+        "parameters": 6583,
+        "pretrained": False,
+        "weights": {"pretrained": False},
+    }
     assert rec["data"]["cache_fingerprint"] and len(rec["data"]["metadata_csv_sha256"]) == 64
     assert set(rec["data"]["split_hashes"]) == {"trainval", "test", "folds"}
     assert rec["code"]["git_commit"] and isinstance(rec["code"]["git_dirty"], bool)
@@ -76,7 +87,7 @@ def test_run_folder_is_not_overwritten(tiny_run, synth_cache):
 
 
 def test_resume_equals_unbroken(synth_cache, tmp_path, monkeypatch):
-    import cxrbench.train as train
+    import cxrbench.engine.train as train
 
     a = run(_opts(synth_cache, tmp_path / "a")).parent
     calls = {"n": 0}
@@ -98,8 +109,10 @@ def test_resume_equals_unbroken(synth_cache, tmp_path, monkeypatch):
     b = run(_opts(synth_cache, tmp_path / "b", resume=True)).parent
     ra, rb = read_record(a), read_record(b)
     assert ra["test"] == rb["test"]
-    assert ra["validation"]["folds"][0]["history"][-1]["train_loss"] == \
-        rb["validation"]["folds"][0]["history"][-1]["train_loss"]
+    assert (
+        ra["validation"]["folds"][0]["history"][-1]["train_loss"]
+        == rb["validation"]["folds"][0]["history"][-1]["train_loss"]
+    )
     assert ra["predictions"]["sha256"] == rb["predictions"]["sha256"]
     wa = load_checkpoint(a / "fold0.pt")["model"]
     wb = load_checkpoint(b / "fold0.pt")["model"]
@@ -107,7 +120,7 @@ def test_resume_equals_unbroken(synth_cache, tmp_path, monkeypatch):
 
 
 def test_checkpoint_survives_a_failure_mid_save(tmp_path, monkeypatch):
-    from cxrbench import checkpoint
+    from cxrbench.engine import checkpoint
 
     path = tmp_path / "ck.pt"
     checkpoint.save_checkpoint(path, {"version": 1, "w": torch.arange(5)})
@@ -124,7 +137,7 @@ def test_checkpoint_survives_a_failure_mid_save(tmp_path, monkeypatch):
 
 
 def test_nan_loss_stops_the_run_and_writes_nothing(synth_cache, tmp_path, monkeypatch):
-    import cxrbench.train as train
+    import cxrbench.engine.train as train
 
     real_loss = train.F.binary_cross_entropy_with_logits
     calls = {"n": 0}
@@ -141,8 +154,9 @@ def test_nan_loss_stops_the_run_and_writes_nothing(synth_cache, tmp_path, monkey
 
 
 def test_plugin_model_run(synth_cache, tmp_path):
-    r = read_record(run(_opts(synth_cache, tmp_path, model="mynet",
-                              plugins=(str(REPO / "examples" / "my_model.py"),))).parent)
+    r = read_record(
+        run(_opts(synth_cache, tmp_path, model="mynet", plugins=(str(REPO / "examples" / "my_model.py"),))).parent
+    )
     src = r["model"]["source"]
     assert src["kind"] == "file" and src["path"].endswith("examples/my_model.py") and len(src["sha256"]) == 64
 
@@ -163,9 +177,9 @@ def test_densenet121_smoke_learns_the_planted_findings(synth300_cache, tmp_path)
 def test_graph_step_logic_equals_eager_on_cpu():
     """The CUDA-graph step's bookkeeping (warm-up, static buffers, eager last batch), emulated on the CPU,
     trains exactly like the eager loop."""
-    from cxrbench.loader import ResidentLoader, View
+    from cxrbench.engine.loader import ResidentLoader, View
+    from cxrbench.engine.train import TrainConfig, fit
     from cxrbench.models import create_model
-    from cxrbench.train import TrainConfig, fit
 
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 256, (37, 64, 64), dtype=np.uint8)
@@ -175,8 +189,9 @@ def test_graph_step_logic_equals_eager_on_cpu():
     for graphs in (False, True):
         torch.manual_seed(0)
         m = create_model("tiny_attn")
-        cfg = TrainConfig(lr=0.05, momentum=0.9, weight_decay=0.0, epochs=3, seed=0, device="cpu", nonimage=True,
-                          cuda_graphs=graphs)
+        cfg = TrainConfig(
+            lr=0.05, momentum=0.9, weight_decay=0.0, epochs=3, seed=0, device="cpu", nonimage=True, cuda_graphs=graphs
+        )
         state = fit(m, ResidentLoader(imgs, y, f, View(64, 64, 64, False), 8, "cpu", True, 0), cfg, None)
         weights.append((m.state_dict(), [h.train_loss for h in state.history]))
         assert (state.capture_seconds > 0) == graphs  # the emulated warm-up and capture ran, timed apart

@@ -26,8 +26,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _opts(cache, out, **kw):
-    return RunOptions(model=kw.pop("model", "tiny"), protocol=kw.pop("protocol", "smoke"), cache=str(cache),
-                      out=str(out), device="cpu", **kw)
+    return RunOptions(
+        model=kw.pop("model", "tiny"),
+        protocol=kw.pop("protocol", "smoke"),
+        cache=str(cache),
+        out=str(out),
+        device="cpu",
+        **kw,
+    )
 
 
 class RecordingDisplay:
@@ -67,6 +73,7 @@ def shown(synth_cache, tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------------------------- structure
+
 
 def _import_graph() -> dict[str, set[str]]:
     """Module -> cxrbench modules it imports anywhere (module level or inside functions)."""
@@ -115,7 +122,7 @@ def test_no_import_cycles():
                     seen.add(nxt)
                     stack.append((nxt, path + [nxt]))
     assert not cycles, cycles[:5]
-    assert not any(m.startswith("cxrbench.run") for m in graph["cxrbench.distributed"])
+    assert not any(m.startswith("cxrbench.run") for m in graph["cxrbench.engine.distributed"])
     assert "cxrbench.models.plugins" not in graph["cxrbench.models.registry"]
 
 
@@ -123,11 +130,12 @@ def test_stages_read_in_order_and_load_is_typed(synth_cache, tmp_path):
     """Each stage is a module named after it; `load` returns a typed result (not a tuple, None or a string)."""
     import inspect
 
-    from cxrbench.run import bind, explain, fit, folder, load, pipeline, record, score
+    from cxrbench.run import bind, fit, folder, load, pipeline
 
     src = inspect.getsource(pipeline._stages)
-    order = [src.index(f"{m}(") for m in ("folder.prepare", "load.load", "score.score", "explain.explain",
-                                          "record.write")]
+    order = [
+        src.index(f"{m}(") for m in ("folder.prepare", "load.load", "score.score", "explain.explain", "record.write")
+    ]
     assert order == sorted(order) and src.index("_fit(") < src.index("score.score")
     assert callable(bind.bind) and callable(fit.fit_folds) and callable(folder.prepare)
     ctx = bind.bind(_opts(synth_cache, tmp_path, loader="resident"))
@@ -140,12 +148,24 @@ def test_stages_read_in_order_and_load_is_typed(synth_cache, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- what runs show
 
+
 def test_record_has_stage_times_and_the_run_prints_a_breakdown(shown):
     run_dir, d = shown
     rec = read_record(run_dir)
     st = rec["timing"]["stages"]
-    for k in ("bind", "load", "fold0.build", "fold0.train", "fold0.validate", "fold0.checkpoint", "fold0.results",
-              "score.predict", "score.bootstrap", "score.write", "explain"):
+    for k in (
+        "bind",
+        "load",
+        "fold0.build",
+        "fold0.train",
+        "fold0.validate",
+        "fold0.checkpoint",
+        "fold0.results",
+        "score.predict",
+        "score.bootstrap",
+        "score.write",
+        "explain",
+    ):
         assert isinstance(st[k], float) and st[k] >= 0, k
     assert st["fold0.train"] == pytest.approx(rec["timing"]["train_seconds"], abs=0.01)
     assert sum(st.values()) <= rec["timing"]["wall_seconds"] + st["score.bootstrap"] + 0.05  # (bootstrap || explain)
@@ -171,7 +191,7 @@ def test_one_bar_over_the_whole_run(shown):
 
 def test_validation_predictions_are_saved_and_listed(shown):
     from cxrbench.hashing import file_sha256
-    from cxrbench.metrics import per_class_auroc, weighted_mean
+    from cxrbench.metrics.auroc import per_class_auroc, weighted_mean
 
     run_dir, _ = shown
     rec = read_record(run_dir)
@@ -182,7 +202,7 @@ def test_validation_predictions_are_saved_and_listed(shown):
     names, patients, y, p, classes = read_predictions(path)
     assert classes == rec["data"]["classes"] and len(names) == len(set(names)) > 0
     with gzip.open(run_dir / "predictions.csv.gz", "rt") as fh:  # the same format as the test predictions
-        assert fh.readline() == gzip.open(path, "rt").readline()
+        assert fh.readline() == gzip.decompress(path.read_bytes()).decode().splitlines(keepends=True)[0]
     assert not set(names) & set(read_predictions(run_dir / "predictions.csv.gz")[0])
     assert weighted_mean(per_class_auroc(y, p), y) == pytest.approx(fold["weighted_auroc"], abs=1e-5)
 
@@ -197,6 +217,7 @@ def test_record_says_whether_the_run_is_bitwise_reproducible(shown):
 
 # ------------------------------------------------------------------------------------------ deterministic mode
 
+
 def test_deterministic_runs_are_identical_and_recorded(synth_cache, tmp_path):
     from click.testing import CliRunner
 
@@ -204,9 +225,23 @@ def test_deterministic_runs_are_identical_and_recorded(synth_cache, tmp_path):
 
     runs = []
     for name in ("a", "b"):
-        r = CliRunner().invoke(cli, ["run", "--model", "tiny_attn", "--protocol", "smoke", "--cache",
-                                     str(synth_cache), "--out", str(tmp_path / name), "--device", "cpu",
-                                     "--deterministic"])
+        r = CliRunner().invoke(
+            cli,
+            [
+                "run",
+                "--model",
+                "tiny_attn",
+                "--protocol",
+                "smoke",
+                "--cache",
+                str(synth_cache),
+                "--out",
+                str(tmp_path / name),
+                "--device",
+                "cpu",
+                "--deterministic",
+            ],
+        )
         assert r.exit_code == 0, r.output
         runs.append(read_record(next((tmp_path / name).iterdir())))
     a, b = runs
@@ -230,7 +265,7 @@ def test_compile_on_the_cpu_records_compile_time_apart(synth_cache, tmp_path):
 
 # ------------------------------------------------------------------------------------------------- plugins
 
-BAD_CAM = textwrap.dedent('''
+BAD_CAM = textwrap.dedent("""
     from torch import nn
     from cxrbench.models import register_model
 
@@ -238,14 +273,18 @@ BAD_CAM = textwrap.dedent('''
     def {name}(num_classes=15, pretrained=False):
         return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                              nn.Linear(4, num_classes))
-''')
+""")
 
 
 def test_bad_cam_layer_is_refused_by_models_and_before_training(synth_cache, tmp_path, monkeypatch):
     plugin = tmp_path / "badcam.py"
     plugin.write_text(BAD_CAM.format(layer="features.9", name="badcam"))
-    r = subprocess.run([sys.executable, "-m", "cxrbench", "models", "--plugin", str(plugin)], capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "cxrbench", "models", "--plugin", str(plugin)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     assert "cam_layer 'features.9', which is not a module of the built model" in r.stderr
     import cxrbench.run.load as load_stage
@@ -261,6 +300,7 @@ def test_bad_cam_layer_is_refused_by_models_and_before_training(synth_cache, tmp
 
 
 # ------------------------------------------------------------------------------------- failed starts, retries
+
 
 def test_failed_start_does_not_block_a_retry(synth_cache, tmp_path, monkeypatch):
     import cxrbench.run.load as load_stage
@@ -293,9 +333,10 @@ def test_failed_start_does_not_block_a_retry(synth_cache, tmp_path, monkeypatch)
 
 # --------------------------------------------------------------------------------------------- checkpoints
 
+
 def _interrupt_at(monkeypatch, call: int):
     """Raise KeyboardInterrupt at the `call`-th training loss (2 batches an epoch for smoke on synth_cache)."""
-    import cxrbench.train as train
+    import cxrbench.engine.train as train
 
     real = train.F.binary_cross_entropy_with_logits
     calls = {"n": 0}
@@ -330,7 +371,7 @@ def test_flipped_checkpoint_byte_is_refused(synth_cache, tmp_path, monkeypatch):
 
 
 def test_damaged_or_unverifiable_checkpoints_are_refused(tmp_path):
-    from cxrbench.checkpoint import checkpoint_epoch, load_checkpoint, save_checkpoint
+    from cxrbench.engine.checkpoint import checkpoint_epoch, load_checkpoint, save_checkpoint
 
     path = tmp_path / "ck.pt"
     save_checkpoint(path, {"version": 2, "w": torch.arange(4)}, epoch=3)
@@ -351,22 +392,22 @@ def test_damaged_or_unverifiable_checkpoints_are_refused(tmp_path):
 def test_checkpoints_skip_costly_epochs_and_resume_exactly(monkeypatch, tmp_path):
     """With a budget of 0 only the first and the last epoch write a checkpoint; a run stopped in between
     resumes from epoch 1 and still ends with exactly the weights of an unbroken run."""
-    from cxrbench.loader import ResidentLoader, View
+    from cxrbench.engine.loader import ResidentLoader, View
+    from cxrbench.engine.train import TrainConfig, fit
     from cxrbench.models import create_model
-    from cxrbench.train import TrainConfig, fit
 
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 256, (40, 64, 64), dtype=np.uint8)
     y = (rng.random((40, 15)) < 0.3).astype(np.float32)
     f = rng.random((40, 5)).astype(np.float32)
-    cfg = TrainConfig(lr=0.05, momentum=0.9, weight_decay=0.0, epochs=6, seed=0, device="cpu", nonimage=False,
-                      checkpoint_budget=0.0)
+    cfg = TrainConfig(
+        lr=0.05, momentum=0.9, weight_decay=0.0, epochs=6, seed=0, device="cpu", nonimage=False, checkpoint_budget=0.0
+    )
 
     def train(ck, resume=False):
         torch.manual_seed(0)
         m = create_model("tiny")
-        state = fit(m, ResidentLoader(imgs, y, f, View(64, 64, 64, False), 16, "cpu", True, 0), cfg, ck,
-                    resume=resume)
+        state = fit(m, ResidentLoader(imgs, y, f, View(64, 64, 64, False), 16, "cpu", True, 0), cfg, ck, resume=resume)
         return m, state
 
     whole, state = train(tmp_path / "whole.pt")
@@ -375,7 +416,7 @@ def test_checkpoints_skip_costly_epochs_and_resume_exactly(monkeypatch, tmp_path
     with pytest.raises(KeyboardInterrupt):
         train(tmp_path / "broken.pt")
     monkeypatch.undo()
-    from cxrbench.train import load_checkpoint
+    from cxrbench.engine.train import load_checkpoint
 
     assert load_checkpoint(tmp_path / "broken.pt")["epoch"] == 0
     resumed, state = train(tmp_path / "broken.pt", resume=True)
@@ -385,9 +426,10 @@ def test_checkpoints_skip_costly_epochs_and_resume_exactly(monkeypatch, tmp_path
 
 # -------------------------------------------------------------------------- failures after training, Ctrl-C
 
+
 def test_failure_after_training_resumes_without_retraining(shown, synth_cache, tmp_path, monkeypatch):
+    import cxrbench.engine.train as train
     import cxrbench.explain.localization as localization
-    import cxrbench.train as train
 
     real = localization.localize
     monkeypatch.setattr(localization, "localize", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("GPU lost")))
@@ -396,15 +438,25 @@ def test_failure_after_training_resumes_without_retraining(shown, synth_cache, t
     run_dir = next(tmp_path.iterdir())
     assert not (run_dir / "record.json").exists() and (run_dir / "fold0.json").exists()
     monkeypatch.setattr(localization, "localize", real)
-    steps = _interrupt_at(monkeypatch, 10 ** 9)  # counts training losses
+    steps = _interrupt_at(monkeypatch, 10**9)  # counts training losses
     fits = []
     real_fit = train.fit
     monkeypatch.setattr(train, "fit", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
     rec = read_record(run(_opts(synth_cache, tmp_path, resume=True)).parent)
     assert steps["n"] == 0 and not fits  # no training step ran in the resume
     unbroken = read_record(shown[0])
-    same = ("protocol", "model", "lr", "deviations", "data", "seeds", "validation", "test", "predictions",
-            "localization")
+    same = (
+        "protocol",
+        "model",
+        "lr",
+        "deviations",
+        "data",
+        "seeds",
+        "validation",
+        "test",
+        "predictions",
+        "localization",
+    )
     assert {k: _untimed(rec[k]) for k in same} == {k: _untimed(unbroken[k]) for k in same}
     assert rec["timing"]["resumed"] is True and rec["timing"]["train_images"] == unbroken["timing"]["train_images"]
 
@@ -418,7 +470,7 @@ def _untimed(x):
     return x
 
 
-SLOW = textwrap.dedent('''
+SLOW = textwrap.dedent("""
     import time
     from torch import nn
     from cxrbench.models import register_model
@@ -437,15 +489,31 @@ SLOW = textwrap.dedent('''
     @register_model(cam_layer="body", input_size=64)
     def slownet(num_classes=15, pretrained=False):
         return Slow(num_classes)
-''')
+""")
 
 
 def test_ctrl_c_says_where_the_run_stopped_and_resume_continues(synth_cache, tmp_path):
     plugin = tmp_path / "slow.py"
     plugin.write_text(SLOW)
     out = tmp_path / "runs"
-    args = [sys.executable, "-m", "cxrbench", "run", "--plugin", str(plugin), "--model", "slownet", "--protocol",
-            "smoke", "--cache", str(synth_cache), "--out", str(out), "--device", "cpu"]
+    args = [
+        sys.executable,
+        "-m",
+        "cxrbench",
+        "run",
+        "--plugin",
+        str(plugin),
+        "--model",
+        "slownet",
+        "--protocol",
+        "smoke",
+        "--cache",
+        str(synth_cache),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ck = out / "slownet__smoke@v1__lr0.1__seed0" / "fold0.pt"
     deadline = time.time() + 240
@@ -470,12 +538,22 @@ def test_gpu_check_script_dry_run_on_the_cpu(tmp_path):
     its stage breakdown, and the summary (compile against the default, determinism's cost and repeatability)."""
     out = tmp_path / "out"
     env = {**os.environ, "GPU_CHECK_BUDGET": "3000", "PYTHON": sys.executable, "GPU_CHECK_WORK": str(tmp_path / "w")}
-    r = subprocess.run(["bash", str(REPO / "tools" / "gpu_check.sh"), str(out), "--dry-run"], capture_output=True,
-                       text=True, timeout=3000, env=env)
+    r = subprocess.run(
+        ["bash", str(REPO / "tools" / "gpu_check.sh"), str(out), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=3000,
+        env=env,
+    )
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     files = {p.name.split("-x86")[0].split("-aarch")[0] for p in out.glob("*.json")}
-    assert {"whole_run-graphs", "whole_run-compile", "whole_run-deterministic-a", "whole_run-deterministic-b",
-            "whole_run_summary"} <= files, files
+    assert {
+        "whole_run-graphs",
+        "whole_run-compile",
+        "whole_run-deterministic-a",
+        "whole_run-deterministic-b",
+        "whole_run_summary",
+    } <= files, files
     graphs = json.loads(next(out.glob("whole_run-graphs-*.json")).read_text())
     assert graphs["whole_run_images_per_s"] > 0 and graphs["per_epoch_images_per_s"] > 0
     assert graphs["breakdown_seconds"]["training"] > 0 and graphs["projected_full_protocol"]["protocol"] == "smoke@v1"

@@ -79,10 +79,12 @@ def test_makespan_places_runs_least_loaded_first_at_measured_rates():
 
 
 def test_what_is_read_from_logs_and_nvidia_smi():
-    log = ("loading 138 images\n"
-           "fold0 epoch 1/10: train loss 0.7001, 1,234 images/s, val AUROC 0.5 (weighted) 0.5 (plain)\n"
-           "fold0 epoch 2/10: train loss 0.5, 1,650 images/s\nfinal epoch 1/10: training loss 0.4000, 987 images/s, "
-           "1.2 s\n")  # today's wording (training loss ..., seconds) and the earlier one
+    log = (
+        "loading 138 images\n"
+        "fold0 epoch 1/10: train loss 0.7001, 1,234 images/s, val AUROC 0.5 (weighted) 0.5 (plain)\n"
+        "fold0 epoch 2/10: train loss 0.5, 1,650 images/s\nfinal epoch 1/10: training loss 0.4000, 987 images/s, "
+        "1.2 s\n"
+    )  # today's wording (training loss ..., seconds) and the earlier one
     assert epoch_rates(log) == [1234.0, 1650.0, 987.0]
     assert parse_compute_apps("4242, 6144\n77, 512\n[N/A], 1\n") == {4242: 6144, 77: 512}
 

@@ -63,7 +63,7 @@ def test_paper_splits(paper_splits, real_metadata):
     outer = [lk for lk in s.leaks if (lk.a, lk.b) == ("trainval", "test")][0]
     assert outer.ok and not outer.allowed
     assert all(lk.allowed for lk in s.leaks if lk.a.startswith("train["))
-    rows = dict((n, c) for n, c, _ in s.table1(len(real_metadata)))
+    rows = {n: c for n, c, _ in s.table1(len(real_metadata))}
     assert rows["Full training-validation"] + rows["Full test"] == 112_120
     assert rows["Training subset"] + rows["Validation subset"] == rows["Training-validation subset"]
 

@@ -38,8 +38,9 @@ def _toy():
 
 
 def test_every_reading_is_a_named_rule():
-    assert set(SUBSET_RULES) == {f"{a}-{p}{r}" for a in ("shortfall", "target") for p in ("unselected", "all")
-                                 for r in ("", "-replace")}
+    assert set(SUBSET_RULES) == {
+        f"{a}-{p}{r}" for a in ("shortfall", "target") for p in ("unselected", "all") for r in ("", "-replace")
+    }
     with pytest.raises(ConfigError, match="unknown subset rule 'nope'"):
         select_subset(_toy(), rule="nope")
 
@@ -47,8 +48,10 @@ def test_every_reading_is_a_named_rule():
 def test_rules_differ_as_described():
     """On a toy matrix each reading draws what its name says (Atelectasis count over 30 seeds)."""
     y = _toy()
-    got = {r: {int(y[select_subset(y, seed=s, finding_target=2, no_finding_target=3, rule=r), 0].sum())
-               for s in range(30)} for r in SUBSET_RULES}
+    got = {
+        r: {int(y[select_subset(y, seed=s, finding_target=2, no_finding_target=3, rule=r), 0].sum()) for s in range(30)}
+        for r in SUBSET_RULES
+    }
     assert got["shortfall-unselected"] == {2}  # the shortfall (1) drawn from the 4 unselected images
     assert got["shortfall-all"] == {1, 2}  # the shortfall drawn from all 5: the selected one can come again
     assert got["target-unselected"] == {3}  # 2 more on top of the one already selected

@@ -73,8 +73,19 @@ def _library_versions(decoder: str) -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": sys.version.split()[0]}
-    for dist in ("numpy", "zarr", "numcodecs", "numba", "imagecodecs", "pillow", "pyspng", "opencv-python-headless",
-                 "opencv-python", "opencv-contrib-python", "opencv-contrib-python-headless"):
+    for dist in (
+        "numpy",
+        "zarr",
+        "numcodecs",
+        "numba",
+        "imagecodecs",
+        "pillow",
+        "pyspng",
+        "opencv-python-headless",
+        "opencv-python",
+        "opencv-contrib-python",
+        "opencv-contrib-python-headless",
+    ):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
@@ -172,8 +183,15 @@ def process_chunk(task: ChunkTask) -> dict:
         if dec.mode != "gray 8-bit" or dec.original_shape != (4 * task.size, 4 * task.size):
             odd[name] = {"mode": dec.mode, "original_shape": list(dec.original_shape)}
     sums = chunk_checksum(block), chunk_checksum(shapes)
-    res = {"chunk": task.k, "n": n, "checksum": sums[0], "shape_checksum": sums[1], "bad": bad, "odd": odd,
-           "written": False}
+    res = {
+        "chunk": task.k,
+        "n": n,
+        "checksum": sums[0],
+        "shape_checksum": sums[1],
+        "bad": bad,
+        "odd": odd,
+        "written": False,
+    }
     if task.expect is not None and (sums[0] != task.expect[0] or task.expect[1] not in (None, sums[1])):
         return res
     write_chunks(Path(task.store), task.k, block, shapes)
@@ -202,11 +220,14 @@ def compare_manifests(old: dict, new: dict, path: Path, libraries: bool = False)
         changes.append("the list of images changed")
     if libraries:
         was, now = pixel_libraries(old), pixel_libraries(new)
-        changes += [f"{d} {was.get(d)} -> {now.get(d)}" for d in sorted(set(was) | set(now))
-                    if was.get(d) != now.get(d)]
+        changes += [
+            f"{d} {was.get(d)} -> {now.get(d)}" for d in sorted(set(was) | set(now)) if was.get(d) != now.get(d)
+        ]
     if changes:
-        raise CacheError(f"{path}: this store was built from other inputs or settings ({'; '.join(changes)}); "
-                         "it is not reused - remove it or choose another --out")
+        raise CacheError(
+            f"{path}: this store was built from other inputs or settings ({'; '.join(changes)}); "
+            "it is not reused - remove it or choose another --out"
+        )
 
 
 @dataclass
@@ -221,8 +242,9 @@ class BuildPlan:
     metadata_csv: Path
 
 
-def plan_build(data_dir: str | Path, subset: str, size: int, decoder: str,
-               resample: str = DEFAULT_RESAMPLE) -> BuildPlan:
+def plan_build(
+    data_dir: str | Path, subset: str, size: int, decoder: str, resample: str = DEFAULT_RESAMPLE
+) -> BuildPlan:
     """Read the dataset folder's tables and find its PNGs: what a build with these settings would write.
     A box store's params leave `resample` out, as before the option existed."""
     from cxrbench.data.dataset import open_dataset
@@ -241,9 +263,15 @@ def plan_build(data_dir: str | Path, subset: str, size: int, decoder: str,
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "complete": False,
-        "params": {"size": size, "decoder": decoder, "subset": subset, "chunk_images": CHUNK_IMAGES,
-                   "codecs": CODECS, "rules": RULES,
-                   **({} if resample == DEFAULT_RESAMPLE else {"resample": resample})},
+        "params": {
+            "size": size,
+            "decoder": decoder,
+            "subset": subset,
+            "chunk_images": CHUNK_IMAGES,
+            "codecs": CODECS,
+            "rules": RULES,
+            **({} if resample == DEFAULT_RESAMPLE else {"resample": resample}),
+        },
         "inputs": {name: {"sha256": content_sha256(p)} for name, p in tables.items()},
         "metadata_csv": ds.layout.metadata_csv.name,
         "n_images": len(names),
@@ -264,11 +292,14 @@ def check_sources(plan: BuildPlan, names: list[str], follow_links: bool, display
         raise CacheError(
             f"{len(missing):,} of the {len(names):,} images listed in {plan.metadata_csv.name} are not under "
             f"{plan.root} (first: {first}); nothing was decoded. Is --data-dir the ChestX-ray14 folder that holds "
-            "the PNGs? They are looked for in images_NNN/images/, images_NNN/, images/ and the folder itself")
+            "the PNGs? They are looked for in images_NNN/images/, images_NNN/, images/ and the folder itself"
+        )
     if missing and display is not None:
         then = "recorded as bad and excluded (--skip-bad)" if skip_bad else "listed again when the build ends"
-        display.warn(f"{len(missing):,} of the {len(names):,} images listed in {plan.metadata_csv.name} are not "
-                     f"under {plan.root} (first: {first}); the others are decoded, the missing ones {then}")
+        display.warn(
+            f"{len(missing):,} of the {len(names):,} images listed in {plan.metadata_csv.name} are not "
+            f"under {plan.root} (first: {first}); the others are decoded, the missing ones {then}"
+        )
     if follow_links:
         return
     outside = links_outside(plan.root, {nm: plan.paths[nm] for nm in names if nm in plan.paths})
@@ -277,7 +308,8 @@ def check_sources(plan: BuildPlan, names: list[str], follow_links: bool, display
         raise CacheError(
             f"{len(outside):,} image(s) are symbolic links that resolve outside the dataset folder {plan.root} "
             f"(first: {plan.paths[name]} -> {target}); cxrbench reads only files inside it - pass --follow-links "
-            "to read them anyway")
+            "to read them anyway"
+        )
 
 
 def _prepare_out(out: Path) -> None:
@@ -288,9 +320,19 @@ def _prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def build_cache(data_dir: str | Path, out: str | Path, *, subset: str = "all", workers: int | None = None,
-                size: int = 256, decoder: str | None = None, skip_bad: bool = False, follow_links: bool = False,
-                display=None, resample: str = DEFAULT_RESAMPLE) -> BuildReport:
+def build_cache(
+    data_dir: str | Path,
+    out: str | Path,
+    *,
+    subset: str = "all",
+    workers: int | None = None,
+    size: int = 256,
+    decoder: str | None = None,
+    skip_bad: bool = False,
+    follow_links: bool = False,
+    display=None,
+    resample: str = DEFAULT_RESAMPLE,
+) -> BuildReport:
     """Build (or resume) the cache of `data_dir` at `out`; see the module docstring. `resample`: box (the exact
     area mean) or bilinear (the paper's, Pillow's)."""
     t0 = time.perf_counter()
@@ -319,9 +361,11 @@ def _check_chunk_files(out: Path, manifest: dict, data_dir) -> None:
     """A complete store whose chunk files are gone is not "up to date": say so and point to the repair."""
     missing = missing_chunk_files(out, manifest)
     if missing:
-        raise CacheError(f"{out}: the cache is complete but {len(missing)} of its chunk files are missing (first: "
-                         f"{missing[0][1]}); run `cxrbench cache repair {out} --data-dir {data_dir}` to decode them "
-                         f"again (`cxrbench cache verify {out}` checks every chunk)")
+        raise CacheError(
+            f"{out}: the cache is complete but {len(missing)} of its chunk files are missing (first: "
+            f"{missing[0][1]}); run `cxrbench cache repair {out} --data-dir {data_dir}` to decode them "
+            f"again (`cxrbench cache verify {out}` checks every chunk)"
+        )
 
 
 def write_or_fail(out: Path, write):
@@ -329,8 +373,9 @@ def write_or_fail(out: Path, write):
     try:
         return write()
     except OSError as e:
-        raise CacheError(f"{out}: {_write_reason(e)}; free some space (or fix the folder) and run the same "
-                         "command again") from None
+        raise CacheError(
+            f"{out}: {_write_reason(e)}; free some space (or fix the folder) and run the same command again"
+        ) from None
 
 
 def _write_reason(e: OSError) -> str:
@@ -352,24 +397,40 @@ def _initialise(out: Path, manifest: dict, plan: BuildPlan, size: int) -> dict:
     return manifest
 
 
-def chunk_tasks(out: Path, plan: BuildPlan, chunks: list[int], size: int, decoder: str,
-                expect: dict[int, tuple[str, str | None]] | None = None,
-                resample: str = DEFAULT_RESAMPLE) -> list[ChunkTask]:
+def chunk_tasks(
+    out: Path,
+    plan: BuildPlan,
+    chunks: list[int],
+    size: int,
+    decoder: str,
+    expect: dict[int, tuple[str, str | None]] | None = None,
+    resample: str = DEFAULT_RESAMPLE,
+) -> list[ChunkTask]:
     """One task per chunk index, with the paths of its PNGs (None where a PNG is missing)."""
     tasks = []
     for k in chunks:
         names = plan.names[k * CHUNK_IMAGES : (k + 1) * CHUNK_IMAGES]
         paths = [str(plan.paths[nm]) if nm in plan.paths else None for nm in names]
-        tasks.append(ChunkTask(str(out), k, names, paths, size, decoder, None if expect is None else expect[k],
-                               resample))
+        tasks.append(
+            ChunkTask(str(out), k, names, paths, size, decoder, None if expect is None else expect[k], resample)
+        )
     return tasks
 
 
 class _Build:
     """One build (or resumption) of an initialised store, under its lock."""
 
-    def __init__(self, out: Path, manifest: dict, plan: BuildPlan, workers: int | None, skip_bad: bool, display,
-                 lock: StoreLock, t0: float) -> None:
+    def __init__(
+        self,
+        out: Path,
+        manifest: dict,
+        plan: BuildPlan,
+        workers: int | None,
+        skip_bad: bool,
+        display,
+        lock: StoreLock,
+        t0: float,
+    ) -> None:
         self.out, self.manifest, self.plan = out, manifest, plan
         self.skip_bad, self.display, self.lock, self.t0 = skip_bad, display, lock, t0
         self.n = len(plan.names)
@@ -423,16 +484,26 @@ class _Build:
             signal.signal(signal.SIGTERM, _sigterm)
         warm_up()  # compile once in the parent; forked workers inherit the kernels
         try:
-            execute(process_chunk, self.tasks, self.workers, self.record, self.display, self.n, int(self.done.sum()),
-                    self.lock.identity())
+            execute(
+                process_chunk,
+                self.tasks,
+                self.workers,
+                self.record,
+                self.display,
+                self.n,
+                int(self.done.sum()),
+                self.lock.identity(),
+            )
         except KeyboardInterrupt:
             try:
                 self.flush()
             except OSError as e:  # a full disk too: the chunks since the last save are decoded again
                 raise self._write_failure(e) from None
             if self.display is not None:
-                self.display.info(f"interrupted: {int(self.done.sum())} of {self.n} images are in the cache; run the "
-                                  "same command again to resume")
+                self.display.info(
+                    f"interrupted: {int(self.done.sum())} of {self.n} images are in the cache; run the "
+                    "same command again to resume"
+                )
             raise
         except OSError as e:
             raise self._write_failure(e) from None
@@ -448,8 +519,10 @@ class _Build:
             kept = f"{int(self.done.sum()):,} of {self.n:,} images are saved"
         except OSError as e2:
             kept = f"progress since the last save could not be recorded ({_write_reason(e2)})"
-        return CacheError(f"{self.out}: {_write_reason(e)}; {kept} and no temp files are left; free some space and "
-                          "run the same command again to resume")
+        return CacheError(
+            f"{self.out}: {_write_reason(e)}; {kept} and no temp files are left; free some space and "
+            "run the same command again to resume"
+        )
 
     def _finish(self) -> BuildReport:
         seconds = time.perf_counter() - self.t0
@@ -465,15 +538,18 @@ class _Build:
             raise CacheError(
                 f"{len(self.bad)} image(s) could not be decoded (listed above and in {listing}); fix or replace them "
                 "and run the build again (only their chunks are redone), or pass --skip-bad to record and exclude "
-                "them")
+                "them"
+            )
         self.manifest["complete"] = True
-        self.manifest["build"] = {"seconds": round(seconds, 3), "decoded": self.decoded, "workers": self.workers,
-                                  "images_per_s": round(self.decoded / seconds, 1) if seconds else None}
+        self.manifest["build"] = {
+            "seconds": round(seconds, 3),
+            "decoded": self.decoded,
+            "workers": self.workers,
+            "images_per_s": round(self.decoded / seconds, 1) if seconds else None,
+        }
         self.flush()
         return BuildReport(self.out, self.n, self.decoded, seconds, bad=self.bad)
 
 
 def _sigterm(signum, frame) -> None:  # a kill is handled like Ctrl-C: progress is saved
     raise KeyboardInterrupt
-
-

@@ -173,8 +173,15 @@ def decode_full(backend: str, data: bytes) -> np.ndarray:
 def decode_resized(backend: str, data: bytes, size: int, resample: str = "box") -> Decoded:
     """Decode and resize one PNG (`resample`: box or bilinear); raises DecodeError with the reason for a bad file."""
     info = parse(data)
-    if resample == "box" and backend == "cxr" and _fused_supported(info) and info.color_type == 0 \
-            and info.bit_depth == 8 and info.width == 4 * size and info.height == 4 * size:
+    if (
+        resample == "box"
+        and backend == "cxr"
+        and _fused_supported(info)
+        and info.color_type == 0
+        and info.bit_depth == 8
+        and info.width == 4 * size
+        and info.height == 4 * size
+    ):
         raw = np.frombuffer(inflate(info), np.uint8)
         out = np.empty((size, size), np.uint8)
         bad = kernels.gray8_box4(raw, info.width, info.height, out)
@@ -207,4 +214,3 @@ def warm_up() -> None:
     kernels.box4(np.zeros((8, 8), np.uint8), np.empty((2, 2), np.uint8))
     kernels.area_resize(np.zeros((5, 7), np.uint8), np.empty((2, 2), np.uint8))
     resize(np.zeros((8, 8), np.uint8), 2, "bilinear")
-

@@ -74,7 +74,12 @@ def _serial_box4(raw, width, height, out):
         if not _unfilter_row(raw[base], raw[base + 1 : base + stride], prev, cur, 1):
             return 1 + y
         for x in range(width // 4):
-            acc[x] += np.uint32(cur[4 * x]) + np.uint32(cur[4 * x + 1]) + np.uint32(cur[4 * x + 2]) + np.uint32(cur[4 * x + 3])
+            acc[x] += (
+                np.uint32(cur[4 * x])
+                + np.uint32(cur[4 * x + 1])
+                + np.uint32(cur[4 * x + 2])
+                + np.uint32(cur[4 * x + 3])
+            )
         if (y & 3) == 3:
             oy = y >> 2
             for x in range(width // 4):

@@ -93,8 +93,9 @@ def parse(data: bytes) -> PngInfo:
         length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
         end = pos + 8 + length + 4
         if end > n:
-            raise DecodeError(f"truncated PNG: chunk {_chunk_name(ctype)} at byte {pos} runs past the end "
-                              f"of the file ({n} bytes)")
+            raise DecodeError(
+                f"truncated PNG: chunk {_chunk_name(ctype)} at byte {pos} runs past the end of the file ({n} bytes)"
+            )
         body = data[pos + 8 : pos + 8 + length]
         if ctype[:1].isupper() and ctype not in _CRITICAL:
             raise DecodeError(f"damaged PNG: unknown critical chunk {_chunk_name(ctype)} at byte {pos}")
@@ -117,8 +118,10 @@ def parse(data: bytes) -> PngInfo:
     if w == 0 or h == 0 or comp != 0 or filt != 0 or interlace > 1 or ctype_ not in CHANNELS:
         raise DecodeError(f"damaged PNG: invalid header ({w}x{h}, colour type {ctype_}, depth {depth})")
     if w * h > MAX_PIXELS:
-        raise DecodeError(f"image too large: {w}x{h} is {w * h:,} pixels, over the limit of {MAX_PIXELS:,} "
-                          "(8192 x 8192) that every decoder enforces before it allocates")
+        raise DecodeError(
+            f"image too large: {w}x{h} is {w * h:,} pixels, over the limit of {MAX_PIXELS:,} "
+            "(8192 x 8192) that every decoder enforces before it allocates"
+        )
     if not idat:
         raise DecodeError("damaged PNG: no image data (IDAT) chunk")
     return PngInfo(w, h, depth, ctype_, interlace, b"".join(idat))
@@ -138,7 +141,7 @@ def inflate(info: PngInfo) -> bytes:
         except zlib.error as e:
             raise DecodeError(f"damaged PNG image data: {e}") from None
         if not d.eof and len(out) <= expected:
-            raise DecodeError(f"truncated PNG image data: inflated {len(out)} of {expected} bytes")
+            raise DecodeError(f"truncated PNG image data: inflated {len(out)} of {expected} bytes") from None
     except Exception as e:  # imagecodecs.DeflateError and friends
         raise DecodeError(f"damaged or truncated PNG image data: {e}") from None
     if len(out) != expected:

@@ -47,8 +47,9 @@ class RepairReport:
         return not (self.chunks or self.names or self.tables)
 
 
-def repair_cache(path: str | Path, data_dir: str | Path, *, workers: int | None = None, follow_links: bool = False,
-                 display=None) -> RepairReport:
+def repair_cache(
+    path: str | Path, data_dir: str | Path, *, workers: int | None = None, follow_links: bool = False, display=None
+) -> RepairReport:
     """Re-decode, from the PNGs in `data_dir`, exactly what `cache verify` reports as damaged (chunks, names,
     tables), and end bitwise identical to a clean build: a re-decoded chunk is written only if it matches
     the checksum recorded at build time."""
@@ -58,8 +59,10 @@ def repair_cache(path: str | Path, data_dir: str | Path, *, workers: int | None 
     if manifest is None or manifest.get("format") != FORMAT:
         raise CacheError(f"{out}: not a cxrbench cache (no {MANIFEST}); nothing to repair")
     if not manifest.get("complete"):
-        raise CacheError(f"{out}: the cache is not complete; finish it with `cxrbench cache build` and the options "
-                         "it was started with (unfinished and missing chunks are decoded then)")
+        raise CacheError(
+            f"{out}: the cache is not complete; finish it with `cxrbench cache build` and the options "
+            "it was started with (unfinished and missing chunks are decoded then)"
+        )
     p = manifest["params"]
     plan = plan_build(data_dir, p["subset"], int(p["size"]), p["decoder"], manifest_resample(p))
     with StoreLock(out, display) as lock:
@@ -103,12 +106,20 @@ def _repair_tables_and_names(out: Path, plan: BuildPlan, damage) -> None:
         write_names(out, plan.names)
 
 
-def _redecode(out: Path, manifest: dict, plan: BuildPlan, chunks: list[int], workers: int | None, display,
-              lock: StoreLock) -> int:
+def _redecode(
+    out: Path, manifest: dict, plan: BuildPlan, chunks: list[int], workers: int | None, display, lock: StoreLock
+) -> int:
     c = manifest["chunks"]
     expect = {k: (c["checksums"][str(k)], c.get("shape_checksums", {}).get(str(k))) for k in chunks}
-    tasks = chunk_tasks(out, plan, chunks, int(manifest["params"]["size"]), manifest["params"]["decoder"], expect,
-                        manifest_resample(manifest["params"]))
+    tasks = chunk_tasks(
+        out,
+        plan,
+        chunks,
+        int(manifest["params"]["size"]),
+        manifest["params"]["decoder"],
+        expect,
+        manifest_resample(manifest["params"]),
+    )
     mismatched: list[int] = []
     decoded = 0
 
@@ -126,5 +137,6 @@ def _redecode(out: Path, manifest: dict, plan: BuildPlan, chunks: list[int], wor
         raise CacheError(
             f"{out}: chunk(s) {', '.join(map(str, sorted(mismatched)))} decoded again from {plan.root} do not match "
             "the checksums recorded at build time (their PNGs or the decoder library changed since the build), so "
-            "they were not written; rebuild the cache into a new folder instead")
+            "they were not written; rebuild the cache into a new folder instead"
+        )
     return decoded

@@ -17,7 +17,7 @@ import numpy as np
 RESAMPLES: dict[str, str] = {
     "box": "exact area mean (4x4 block mean for 1024 -> 256, area-weighted for other sizes), rounded half up",
     "bilinear": "Pillow's antialiased bilinear, as torchvision's Resize on a PIL image (the reference paper's); "
-                "bit-exact",
+    "bit-exact",
 }
 DEFAULT_RESAMPLE = "box"
 PAPER_RESAMPLE = "bilinear"

@@ -153,12 +153,26 @@ def create_arrays(path: Path, names: list[str], size: int) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_DELTA_NOTE)
         g.create_array(
-            "images", shape=(n, size, size), chunks=(CHUNK_IMAGES, size, size), dtype="uint8", fill_value=0,
-            filters=[Delta(dtype="uint8")], compressors=[ZstdCodec(level=1)],
-            config={"write_empty_chunks": True}, overwrite=True,
+            "images",
+            shape=(n, size, size),
+            chunks=(CHUNK_IMAGES, size, size),
+            dtype="uint8",
+            fill_value=0,
+            filters=[Delta(dtype="uint8")],
+            compressors=[ZstdCodec(level=1)],
+            config={"write_empty_chunks": True},
+            overwrite=True,
         )
-    g.create_array("original_shape", shape=(n, 2), chunks=(CHUNK_IMAGES, 2), dtype="uint16", fill_value=0,
-                   compressors=[ZstdCodec(level=1)], config={"write_empty_chunks": True}, overwrite=True)
+    g.create_array(
+        "original_shape",
+        shape=(n, 2),
+        chunks=(CHUNK_IMAGES, 2),
+        dtype="uint16",
+        fill_value=0,
+        compressors=[ZstdCodec(level=1)],
+        config={"write_empty_chunks": True},
+        overwrite=True,
+    )
     write_names(path, names)
 
 
@@ -176,8 +190,10 @@ def write_names(path: Path, names: list[str]) -> None:
 
 def fix_hint(path: Path | str) -> str:
     """What to do about a damaged store (every damage message ends with it)."""
-    return (f"run `cxrbench cache verify {path}` to list the damage and `cxrbench cache repair {path} "
-            "--data-dir DATA_DIR` to re-decode it from the PNGs")
+    return (
+        f"run `cxrbench cache verify {path}` to list the damage and `cxrbench cache repair {path} "
+        "--data-dir DATA_DIR` to re-decode it from the PNGs"
+    )
 
 
 class ChunkDamage(CacheError):
@@ -307,8 +323,13 @@ PIXEL_LIBRARIES: dict[str, tuple[str, ...]] = {
     "cxr": ("numba", "pillow"),
     "imagecodecs": ("imagecodecs", "numba"),
     "pyspng": ("pyspng", "pillow", "numba"),
-    "opencv": ("opencv-python-headless", "opencv-python", "opencv-contrib-python", "opencv-contrib-python-headless",
-               "numba"),
+    "opencv": (
+        "opencv-python-headless",
+        "opencv-python",
+        "opencv-contrib-python",
+        "opencv-contrib-python-headless",
+        "numba",
+    ),
     "pillow": ("pillow", "numba"),
 }
 
@@ -384,8 +405,9 @@ class CacheStore:
         try:
             return load_chunk(self.path, self.manifest, "images", k)
         except ChunkDamage as e:
-            raise CacheError(f"{self.path}: {e}; the cache is damaged, no pixels are read from it - "
-                             f"{fix_hint(self.path)}") from None
+            raise CacheError(
+                f"{self.path}: {e}; the cache is damaged, no pixels are read from it - {fix_hint(self.path)}"
+            ) from None
 
     def read(self, positions: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Images at cache positions (any order), reading and checking each needed chunk once.
@@ -442,13 +464,21 @@ def _check_layout(p: Path, m: dict) -> None:
     try:
         params, n = m["params"], int(m["n_images"])
         size, c, count = int(params["size"]), int(params["chunk_images"]), int(m["chunks"]["count"])
-        ok = (params.get("codecs") == CODECS and c == CHUNK_IMAGES and 8 <= size <= 4096 and n >= 0
-              and count == (n + c - 1) // c and isinstance(m["chunks"]["checksums"], dict))
+        ok = (
+            params.get("codecs") == CODECS
+            and c == CHUNK_IMAGES
+            and 8 <= size <= 4096
+            and n >= 0
+            and count == (n + c - 1) // c
+            and isinstance(m["chunks"]["checksums"], dict)
+        )
     except (KeyError, TypeError, ValueError):
         ok = False
     if not ok:
-        raise CacheError(f"{p}/{MANIFEST}: damaged manifest (its parameters, counts or checksums are not what "
-                         "cxrbench writes); rebuild the cache")
+        raise CacheError(
+            f"{p}/{MANIFEST}: damaged manifest (its parameters, counts or checksums are not what "
+            "cxrbench writes); rebuild the cache"
+        )
 
 
 def open_cache(path: str | Path) -> CacheStore:
@@ -464,17 +494,20 @@ def open_cache(path: str | Path) -> CacheStore:
     if m is None or m.get("format") != FORMAT:
         raise CacheError(f"{p}: not a cxrbench cache (no {MANIFEST})")
     if m.get("format_version") != FORMAT_VERSION:
-        raise CacheError(f"{p}: cache format version {m.get('format_version')} is not supported by this "
-                         f"cxrbench (reads version {FORMAT_VERSION}); rebuild it")
+        raise CacheError(
+            f"{p}: cache format version {m.get('format_version')} is not supported by this "
+            f"cxrbench (reads version {FORMAT_VERSION}); rebuild it"
+        )
     if not m.get("complete"):
-        raise CacheError(f"{p}: the cache is not complete (its build was interrupted or failed); run "
-                         "`cxrbench cache build` again with the same options to finish it")
+        raise CacheError(
+            f"{p}: the cache is not complete (its build was interrupted or failed); run "
+            "`cxrbench cache build` again with the same options to finish it"
+        )
     _check_layout(p, m)
     problems = check_tables(p, m)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise CacheError(f"{problems[0]}{more}; the cache's tables are not the ones it was built with - "
-                         f"{fix_hint(p)}")
+        raise CacheError(f"{problems[0]}{more}; the cache's tables are not the ones it was built with - {fix_hint(p)}")
     return CacheStore(p, m)
 
 
@@ -509,8 +542,10 @@ def inspect_cache(path: str | Path, progress=None) -> Damage:
     damaged: set[int] = set()
     sums = m["chunks"]["checksums"]
     if _checksums(m, "original_shape") is None:
-        notes.append(f"{p}/original_shape: no checksums recorded (built by an older cxrbench); its chunks are "
-                     "checked for being present and readable only")
+        notes.append(
+            f"{p}/original_shape: no checksums recorded (built by an older cxrbench); its chunks are "
+            "checked for being present and readable only"
+        )
     for k in range(int(m["chunks"]["count"])):
         for array in ("images", "original_shape"):
             if str(k) not in sums and not m.get("complete"):

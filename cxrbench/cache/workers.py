@@ -115,7 +115,7 @@ class StoreLock:
             return pid
         return None
 
-    def __enter__(self) -> "StoreLock":
+    def __enter__(self) -> StoreLock:
         self.fh = open(self.path, "a+")
         deadline = None
         while True:
@@ -128,21 +128,25 @@ class StoreLock:
                 dead = self._dead_owner(who)
                 if dead is None:
                     self.fh.close()
-                    raise CacheError(f"{self.path.parent}: another cache build ({who}) is writing this store; wait "
-                                     "for it to finish or choose another --out") from None
+                    raise CacheError(
+                        f"{self.path.parent}: another cache build ({who}) is writing this store; wait "
+                        "for it to finish or choose another --out"
+                    ) from None
                 deadline = deadline or time.monotonic() + LOCK_STALE_WAIT
                 if time.monotonic() > deadline:
                     self.fh.close()
                     raise CacheError(
                         f"{self.path.parent}: stale lock: the build that took it ({who}) is no longer running, but "
                         f"another process still holds {self.path} (a leftover worker of that build?); stop it "
-                        f"(`fuser -v {self.path}` names it) and run the command again") from None
+                        f"(`fuser -v {self.path}` names it) and run the command again"
+                    ) from None
                 time.sleep(0.2)
         self.fh.seek(0)
         dead = self._dead_owner(self.fh.read().strip())
         if dead is not None and self.display is not None:
-            self.display.info(f"{self.path.parent}: taking over a stale lock (its build, pid {dead}, is no longer "
-                              "running)")
+            self.display.info(
+                f"{self.path.parent}: taking over a stale lock (its build, pid {dead}, is no longer running)"
+            )
         self.fh.seek(0)
         self.fh.truncate()
         self.fh.write(f"pid {os.getpid()} on {os.uname().nodename}")
@@ -166,8 +170,17 @@ class StoreLock:
             self.fh.close()
 
 
-def execute(work: Callable, tasks: list, workers: int, record: Callable, display, total: int, already: int,
-            lock: tuple[int, int, int] | None = None, description: str = "cache build") -> None:
+def execute(
+    work: Callable,
+    tasks: list,
+    workers: int,
+    record: Callable,
+    display,
+    total: int,
+    already: int,
+    lock: tuple[int, int, int] | None = None,
+    description: str = "cache build",
+) -> None:
     """Run `work(task)` for each task (in worker processes when workers > 1), calling `record` with each
     result (a dict with the number of images `n`) and advancing a progress bar over `total` images.
 
@@ -191,8 +204,9 @@ def execute(work: Callable, tasks: list, workers: int, record: Callable, display
 
         from cxrbench._mp import context
 
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context(), initializer=worker_init,
-                                   initargs=(os.getpid(), lock))
+        pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=context(), initializer=worker_init, initargs=(os.getpid(), lock)
+        )
         error: OSError | None = None
         try:
             pending = {pool.submit(work, t) for t in tasks}

@@ -52,8 +52,14 @@ def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="cxrbench")
-@click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
-              help="Show full tracebacks for errors.")
+@click.option(
+    "--debug",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_set_debug,
+    help="Show full tracebacks for errors.",
+)
 def cli() -> None:
     """cxrbench: chest X-ray classification benchmarks on NIH ChestX-ray14.
 

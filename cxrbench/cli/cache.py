@@ -20,29 +20,65 @@ def cache() -> None:
 
 
 FOLLOW_LINKS = click.option(
-    "--follow-links", is_flag=True,
-    help="Read PNGs that are symbolic links to files outside --data-dir (refused by default).")
+    "--follow-links",
+    is_flag=True,
+    help="Read PNGs that are symbolic links to files outside --data-dir (refused by default).",
+)
 
 
 @cache.command()
-@click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=str),
-              help="ChestX-ray14 folder (images_0NN/images/*.png or images/*.png, metadata CSV, lists).")
+@click.option(
+    "--data-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="ChestX-ray14 folder (images_0NN/images/*.png or images/*.png, metadata CSV, lists).",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), help="Store to write.")
-@click.option("--subset", type=click.Choice(["all", "paper"]), default="all", show_default=True,
-              help="Every image, or only the paper's class-balanced subset (seed 0).")
+@click.option(
+    "--subset",
+    type=click.Choice(["all", "paper"]),
+    default="all",
+    show_default=True,
+    help="Every image, or only the paper's class-balanced subset (seed 0).",
+)
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Decoder processes (default: all cores).")
-@click.option("--size", type=click.IntRange(min=8, max=4096), default=256, show_default=True,
-              help="Side of the stored square images.")
-@click.option("--decoder", default=None, help="PNG decoder: cxr, imagecodecs, pyspng, opencv or pillow "
-              "(default: the fastest present).")
-@click.option("--skip-bad", is_flag=True, help="Record undecodable images in the manifest and exclude them "
-              "from every split, instead of failing.")
-@click.option("--resample", type=click.Choice(["box", "bilinear"]), default="box", show_default=True,
-              help="box: the exact area mean (4x4 for 1024 -> 256); bilinear: the reference paper's resize (Pillow's "
-              "antialiased bilinear, as torchvision's Resize on PIL images), bit-exact; the v2 paper protocols need it.")
+@click.option(
+    "--size",
+    type=click.IntRange(min=8, max=4096),
+    default=256,
+    show_default=True,
+    help="Side of the stored square images.",
+)
+@click.option(
+    "--decoder",
+    default=None,
+    help="PNG decoder: cxr, imagecodecs, pyspng, opencv or pillow (default: the fastest present).",
+)
+@click.option(
+    "--skip-bad",
+    is_flag=True,
+    help="Record undecodable images in the manifest and exclude them from every split, instead of failing.",
+)
+@click.option(
+    "--resample",
+    type=click.Choice(["box", "bilinear"]),
+    default="box",
+    show_default=True,
+    help="box: the exact area mean (4x4 for 1024 -> 256); bilinear: the reference paper's resize (Pillow's "
+    "antialiased bilinear, as torchvision's Resize on PIL images), bit-exact; the v2 paper protocols need it.",
+)
 @FOLLOW_LINKS
-def build(data_dir: str, out: str, subset: str, workers: int | None, size: int, decoder: str | None,
-          skip_bad: bool, resample: str, follow_links: bool) -> None:
+def build(
+    data_dir: str,
+    out: str,
+    subset: str,
+    workers: int | None,
+    size: int,
+    decoder: str | None,
+    skip_bad: bool,
+    resample: str,
+    follow_links: bool,
+) -> None:
     """Decode every image once, resize it (box or the paper's bilinear) and store uint8 pixels in zarr (resumable).
 
     \b
@@ -54,14 +90,26 @@ def build(data_dir: str, out: str, subset: str, workers: int | None, size: int, 
     from cxrbench.console import get_display
 
     d = get_display()
-    r = build_cache(data_dir, out, subset=subset, workers=workers, size=size, decoder=decoder, skip_bad=skip_bad,
-                    follow_links=follow_links, display=d, resample=resample)
+    r = build_cache(
+        data_dir,
+        out,
+        subset=subset,
+        workers=workers,
+        size=size,
+        decoder=decoder,
+        skip_bad=skip_bad,
+        follow_links=follow_links,
+        display=d,
+        resample=resample,
+    )
     if r.up_to_date:
         d.info(f"{out}: complete and up to date ({r.n_images} images); nothing to do")
         return
     extra = f", {len(r.bad)} bad images recorded and excluded" if r.bad else ""
-    d.info(f"{out}: {r.n_images} images ({r.decoded} decoded now in {r.seconds:.1f} s, "
-           f"{r.images_per_s:.0f} images/s{extra})")
+    d.info(
+        f"{out}: {r.n_images} images ({r.decoded} decoded now in {r.seconds:.1f} s, "
+        f"{r.images_per_s:.0f} images/s{extra})"
+    )
 
 
 @cache.command()
@@ -87,16 +135,23 @@ def verify(path: str) -> None:
     if damage.problems:
         for p in damage.problems:
             d.warn(p)
-        fix = (f"; `cxrbench cache repair {path} --data-dir DATA_DIR` decodes them again"
-               if damage.chunks or damage.names or damage.tables else "")
+        fix = (
+            f"; `cxrbench cache repair {path} --data-dir DATA_DIR` decodes them again"
+            if damage.chunks or damage.names or damage.tables
+            else ""
+        )
         raise CacheError(f"{path}: {len(damage.problems)} problem(s) found (listed above){fix}")
     d.info(f"{path}: all chunks, names and tables match their checksums")
 
 
 @cache.command()
 @click.argument("path", type=click.Path(file_okay=False, path_type=str))
-@click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=str),
-              help="The ChestX-ray14 folder the cache was built from.")
+@click.option(
+    "--data-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="The ChestX-ray14 folder the cache was built from.",
+)
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Decoder processes (default: all cores).")
 @FOLLOW_LINKS
 def repair(path: str, data_dir: str, workers: int | None, follow_links: bool) -> None:
@@ -146,8 +201,11 @@ def info(path: str, as_json: bool) -> None:
         click.echo(json.dumps(i, indent=2))
         return
     rows = [
-        ["complete", i["complete"]], ["images", f"{i['images']:,}"], ["done", f"{i['images_done']:,}"],
-        ["bad (excluded)", i["bad_images"]], ["odd formats converted", i["odd_images"]],
+        ["complete", i["complete"]],
+        ["images", f"{i['images']:,}"],
+        ["done", f"{i['images_done']:,}"],
+        ["bad (excluded)", i["bad_images"]],
+        ["odd formats converted", i["odd_images"]],
         ["size on disk (images)", f"{i['images_bytes_on_disk'] / 2**20:,.1f} MiB"],
         ["bytes per image", f"{i['bytes_per_image']:,.0f}"],
         *[[f"param {k}", v] for k, v in i["params"].items()],

@@ -6,17 +6,27 @@ from pathlib import Path
 
 import click
 
-_BOARD = click.option("--leaderboard", "board", default="leaderboard", show_default=True,
-                      type=click.Path(file_okay=False, path_type=str), help="Leaderboard folder (a private one too).")
+_BOARD = click.option(
+    "--leaderboard",
+    "board",
+    default="leaderboard",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Leaderboard folder (a private one too).",
+)
 
 
 @click.command()
 @click.argument("run", type=click.Path(exists=True, path_type=str))
 @_BOARD
 @click.option("--allow-dirty", is_flag=True, help="Accept a run from a modified git tree (the board marks it).")
-@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=str), default=None,
-              help="The cache or ChestX-ray14 folder whose tables the predictions are checked against (default: "
-                   "the cache recorded in RUN/run.json).")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, file_okay=False, path_type=str),
+    default=None,
+    help="The cache or ChestX-ray14 folder whose tables the predictions are checked against (default: "
+    "the cache recorded in RUN/run.json).",
+)
 def submit(run: str, board: str, allow_dirty: bool, data: str | None) -> None:
     """Check RUN (schema, hashes, protocol, every figure re-derived from its predictions, the predictions against
     the protocol's test split and labels of the run's data) and file it.
@@ -36,21 +46,42 @@ def submit(run: str, board: str, allow_dirty: bool, data: str | None) -> None:
 @click.command()
 @_BOARD
 @click.option("--protocol", default=None, help="Only this protocol (id, or id@vN for one version).")
-@click.option("--format", "fmt", type=click.Choice(["table", "md", "html", "csv", "json"]), default="table",
-              show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=str), default=None,
-              help="Write to this file instead of the terminal (html: plots go beside it).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "md", "html", "csv", "json"]), default="table", show_default=True
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="Write to this file instead of the terminal (html: plots go beside it).",
+)
 @click.option("--write", is_flag=True, help="Regenerate <leaderboard>/LEADERBOARD.md and index.html with plots.")
-@click.option("--adjudicated", "adjudicated", type=click.Path(dir_okay=False, path_type=str), default=None,
-              help="Add columns scored against this adjudicated-labels CSV (Majkowska et al. 2019, plain or gzipped, "
-                   "as `cxrbench rescore` reads it): per entry, how many of its 'test' images the entry covers and "
-                   "per finding the AUROC with its 95% CI (patient bootstrap, the protocol's resamples and seed), "
-                   "ranked only among entries that cover the same images.")
-@click.option("--mapping", type=click.Path(dir_okay=False, path_type=str), default=None,
-              help="With --adjudicated: JSON mapping of the four findings to ChestX-ray14 classes (default: "
-                   "cxr14-adjudicated@v1).")
-def leaderboard(board: str, protocol: str | None, fmt: str, out: str | None, write: bool, adjudicated: str | None,
-                mapping: str | None) -> None:
+@click.option(
+    "--adjudicated",
+    "adjudicated",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="Add columns scored against this adjudicated-labels CSV (Majkowska et al. 2019, plain or gzipped, "
+    "as `cxrbench rescore` reads it): per entry, how many of its 'test' images the entry covers and "
+    "per finding the AUROC with its 95% CI (patient bootstrap, the protocol's resamples and seed), "
+    "ranked only among entries that cover the same images.",
+)
+@click.option(
+    "--mapping",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="With --adjudicated: JSON mapping of the four findings to ChestX-ray14 classes (default: "
+    "cxr14-adjudicated@v1).",
+)
+def leaderboard(
+    board: str,
+    protocol: str | None,
+    fmt: str,
+    out: str | None,
+    write: bool,
+    adjudicated: str | None,
+    mapping: str | None,
+) -> None:
     """Rank the filed records within each protocol version and data fingerprint. Paired comparisons use the
     protocol's bootstrap resamples and seed; a filed record that fails its checks is named and left out.
 
@@ -73,8 +104,7 @@ def leaderboard(board: str, protocol: str | None, fmt: str, out: str | None, wri
     d = get_display()
     root = Path(board)
     if not root.is_dir():
-        raise InputError(root, "no leaderboard here; `cxrbench submit RUN --leaderboard "
-                         f"{board}` makes one")
+        raise InputError(root, f"no leaderboard here; `cxrbench submit RUN --leaderboard {board}` makes one")
     if mapping is not None and adjudicated is None:
         raise ConfigError("--mapping applies to the adjudicated columns: pass --adjudicated FILE with it")
     labels = m = None
@@ -89,8 +119,10 @@ def leaderboard(board: str, protocol: str | None, fmt: str, out: str | None, wri
         from cxrbench.results.adjudicated_board import score_board
 
         adj = score_board(groups, labels, m, d)
-        d.info(f"adjudicated labels {labels.path.name}: mapping {m.key} (hash {m.content_hash}): "
-               + "; ".join(m.describe()))
+        d.info(
+            f"adjudicated labels {labels.path.name}: mapping {m.key} (hash {m.content_hash}): "
+            + "; ".join(m.describe())
+        )
     if write:
         _atomic(root / "LEADERBOARD.md", render.to_markdown(groups, render.WRITTEN, adj))
         figs = render.plots(groups, root / "plots")

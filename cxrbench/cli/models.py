@@ -29,22 +29,35 @@ def models(as_json: bool, pattern: str | None, plugins: tuple[str, ...]) -> None
     rows = []
     for name in list_models(pattern):
         spec = get_spec(name)
-        rows.append({
-            "name": name,
-            "parameters_15c": count_parameters(create_model(name, num_classes=15, pretrained=False)),
-            "cam_layer": spec.cam_layer,
-            "input_size": spec.input_size,
-            "nonimage": spec.nonimage,
-            "attention": spec.attention,
-            "source": spec.source_text,
-            "description": spec.description,
-        })
+        rows.append(
+            {
+                "name": name,
+                "parameters_15c": count_parameters(create_model(name, num_classes=15, pretrained=False)),
+                "cam_layer": spec.cam_layer,
+                "input_size": spec.input_size,
+                "nonimage": spec.nonimage,
+                "attention": spec.attention,
+                "source": spec.source_text,
+                "description": spec.description,
+            }
+        )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     get_display().table(
         ["model", "params (15 classes)", "CAM layer", "input", "non-image", "attention", "source"],
-        [[r["name"], f"{r['parameters_15c']:,}", r["cam_layer"], r["input_size"], "yes" if r["nonimage"] else "",
-          "yes" if r["attention"] else "", r["source"]] for r in rows],
-        title="Registered models", justify=["left", "right", "left", "right", "left", "left", "left"],
+        [
+            [
+                r["name"],
+                f"{r['parameters_15c']:,}",
+                r["cam_layer"],
+                r["input_size"],
+                "yes" if r["nonimage"] else "",
+                "yes" if r["attention"] else "",
+                r["source"],
+            ]
+            for r in rows
+        ],
+        title="Registered models",
+        justify=["left", "right", "left", "right", "left", "left", "left"],
     )

@@ -6,8 +6,13 @@ import click
 
 
 @click.command()
-@click.option("--out", default="cxrbench-quickstart", show_default=True,
-              type=click.Path(file_okay=False, path_type=str), help="Folder for everything it makes.")
+@click.option(
+    "--out",
+    default="cxrbench-quickstart",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Folder for everything it makes.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 def quickstart(out: str, device: str) -> None:
     """Generate a phantom set, build its cache, train two small models under `smoke`, submit them, print the
@@ -17,6 +22,6 @@ def quickstart(out: str, device: str) -> None:
     Example:
       cxrbench quickstart --out cxrbench-quickstart
     """
-    from cxrbench.quickstart import quickstart as run_quickstart
+    from cxrbench.studies.quickstart import quickstart as run_quickstart
 
     run_quickstart(out, device=device)

@@ -21,17 +21,33 @@ def reproduce() -> None:
 
 @reproduce.command()
 @click.option("--cache", required=True, type=click.Path(file_okay=False, path_type=str), help="The cache.")
-@click.option("--out", default="reproduce", show_default=True, type=click.Path(file_okay=False, path_type=str),
-              help="Folder for the runs and the report.")
-@click.option("--models", default=None, help="Comma-separated subset of the study's models (claims that need "
-              "others say `not run`).")
+@click.option(
+    "--out",
+    default="reproduce",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Folder for the runs and the report.",
+)
+@click.option(
+    "--models",
+    default=None,
+    help="Comma-separated subset of the study's models (claims that need others say `not run`).",
+)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--print", "print_only", is_flag=True, help="Print the runs as `cxrbench run` commands and stop.")
 @click.option("--mini", is_flag=True, help="The miniature study: tiny models, 64-pixel protocols (phantom data).")
 @click.option("--no-pretrained", is_flag=True, help="Train without ImageNet weights (recorded in every run).")
 @parallel_option
-def paper(cache: str, out: str, models: str | None, device: str, print_only: bool, mini: bool, no_pretrained: bool,
-          parallel: int | None) -> None:
+def paper(
+    cache: str,
+    out: str,
+    models: str | None,
+    device: str,
+    print_only: bool,
+    mini: bool,
+    no_pretrained: bool,
+    parallel: int | None,
+) -> None:
     """Run every run the paper's five comparisons need (resuming any that stopped; K at a time per GPU with
     --parallel), then write OUT/report.md, OUT/report.html and figures with a verdict per claim. Comparisons
     bootstrap with the protocol's resamples and seed, as the leaderboard does, so a comparison has one p-value
@@ -45,7 +61,7 @@ def paper(cache: str, out: str, models: str | None, device: str, print_only: boo
       cxrbench reproduce paper --cache phantom-cache/ --mini      # the whole study in miniature, on a CPU
     """
     from cxrbench.console import get_display
-    from cxrbench.reproduce import MINI, PAPER, commands, run_all, write_report
+    from cxrbench.studies.paper import MINI, PAPER, commands, run_all, write_report
 
     study = MINI if mini else PAPER
     chosen = None if models is None else {m.strip() for m in models.split(",") if m.strip()}

@@ -12,34 +12,83 @@ from cxrbench.cli._options import plugin_option
 @click.command()
 @click.option("--model", required=True, help="Registered model name (see `cxrbench models`).")
 @click.option("--protocol", default="paper-15c", show_default=True, help="Protocol id (see `cxrbench protocols`).")
-@click.option("--cache", required=True, type=click.Path(file_okay=False, path_type=str),
-              help="Cache built by `cxrbench cache build`.")
+@click.option(
+    "--cache",
+    required=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Cache built by `cxrbench cache build`.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @plugin_option
-@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False, path_type=str),
-              help="Folder for run folders.")
+@click.option(
+    "--out",
+    default="runs",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Folder for run folders.",
+)
 @click.option("--lr", type=float, default=None, help="Learning rate (required for a grid protocol).")
 @click.option("--run-id", default=None, help="Name of the run folder (default: model__protocol__lr__seed).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in its folder.")
-@click.option("--pretrained/--no-pretrained", default=None,
-              help="Use ImageNet weights (default: what the protocol says); --no-pretrained is recorded.")
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=str), default=None,
-              help="ImageNet weights file to use instead of torchvision's cache.")
-@click.option("--loader", type=click.Choice(["auto", "resident", "stream"]), default="auto", show_default=True,
-              help="Keep images on the device, or stream chunks from the cache.")
-@click.option("--compile", "compile_", is_flag=True,
-              help="torch.compile the model (its compile time is recorded apart from training).")
-@click.option("--cuda-graphs/--no-cuda-graphs", default=None,
-              help="Replay full-batch training steps as captured CUDA graphs (GPU; default: on, off with "
-                   "--deterministic).")
-@click.option("--deterministic", is_flag=True,
-              help="Deterministic algorithms, no cuDNN autotuning: bitwise reproducible on a GPU, at a cost "
-                   "(recorded as environment.deterministic).")
-@click.option("--nproc", type=click.IntRange(min=1), default=None,
-              help="Processes for DistributedDataParallel (re-executes itself under torchrun).")
-def run(model: str, protocol: str, cache: str, device: str, plugins: tuple[str, ...], out: str, lr: float | None,
-        run_id: str | None, resume: bool, pretrained: bool | None, weights: str | None, loader: str,
-        compile_: bool, cuda_graphs: bool | None, deterministic: bool, nproc: int | None) -> None:
+@click.option(
+    "--pretrained/--no-pretrained",
+    default=None,
+    help="Use ImageNet weights (default: what the protocol says); --no-pretrained is recorded.",
+)
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="ImageNet weights file to use instead of torchvision's cache.",
+)
+@click.option(
+    "--loader",
+    type=click.Choice(["auto", "resident", "stream"]),
+    default="auto",
+    show_default=True,
+    help="Keep images on the device, or stream chunks from the cache.",
+)
+@click.option(
+    "--compile",
+    "compile_",
+    is_flag=True,
+    help="torch.compile the model (its compile time is recorded apart from training).",
+)
+@click.option(
+    "--cuda-graphs/--no-cuda-graphs",
+    default=None,
+    help="Replay full-batch training steps as captured CUDA graphs (GPU; default: on, off with --deterministic).",
+)
+@click.option(
+    "--deterministic",
+    is_flag=True,
+    help="Deterministic algorithms, no cuDNN autotuning: bitwise reproducible on a GPU, at a cost "
+    "(recorded as environment.deterministic).",
+)
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes for DistributedDataParallel (re-executes itself under torchrun).",
+)
+def run(
+    model: str,
+    protocol: str,
+    cache: str,
+    device: str,
+    plugins: tuple[str, ...],
+    out: str,
+    lr: float | None,
+    run_id: str | None,
+    resume: bool,
+    pretrained: bool | None,
+    weights: str | None,
+    loader: str,
+    compile_: bool,
+    cuda_graphs: bool | None,
+    deterministic: bool,
+    nproc: int | None,
+) -> None:
     """Train and score MODEL under PROTOCOL on a cache; writes RUN/record.json and RUN/predictions.csv.gz.
 
     The run goes bind -> load -> fit folds -> score -> explain -> record and prints where its time went. Ctrl-C
@@ -54,11 +103,25 @@ def run(model: str, protocol: str, cache: str, device: str, plugins: tuple[str, 
     from cxrbench.console import get_display
     from cxrbench.run import RunOptions
 
-    opts = RunOptions(model=model, protocol=protocol, cache=cache, device=device, out=out, lr=lr, plugins=plugins,
-                      resume=resume, run_id=run_id, pretrained=pretrained, weights=weights, loader=loader,
-                      compile=compile_, cuda_graphs=cuda_graphs, deterministic=deterministic)
+    opts = RunOptions(
+        model=model,
+        protocol=protocol,
+        cache=cache,
+        device=device,
+        out=out,
+        lr=lr,
+        plugins=plugins,
+        resume=resume,
+        run_id=run_id,
+        pretrained=pretrained,
+        weights=weights,
+        loader=loader,
+        compile=compile_,
+        cuda_graphs=cuda_graphs,
+        deterministic=deterministic,
+    )
     if nproc is not None and nproc > 1:
-        from cxrbench.distributed import exec_torchrun
+        from cxrbench.engine.distributed import exec_torchrun
 
         exec_torchrun(nproc)
         return
@@ -80,8 +143,10 @@ def run(model: str, protocol: str, cache: str, device: str, plugins: tuple[str, 
         rec = json.loads(path.read_text())
         t = rec["test"]
         w, pl = t["weighted_mean"], t["plain_mean"]
-        d.info(f"{_f(w['auroc'])} weighted test AUROC (95% CI {_f(w['ci95'][0])} to {_f(w['ci95'][1])}), "
-               f"{_f(pl['auroc'])} plain; {rec['timing']['train_images_per_s']:,.0f} training images/s")
+        d.info(
+            f"{_f(w['auroc'])} weighted test AUROC (95% CI {_f(w['ci95'][0])} to {_f(w['ci95'][1])}), "
+            f"{_f(pl['auroc'])} plain; {rec['timing']['train_images_per_s']:,.0f} training images/s"
+        )
         d.info(f"record: {path}")
 
 

@@ -11,15 +11,29 @@ from cxrbench.cli._options import parallel_option, plugin_option
 @click.option("--protocol", default="paper-lr-grid", show_default=True, help="Protocol whose lr grid to sweep.")
 @click.option("--models", required=True, help="Comma-separated model names.")
 @click.option("--cache", required=True, type=click.Path(file_okay=False, path_type=str), help="The cache.")
-@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False, path_type=str),
-              help="Folder for run folders (and OUT/logs when runs are packed).")
+@click.option(
+    "--out",
+    default="runs",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Folder for run folders (and OUT/logs when runs are packed).",
+)
 @click.option("--device", default="auto", show_default=True)
 @plugin_option
 @click.option("--no-pretrained", is_flag=True, help="Train without ImageNet weights (recorded).")
 @parallel_option
 @click.option("--print", "print_only", is_flag=True, help="Print one `cxrbench run` command per run instead.")
-def sweep(protocol: str, models: str, cache: str, out: str, device: str, plugins: tuple[str, ...],
-          no_pretrained: bool, parallel: int | None, print_only: bool) -> None:
+def sweep(
+    protocol: str,
+    models: str,
+    cache: str,
+    out: str,
+    device: str,
+    plugins: tuple[str, ...],
+    no_pretrained: bool,
+    parallel: int | None,
+    print_only: bool,
+) -> None:
     """Run every (model, lr) of a protocol's grid, resuming any that stopped: one after another, or K at a
     time on each GPU (--parallel K, logs in OUT/logs); or print the commands for a cluster's job array.
 
@@ -30,14 +44,22 @@ def sweep(protocol: str, models: str, cache: str, out: str, device: str, plugins
       cxrbench sweep --protocol paper-lr-grid --models densenet121_attA --cache cache/ --print > jobs.txt
     """
     from cxrbench.console import get_display
+    from cxrbench.orchestrate.sweep import grid, run_command
+    from cxrbench.orchestrate.sweep import sweep as run_sweep
     from cxrbench.run import RunOptions
-    from cxrbench.sweep import grid, run_command, sweep as run_sweep
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     if not names:
         raise click.BadParameter("name at least one model", param_hint="--models")
-    opts = RunOptions(model=names[0], protocol=protocol, cache=cache, device=device, out=out, plugins=plugins,
-                      pretrained=False if no_pretrained else None)
+    opts = RunOptions(
+        model=names[0],
+        protocol=protocol,
+        cache=cache,
+        device=device,
+        out=out,
+        plugins=plugins,
+        pretrained=False if no_pretrained else None,
+    )
     if print_only:
         for o in grid(opts, names):
             click.echo(run_command(o))

@@ -70,6 +70,10 @@ def subset_vs_targets(per_class: dict[str, dict[str, int]]) -> dict[str, dict]:
     out = {}
     for c, v in per_class.items():
         target = class_target(c)
-        out[c] = {"subset": v["subset"], "target": target, "difference": v["subset"] - target,
-                  "taken_whole": v["full"] <= target}
+        out[c] = {
+            "subset": v["subset"],
+            "target": target,
+            "difference": v["subset"] - target,
+            "taken_whole": v["full"] <= target,
+        }
     return out

@@ -43,7 +43,7 @@ def class_names(num_classes: int) -> tuple[str, ...]:
     raise ConfigError(f"num_classes must be 14 or 15, got {num_classes}")
 
 
-def label_matrix(label_strings: "np.ndarray | list[str]", num_classes: int = 15) -> np.ndarray:
+def label_matrix(label_strings: np.ndarray | list[str], num_classes: int = 15) -> np.ndarray:
     """Multi-hot uint8 matrix (N, C) from `Finding Labels` strings such as "Effusion|Mass"."""
     names = class_names(num_classes)
     col = {n: i for i, n in enumerate(names)}

@@ -56,7 +56,9 @@ def read_bbox(path: str | Path, metadata: Metadata | None = None) -> pd.DataFram
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise InputError(path, f"not a readable CSV: {' '.join(str(e).split())}") from None
     if df.shape[1] < 6:
-        raise InputError(path, f"expected 6 columns (Image Index, Finding Label, x, y, w, h), found {df.shape[1]}", line=1)
+        raise InputError(
+            path, f"expected 6 columns (Image Index, Finding Label, x, y, w, h), found {df.shape[1]}", line=1
+        )
     trailing = df.iloc[:, 6:].to_numpy() != ""
     if trailing.any():
         row = int(np.flatnonzero(trailing.any(axis=1))[0])
@@ -81,6 +83,7 @@ def read_bbox(path: str | Path, metadata: Metadata | None = None) -> pd.DataFram
         unknown = ~out["image"].map(metadata.has).astype(bool)
         if unknown.any():
             i = int(np.flatnonzero(unknown.to_numpy())[0])
-            raise InputError(path, f"image {out['image'].iloc[i]!r} is not in the metadata file {metadata.path.name}",
-                             line=i + 2)
+            raise InputError(
+                path, f"image {out['image'].iloc[i]!r} is not in the metadata file {metadata.path.name}", line=i + 2
+            )
     return out

@@ -167,36 +167,66 @@ def _validate(f: pd.DataFrame, path: Path) -> None:
         raise InputError(path, "no data rows")
     img = f["image"]
     _fail(path, (img == "").to_numpy(), f, lambda r: "empty Image Index")
-    _fail(path, ~img.str.lower().str.endswith(".png").to_numpy(), f,
-          lambda r: "Image Index must name a .png file")
-    _fail(path, ~img.str.fullmatch(IMAGE_NAME.pattern).to_numpy(dtype=bool), f,
-          lambda r: "Image Index may hold only letters, digits and ._- (no comma, quote, space or path "
-                    "separator; real names look like 00000001_000.png)")
+    _fail(path, ~img.str.lower().str.endswith(".png").to_numpy(), f, lambda r: "Image Index must name a .png file")
+    _fail(
+        path,
+        ~img.str.fullmatch(IMAGE_NAME.pattern).to_numpy(dtype=bool),
+        f,
+        lambda r: (
+            "Image Index may hold only letters, digits and ._- (no comma, quote, space or path "
+            "separator; real names look like 00000001_000.png)"
+        ),
+    )
     dup = img.duplicated().to_numpy()
     _fail(path, dup, f, lambda r: "Image Index appears twice")
 
     tokens = f["labels"].str.split("|")
     known = set(ALL_LABELS)
     unknown = tokens.map(lambda ts: next((t for t in ts if t not in known), None))
-    _fail(path, unknown.notna().to_numpy(), f,
-          lambda r: f"unknown label {next(t for t in r['labels'].split('|') if t not in known)!r} "
-                    f"in {r['labels']!r} (known: {', '.join(ALL_LABELS)})")
+    _fail(
+        path,
+        unknown.notna().to_numpy(),
+        f,
+        lambda r: (
+            f"unknown label {next(t for t in r['labels'].split('|') if t not in known)!r} "
+            f"in {r['labels']!r} (known: {', '.join(ALL_LABELS)})"
+        ),
+    )
     mixed = tokens.map(lambda ts: len(ts) > 1 and NO_FINDING in ts).to_numpy()
     _fail(path, mixed, f, lambda r: f"{NO_FINDING!r} combined with findings in {r['labels']!r}")
 
     for col, label in (("patient", "Patient ID"), ("follow_up", "Follow-up #")):
-        _fail(path, ~f[col].str.fullmatch(_INT).to_numpy(), f,
-              lambda r, c=col, lab=label: f"bad {lab} {r[c]!r} (expected a whole number)")
+        _fail(
+            path,
+            ~f[col].str.fullmatch(_INT).to_numpy(),
+            f,
+            lambda r, c=col, lab=label: f"bad {lab} {r[c]!r} (expected a whole number)",
+        )
 
     age = f["age"].str.extract(_AGE)
-    _fail(path, age[0].isna().to_numpy(), f,
-          lambda r: f"bad Patient Age {r['age']!r} (expected whole years, e.g. 58 or 058Y)")
+    _fail(
+        path,
+        age[0].isna().to_numpy(),
+        f,
+        lambda r: f"bad Patient Age {r['age']!r} (expected whole years, e.g. 58 or 058Y)",
+    )
     years = age[0].astype(np.int64)
     too_old = ((years > MAX_AGE) & (age[1].isin(["", "Y"]))).to_numpy()
-    _fail(path, too_old, f,
-          lambda r: f"implausible Patient Age {r['age']!r} (over {MAX_AGE}); the v2020 release "
-                    "(Data_Entry_2017_v2020.csv) corrects these ages")
-    _fail(path, ~f["sex"].isin(["M", "F"]).to_numpy(), f,
-          lambda r: f"bad Patient Gender {r['sex']!r} (expected M or F)")
-    _fail(path, ~f["view"].isin(["PA", "AP"]).to_numpy(), f,
-          lambda r: f"bad View Position {r['view']!r} (expected PA or AP)")
+    _fail(
+        path,
+        too_old,
+        f,
+        lambda r: (
+            f"implausible Patient Age {r['age']!r} (over {MAX_AGE}); the v2020 release "
+            "(Data_Entry_2017_v2020.csv) corrects these ages"
+        ),
+    )
+    _fail(
+        path, ~f["sex"].isin(["M", "F"]).to_numpy(), f, lambda r: f"bad Patient Gender {r['sex']!r} (expected M or F)"
+    )
+    _fail(
+        path,
+        ~f["view"].isin(["PA", "AP"]).to_numpy(),
+        f,
+        lambda r: f"bad View Position {r['view']!r} (expected PA or AP)",
+    )

@@ -127,9 +127,7 @@ def patient_folds(
     indices: np.ndarray, patients: np.ndarray, n_splits: int, val_fraction: float, seed: int
 ) -> tuple[Fold, ...]:
     """`n_splits` patient-wise train/val splits with seeds seed, seed+1, ..."""
-    return tuple(
-        Fold(*patient_wise_split(indices, patients, val_fraction, seed + k)) for k in range(n_splits)
-    )
+    return tuple(Fold(*patient_wise_split(indices, patients, val_fraction, seed + k)) for k in range(n_splits))
 
 
 def leaks_between(metadata: Metadata, parts: dict[str, np.ndarray], allowed: set[tuple[str, str]]) -> tuple[Leak, ...]:
@@ -142,9 +140,14 @@ def leaks_between(metadata: Metadata, parts: dict[str, np.ndarray], allowed: set
         for b in names[i + 1 :]:
             shared = sets[a] & sets[b]
             out.append(
-                Leak(a, b, len(shared), int(np.isin(patients[parts[a]], list(shared)).sum()) if shared else 0,
-                     int(np.isin(patients[parts[b]], list(shared)).sum()) if shared else 0,
-                     allowed=(a, b) in allowed)
+                Leak(
+                    a,
+                    b,
+                    len(shared),
+                    int(np.isin(patients[parts[a]], list(shared)).sum()) if shared else 0,
+                    int(np.isin(patients[parts[b]], list(shared)).sum()) if shared else 0,
+                    allowed=(a, b) in allowed,
+                )
             )
     return tuple(out)
 
@@ -248,8 +251,11 @@ def make_splits(
         raise InputError(None, f"unknown validation scheme {val!r} (stratified or patient)")
     leaks = list(leaks_between(metadata, {"trainval": tv, "test": te}, allowed=set()))
     for k, f in enumerate(folds):
-        for lk in leaks_between(metadata, {f"train[{k}]": f.train, f"val[{k}]": f.val},
-                                allowed={(f"train[{k}]", f"val[{k}]")} if val == "stratified" else set()):
+        for lk in leaks_between(
+            metadata,
+            {f"train[{k}]": f.train, f"val[{k}]": f.val},
+            allowed={(f"train[{k}]", f"val[{k}]")} if val == "stratified" else set(),
+        ):
             leaks.append(lk)
     require_patient_disjoint(tuple(leaks), files)
     return SplitSet(

@@ -40,10 +40,16 @@ class SubsetRule:
 
     @property
     def description(self) -> str:
-        amount = ("its shortfall (target minus its images already selected through other labels)"
-                  if self.amount == "shortfall" else "its whole target")
-        pool = ("its not-yet-selected images" if self.pool == "unselected"
-                else "all its images, already-selected ones included")
+        amount = (
+            "its shortfall (target minus its images already selected through other labels)"
+            if self.amount == "shortfall"
+            else "its whole target"
+        )
+        pool = (
+            "its not-yet-selected images"
+            if self.pool == "unselected"
+            else "all its images, already-selected ones included"
+        )
         return f"draw {amount} from {pool}, {'with' if self.replace else 'without'} replacement"
 
 
@@ -53,8 +59,8 @@ def _rule(amount: str, pool: str, replace: bool) -> SubsetRule:
 
 # every reading, by name; "shortfall-unselected" is the rule of the v1 protocols
 SUBSET_RULES: dict[str, SubsetRule] = {
-    r.name: r for r in (_rule(a, p, rep) for rep in (False, True) for a in ("shortfall", "target")
-                        for p in ("unselected", "all"))
+    r.name: r
+    for r in (_rule(a, p, rep) for rep in (False, True) for a in ("shortfall", "target") for p in ("unselected", "all"))
 }
 V1_RULE = "shortfall-unselected"
 

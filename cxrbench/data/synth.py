@@ -24,8 +24,10 @@ from cxrbench.data.labels import FINDINGS, NO_FINDING
 
 GENERATOR_VERSION = 1
 SIZE = 1024
-HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-          "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
+HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+)
 BBOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"
 BBOX_SPELLING = {"Infiltration": "Infiltrate"}
 MANIFEST = "synth_manifest.json"
@@ -105,8 +107,9 @@ def plan(n: int, seed: int = 0, odd: bool = True) -> list[SynthImage]:
     if odd and n >= 6:
         for pos, kind in ((n // 3, "RGBA"), (n // 2, "I16"), ((2 * n) // 3, "RGB")):
             im = images[pos]
-            images[pos] = SynthImage(im.name, im.labels, im.patient, im.follow_up, im.age, im.sex, im.view,
-                                     im.boxes, kind)
+            images[pos] = SynthImage(
+                im.name, im.labels, im.patient, im.follow_up, im.age, im.sex, im.view, im.boxes, kind
+            )
     return images
 
 
@@ -199,7 +202,7 @@ def _plant(img: np.ndarray, label: str, x: float, y: float, w: float, h: float, 
     img[y0:y1, x0:x1] += (amp * d).astype(np.float32)
 
 
-def encode(im: SynthImage, pixels: np.ndarray) -> "object":
+def encode(im: SynthImage, pixels: np.ndarray) -> object:
     """A Pillow image of the rendered pixels in the image's planned format."""
     from PIL import Image
 
@@ -230,8 +233,9 @@ def write_tables(out: Path, images: list[SynthImage], seed: int) -> None:
     for im in images:
         w, h = int(rng.choice([2500, 2048, 2992, 3056])), int(rng.choice([2048, 2500, 2991]))
         sp = float(rng.choice([0.143, 0.168, 0.139]))
-        rows.append(f"{im.name},{'|'.join(im.labels)},{im.follow_up},{im.patient},{im.age},{im.sex},{im.view},"
-                    f"{w},{h},{sp},{sp}")
+        rows.append(
+            f"{im.name},{'|'.join(im.labels)},{im.follow_up},{im.patient},{im.age},{im.sex},{im.view},{w},{h},{sp},{sp}"
+        )
     _atomic_text(out / "Data_Entry_2017_v2020.csv", "\n".join(rows) + "\n")
     patients = np.array([im.patient for im in images])
     tv, te = patient_wise_split(np.arange(len(images)), patients, OFFICIAL_TEST_FRACTION, seed)
@@ -260,15 +264,27 @@ def _work(args: tuple[str, SynthImage, int, int, int]) -> str:
     return im.name
 
 
-def generate(out: str | Path, n: int, seed: int = 0, workers: int | None = None, odd: bool = True,
-             compress_level: int = 6, progress=None) -> list[SynthImage]:
+def generate(
+    out: str | Path,
+    n: int,
+    seed: int = 0,
+    workers: int | None = None,
+    odd: bool = True,
+    compress_level: int = 6,
+    progress=None,
+) -> list[SynthImage]:
     """Write a phantom dataset of `n` images to `out`; images already written for the same plan are kept."""
     out = Path(out)
     images = plan(n, seed, odd)
     imgdir = image_dir(out)
     imgdir.mkdir(parents=True, exist_ok=True)
-    manifest = {"generator_version": GENERATOR_VERSION, "n": n, "seed": seed, "odd": odd,
-                "odd_images": {im.name: im.kind for im in images if im.kind != "L"}}
+    manifest = {
+        "generator_version": GENERATOR_VERSION,
+        "n": n,
+        "seed": seed,
+        "odd": odd,
+        "odd_images": {im.name: im.kind for im in images if im.kind != "L"},
+    }
     mpath = out / MANIFEST
     if mpath.exists():
         try:
@@ -278,12 +294,18 @@ def generate(out: str | Path, n: int, seed: int = 0, workers: int | None = None,
         if old != manifest:
             from cxrbench.errors import InputError
 
-            raise InputError(mpath, "this folder holds a different phantom set (other n, seed or generator "
-                                    "version); choose another --out or remove it")
+            raise InputError(
+                mpath,
+                "this folder holds a different phantom set (other n, seed or generator "
+                "version); choose another --out or remove it",
+            )
     write_tables(out, images, seed)
     _atomic_text(mpath, json.dumps(manifest, indent=1) + "\n")
-    todo = [(str(imgdir / im.name), im, seed, i, compress_level) for i, im in enumerate(images)
-            if not (imgdir / im.name).exists()]
+    todo = [
+        (str(imgdir / im.name), im, seed, i, compress_level)
+        for i, im in enumerate(images)
+        if not (imgdir / im.name).exists()
+    ]
     if progress is not None:
         progress.update(total=n, completed=n - len(todo))
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))

@@ -6,7 +6,6 @@ a degenerate heatmap is shown as such, never stretched into a picture."""
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,19 +39,29 @@ def model_code(rec: dict, plugins: tuple[str, ...], source: str | Path) -> tuple
         want = src.get("sha256")
         shown = Path(str(src.get("path", "?"))).name
         if not plugins:
-            raise RecordError(f"{source}: its model {name!r} comes from the plugin file {shown}; cxrbench does not "
-                              "import code that a record names: pass that file with --plugin (its sha256 must be "
-                              f"{want})")
+            raise RecordError(
+                f"{source}: its model {name!r} comes from the plugin file {shown}; cxrbench does not "
+                "import code that a record names: pass that file with --plugin (its sha256 must be "
+                f"{want})"
+            )
         have = {p: file_sha256(Path(p)) if Path(p).is_file() else None for p in plugins}
         if want not in have.values():
             got = ", ".join(f"{p} has sha256 {h}" for p, h in have.items())
-            raise RecordError(f"{source}: the run used a plugin file with sha256 {want}, but {got}: refusing to load "
-                              "another model's code")
+            raise RecordError(
+                f"{source}: the run used a plugin file with sha256 {want}, but {got}: refusing to load "
+                "another model's code"
+            )
         return tuple(plugins)
     spec = _all().get(name) if src["kind"] in ("built-in", "entry point") else None
-    if spec is None or spec.source.get("kind") != src["kind"] or (
-            src["kind"] == "entry point" and (spec.source.get("distribution"), spec.source.get("value")) !=
-            (src.get("distribution"), src.get("value"))):
+    if (
+        spec is None
+        or spec.source.get("kind") != src["kind"]
+        or (
+            src["kind"] == "entry point"
+            and (spec.source.get("distribution"), spec.source.get("value"))
+            != (src.get("distribution"), src.get("value"))
+        )
+    ):
         raise RecordError(f"{source}: its model {name!r} ({src['kind']}) is not installed here as the record says")
     return tuple(plugins)
 
@@ -75,18 +84,30 @@ def load_run(run_dir: str | Path, cache: str | None = None, plugins: tuple[str, 
         raise RecordError(f"{run_dir}: no cache path recorded; pass --cache")
     from cxrbench.protocols import protocol_key
 
-    opts = RunOptions(model=rec["model"]["name"], protocol=protocol_key(rec["protocol"]["id"], rec["protocol"]["version"]),
-                      cache=cache_path, device="auto", out=str(run_dir.parent), lr=rec["lr"], plugins=plugins,
-                      run_id=run_dir.name)
+    opts = RunOptions(
+        model=rec["model"]["name"],
+        protocol=protocol_key(rec["protocol"]["id"], rec["protocol"]["version"]),
+        cache=cache_path,
+        device="auto",
+        out=str(run_dir.parent),
+        lr=rec["lr"],
+        plugins=plugins,
+        run_id=run_dir.name,
+    )
     runner = bind(opts, build_model=False)  # the run's context: cache binding, labels, features; no pixels
-    if rec["model"]["source"]["kind"] == "file" and runner.spec.source.get("sha256") != rec["model"]["source"]["sha256"]:
+    if (
+        rec["model"]["source"]["kind"] == "file"
+        and runner.spec.source.get("sha256") != rec["model"]["source"]["sha256"]
+    ):
         raise RecordError(f"{run_dir}: model {opts.model!r} was registered by another file than the run's plugin")
     if runner.store.fingerprint != rec["data"]["cache_fingerprint"]:
-        raise RecordError(f"{cache_path}: this is not the cache the run used (fingerprint "
-                          f"{runner.store.fingerprint} vs {rec['data']['cache_fingerprint']}); pass --cache")
+        raise RecordError(
+            f"{cache_path}: this is not the cache the run used (fingerprint "
+            f"{runner.store.fingerprint} vs {rec['data']['cache_fingerprint']}); pass --cache"
+        )
     ckpt = run_dir / ("final.pt" if runner.protocol.final_run else "fold0.pt")
+    from cxrbench.engine.train import load_checkpoint
     from cxrbench.models import create_model
-    from cxrbench.train import load_checkpoint
 
     model = create_model(opts.model, num_classes=runner.protocol.num_classes, pretrained=False)
     model.load_state_dict(load_checkpoint(ckpt)["model"])
@@ -113,8 +134,9 @@ def choose(loaded: Loaded, n: int, boxes: dict[int, list]) -> list[int]:
 CLASS_CHOICES = ("auto", "top3", "truth")
 
 
-def panel_classes(probs: np.ndarray, truth: np.ndarray, classes: list[str], mode: str = "auto",
-                  no_finding: bool = False, n: int = 3) -> list[int]:
+def panel_classes(
+    probs: np.ndarray, truth: np.ndarray, classes: list[str], mode: str = "auto", no_finding: bool = False, n: int = 3
+) -> list[int]:
     """Which classes get a Grad-CAM panel. auto: the true findings first (so their boxes show), then the most
     probable others, `n` panels at least; top3: the `n` most probable; truth: the true findings (the most
     probable class when there are none). "No Finding" has no region to show: left out unless `no_finding`."""
@@ -180,17 +202,24 @@ def _overlay(gray: np.ndarray, heat: np.ndarray | None, box: tuple | None) -> np
     return out
 
 
-def build_gallery(run_dir: str | Path, out: str | Path | None = None, n: int = 24, classes: str = "auto",
-                  cache: str | None = None, plugins: tuple[str, ...] = (), progress=None,
-                  no_finding: bool = False) -> Path:
+def build_gallery(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    n: int = 24,
+    classes: str = "auto",
+    cache: str | None = None,
+    plugins: tuple[str, ...] = (),
+    progress=None,
+    no_finding: bool = False,
+) -> Path:
     """Write OUT/index.html and its PNGs (default OUT: RUN/gallery); returns the page path. `classes` and
     `no_finding` choose the Grad-CAM panels (see `panel_classes`)."""
     import torch
     import torch.nn.functional as F
 
+    from cxrbench.engine.loader import Transform, View
     from cxrbench.explain.gradcam import GradCAM, attention_maps
     from cxrbench.explain.localization import Geometry
-    from cxrbench.loader import Transform, View
     from cxrbench.run.explain import boxes as run_boxes
 
     if classes not in CLASS_CHOICES:
@@ -229,27 +258,54 @@ def build_gallery(run_dir: str | Path, out: str | Path | None = None, n: int = 2
             maps = res.normalised((DISPLAY, DISPLAY))[0].cpu().numpy()
             view_img = _model_view(imgs[k], p, DISPLAY)
             stem = f"{k:03d}"
-            panels = [{"title": "X-ray (model view)", "png": _png(out / f"{stem}-xray.png", _overlay(view_img, None, None)),
-                       "note": ""}]
+            panels = [
+                {
+                    "title": "X-ray (model view)",
+                    "png": _png(out / f"{stem}-xray.png", _overlay(view_img, None, None)),
+                    "note": "",
+                }
+            ]
             for j, c in enumerate(show):
                 box = next((bx for lab, bx in boxes.get(i, []) if lab == cls_names[c]), None)
                 dbox = tuple(v * scale for v in box) if box is not None else None
                 deg = bool(res.degenerate[0, j])
                 png = _png(out / f"{stem}-cam{j}.png", _overlay(view_img, None if deg else maps[j], dbox))
-                note = (f"degenerate Grad-CAM map (peak {float(res.peak_ratio[0, j]):.1e} x mean activation): "
-                        "not shown" if deg else "Grad-CAM on " + spec.cam_layer)
-                panels.append({"title": f"{cls_names[c]} p={L.probs[i, c]:.3f}", "png": png, "note": note,
-                               "degenerate": deg, "box": box is not None})
+                note = (
+                    f"degenerate Grad-CAM map (peak {float(res.peak_ratio[0, j]):.1e} x mean activation): not shown"
+                    if deg
+                    else "Grad-CAM on " + spec.cam_layer
+                )
+                panels.append(
+                    {
+                        "title": f"{cls_names[c]} p={L.probs[i, c]:.3f}",
+                        "png": png,
+                        "note": note,
+                        "degenerate": deg,
+                        "box": box is not None,
+                    }
+                )
             if spec.attention:
                 for s, a in enumerate(attention_maps(L.model, x, f, spec.nonimage)):
                     a = a[0:1, None].float()
-                    a = F.interpolate(a / a.amax().clamp_min(1e-30), size=(DISPLAY, DISPLAY), mode="bilinear",
-                                      align_corners=False)[0, 0].clamp(0, 1).cpu().numpy()
-                    panels.append({"title": f"attention a{s + 1}", "note": "attention map",
-                                   "png": _png(out / f"{stem}-att{s + 1}.png", _overlay(view_img, a, None))})
+                    a = (
+                        F.interpolate(
+                            a / a.amax().clamp_min(1e-30), size=(DISPLAY, DISPLAY), mode="bilinear", align_corners=False
+                        )[0, 0]
+                        .clamp(0, 1)
+                        .cpu()
+                        .numpy()
+                    )
+                    panels.append(
+                        {
+                            "title": f"attention a{s + 1}",
+                            "note": "attention map",
+                            "png": _png(out / f"{stem}-att{s + 1}.png", _overlay(view_img, a, None)),
+                        }
+                    )
             truth = [cls_names[c] for c in np.flatnonzero(y_true[i])] or ["(none)"]
-            cards.append({"name": str(names[i]), "truth": truth, "panels": panels,
-                          "boxes": [lab for lab, _ in boxes.get(i, [])]})
+            cards.append(
+                {"name": str(names[i]), "truth": truth, "panels": panels, "boxes": [lab for lab, _ in boxes.get(i, [])]}
+            )
             if progress is not None:
                 progress.advance(1)
     page = out / "index.html"
@@ -290,25 +346,34 @@ def _html(rec: dict, cards: list[dict], classes: str, legend: str) -> str:
     from cxrbench.protocols import protocol_key
 
     key = protocol_key(rec["protocol"]["id"], rec["protocol"]["version"])
-    head = (f"<h1>Gallery: {e(rec['model']['name'])} under {e(key)}</h1>"
-            f"<p class='meta'>run {e(rec['run_id'])} · test AUROC (weighted) "
-            f"{e(str(rec['test']['weighted_mean']['auroc']))} · classes shown: {e(classes)} · green boxes: NIH "
-            "(or planted) boxes of the class shown · a degenerate Grad-CAM map is reported, not stretched</p>"
-            f"<figure class='scale'><img src='{e(legend)}' alt='colour scale of the heatmaps'><figcaption>Heatmap "
-            "colour scale: 0 (no colour) to each map's own maximum (red); Grad-CAM maps are scaled one by one, so "
-            "colours compare regions within a map, not maps with each other.</figcaption></figure>")
+    head = (
+        f"<h1>Gallery: {e(rec['model']['name'])} under {e(key)}</h1>"
+        f"<p class='meta'>run {e(rec['run_id'])} · test AUROC (weighted) "
+        f"{e(str(rec['test']['weighted_mean']['auroc']))} · classes shown: {e(classes)} · green boxes: NIH "
+        "(or planted) boxes of the class shown · a degenerate Grad-CAM map is reported, not stretched</p>"
+        f"<figure class='scale'><img src='{e(legend)}' alt='colour scale of the heatmaps'><figcaption>Heatmap "
+        "colour scale: 0 (no colour) to each map's own maximum (red); Grad-CAM maps are scaled one by one, so "
+        "colours compare regions within a map, not maps with each other.</figcaption></figure>"
+    )
     body = []
     for c in cards:
         figs = []
         for pnl in c["panels"]:
             cls = " class='degenerate'" if pnl.get("degenerate") else ""
-            figs.append(f"<figure><img src='{e(pnl['png'])}' alt='{e(pnl['title'])}'>"
-                        f"<figcaption><b>{e(pnl['title'])}</b><br><span{cls}>{e(pnl['note'])}</span></figcaption></figure>")
-        body.append(f"<div class='card'><h3>{e(c['name'])}</h3><p class='meta'>ground truth: "
-                    f"{e(', '.join(c['truth']))}" + (f" · boxes: {e(', '.join(c['boxes']))}" if c["boxes"] else "")
-                    + f"</p><div class='panels'>{''.join(figs)}</div></div>")
-    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>cxrbench gallery</title>"
-            f"<style>{_STYLE}</style></head><body data-images='pending'>{head}{''.join(body)}"
-            "<script>window.addEventListener('load', function () { var ok = Array.prototype.slice.call("
-            "document.images).every(function (i) { return i.complete && i.naturalWidth > 0; }); "
-            "document.body.setAttribute('data-images', ok ? 'ok' : 'broken'); });</script></body></html>\n")
+            figs.append(
+                f"<figure><img src='{e(pnl['png'])}' alt='{e(pnl['title'])}'>"
+                f"<figcaption><b>{e(pnl['title'])}</b><br><span{cls}>{e(pnl['note'])}</span></figcaption></figure>"
+            )
+        body.append(
+            f"<div class='card'><h3>{e(c['name'])}</h3><p class='meta'>ground truth: "
+            f"{e(', '.join(c['truth']))}"
+            + (f" · boxes: {e(', '.join(c['boxes']))}" if c["boxes"] else "")
+            + f"</p><div class='panels'>{''.join(figs)}</div></div>"
+        )
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>cxrbench gallery</title>"
+        f"<style>{_STYLE}</style></head><body data-images='pending'>{head}{''.join(body)}"
+        "<script>window.addEventListener('load', function () { var ok = Array.prototype.slice.call("
+        "document.images).every(function (i) { return i.complete && i.naturalWidth > 0; }); "
+        "document.body.setAttribute('data-images', ok ? 'ok' : 'broken'); });</script></body></html>\n"
+    )

@@ -50,7 +50,7 @@ class GradCAM:
         self._handle = None
         self._act: torch.Tensor | None = None
 
-    def __enter__(self) -> "GradCAM":
+    def __enter__(self) -> GradCAM:
         def hook(module, inp, out):
             self._act = out
 

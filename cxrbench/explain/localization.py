@@ -90,27 +90,40 @@ def score_maps(items: list[tuple[str, tuple[float, float, float, float], np.ndar
 
     def summary(hits: list, ious: list) -> dict:
         ious_a = np.asarray(ious)
-        return {"boxes": len(hits), "pointing": round(float(np.mean(hits)), 4) if hits else None,
-                **{f"iobb@{t}": round(float((ious_a >= t).mean()), 4) if len(ious_a) else None
-                   for t in IOBB_THRESHOLDS}}
+        return {
+            "boxes": len(hits),
+            "pointing": round(float(np.mean(hits)), 4) if hits else None,
+            **{f"iobb@{t}": round(float((ious_a >= t).mean()), 4) if len(ious_a) else None for t in IOBB_THRESHOLDS},
+        }
 
     out = {"per_class": {k: summary(v["hit"], v["iobb"]) for k, v in sorted(per.items())}}
     out["overall"] = summary(sum((v["hit"] for v in per.values()), []), sum((v["iobb"] for v in per.values()), []))
     return out
 
 
-def localize(model, spec, images, features, boxes: list[tuple[int, str, float, float, float, float]], view,
-             class_names: tuple[str, ...], device: str, batch: int = 16) -> dict:
+def localize(
+    model,
+    spec,
+    images,
+    features,
+    boxes: list[tuple[int, str, float, float, float, float]],
+    view,
+    class_names: tuple[str, ...],
+    device: str,
+    batch: int = 16,
+) -> dict:
     """Grad-CAM localisation of every box (row index into `images`, finding, x, y, w, h), with the centre
     baseline; `images` (N, S, S) uint8 tensor, `view` the loader View the model was trained with."""
     import torch
 
+    from cxrbench.engine.loader import Transform, View
     from cxrbench.explain.gradcam import GradCAM
-    from cxrbench.loader import Transform, View
 
     geo = Geometry(view.image_size, view.resize, view.crop)
-    tf = Transform(View(view.image_size, view.resize, view.crop, augment=False,
-                        channels_last=view.channels_last), torch.device(device))
+    tf = Transform(
+        View(view.image_size, view.resize, view.crop, augment=False, channels_last=view.channels_last),
+        torch.device(device),
+    )
     items, base = [], []
     by_row: dict[int, list] = {}
     for row, label, x, y, w, h in boxes:
@@ -123,8 +136,9 @@ def localize(model, spec, images, features, boxes: list[tuple[int, str, float, f
         for i in range(0, len(rows), batch):
             chunk = rows[i : i + batch]
             k = max(len(by_row[r]) for r in chunk)
-            cls = torch.tensor([[class_names.index(by_row[r][min(j, len(by_row[r]) - 1)][0]) for j in range(k)]
-                                for r in chunk])
+            cls = torch.tensor(
+                [[class_names.index(by_row[r][min(j, len(by_row[r]) - 1)][0]) for j in range(k)] for r in chunk]
+            )
             idx = torch.tensor(chunk, device=images.device)
             x = tf(images.index_select(0, idx).to(device), None)
             f = features.index_select(0, idx).to(device) if features is not None else None
@@ -136,6 +150,10 @@ def localize(model, spec, images, features, boxes: list[tuple[int, str, float, f
                     degenerate += deg
                     items.append((label, box, None if deg else maps[bi, j]))
                     base.append((label, box, centre))
-    out = {"method": "Grad-CAM on " + spec.cam_layer, "model": score_maps(items), "centre_baseline": score_maps(base),
-           "degenerate_maps": degenerate}
+    out = {
+        "method": "Grad-CAM on " + spec.cam_layer,
+        "model": score_maps(items),
+        "centre_baseline": score_maps(base),
+        "degenerate_maps": degenerate,
+    }
     return out

@@ -1,7 +1,7 @@
 """Model registry, the reference paper's models, a tiny test model, and third-party plugins.
 
-    from cxrbench.models import create_model, list_models
-    model = create_model("densenet121_attA", num_classes=15, pretrained=False)
+from cxrbench.models import create_model, list_models
+model = create_model("densenet121_attA", num_classes=15, pretrained=False)
 """
 
 from cxrbench.models.registry import (

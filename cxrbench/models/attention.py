@@ -31,8 +31,9 @@ G_DIM = 1024
 class DenseNetAttention(nn.Module):
     """DenseNet-121 + attention; `variant` is "A", "B" or "A_relu"; optional non-image branch."""
 
-    def __init__(self, num_classes: int = 15, pretrained: bool | str = False, variant: str = "A",
-                 nonimage: bool = False) -> None:
+    def __init__(
+        self, num_classes: int = 15, pretrained: bool | str = False, variant: str = "A", nonimage: bool = False
+    ) -> None:
         super().__init__()
         if variant not in ("A", "B", "A_relu"):
             raise ValueError(f"unknown attention variant {variant!r}")

@@ -17,9 +17,13 @@ def discover_entry_points() -> list[ModelSpec]:
     specs = []
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = getattr(ep, "dist", None)
-        src = {"kind": "entry point", "name": ep.name, "value": ep.value,
-               "distribution": dist.metadata["Name"] if dist is not None else "?",
-               "version": dist.version if dist is not None else ""}
+        src = {
+            "kind": "entry point",
+            "name": ep.name,
+            "value": ep.value,
+            "distribution": dist.metadata["Name"] if dist is not None else "?",
+            "version": dist.version if dist is not None else "",
+        }
         specs.append(ModelSpec(name=ep.name, factory=None, source=src, target=ep.value))
     return specs
 
@@ -39,14 +43,17 @@ def load_entry_point(spec: ModelSpec, registry: dict[str, ModelSpec]) -> ModelSp
         raise
     except Exception as e:
         registry[spec.name] = placeholder
-        raise ModelError(f"plugin {spec.name} ({src['distribution']}) failed to import {spec.target!r}: "
-                         f"{type(e).__name__}: {e}") from e
+        raise ModelError(
+            f"plugin {spec.name} ({src['distribution']}) failed to import {spec.target!r}: {type(e).__name__}: {e}"
+        ) from e
     loaded = registry.get(spec.name)
     if loaded is None:
         if not callable(obj):
             registry[spec.name] = placeholder
-            raise ModelError(f"plugin {spec.name} ({src['distribution']}): {spec.target!r} is not a model factory "
-                             "and registered no model of that name")
+            raise ModelError(
+                f"plugin {spec.name} ({src['distribution']}): {spec.target!r} is not a model factory "
+                "and registered no model of that name"
+            )
         opts = getattr(obj, "cxrbench_spec", {})
         loaded = replace(spec, factory=obj, target=None, **opts)
         registry[spec.name] = loaded

@@ -54,8 +54,9 @@ def load_plugin_file(path: str | Path) -> list[str]:
         raise ModelError(f"plugin file {path} failed to import: {type(e).__name__}: {e}") from e
     added = sorted(set(_REGISTRY) - before)
     if not added:
-        raise ModelError(f"plugin file {path} registered no model (decorate a factory with "
-                         "@cxrbench.models.register_model)")
+        raise ModelError(
+            f"plugin file {path} registered no model (decorate a factory with @cxrbench.models.register_model)"
+        )
     _loaded_files[str(p)] = sha
     return added
 

@@ -17,8 +17,18 @@ from cxrbench.errors import ModelError
 from cxrbench.models.entry_points import discover_entry_points, load_entry_point
 from cxrbench.models.spec import ENTRY_POINT_GROUP, ModelSpec, current_source, loading_source, who
 
-__all__ = ["ENTRY_POINT_GROUP", "ModelSpec", "check_model", "count_parameters", "create_model", "get_spec",
-           "list_models", "loading_source", "refresh_entry_points", "register_model"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ModelSpec",
+    "check_model",
+    "count_parameters",
+    "create_model",
+    "get_spec",
+    "list_models",
+    "loading_source",
+    "refresh_entry_points",
+    "register_model",
+]
 
 BUILTIN_MODULES = (
     "cxrbench.models.densenet",
@@ -52,8 +62,14 @@ def register_model(
             raise ModelError(f"{who(src)} registers model {key!r}, which is already registered ({old.source_text})")
         doc = description or (f.__doc__ or "").strip().split("\n")[0]
         _REGISTRY[key] = ModelSpec(
-            name=key, factory=f, cam_layer=cam_layer, input_size=input_size, nonimage=nonimage,
-            attention=attention, description=doc, source=src,
+            name=key,
+            factory=f,
+            cam_layer=cam_layer,
+            input_size=input_size,
+            nonimage=nonimage,
+            attention=attention,
+            description=doc,
+            source=src,
         )
         return f
 
@@ -76,8 +92,10 @@ def _ensure_entry_points() -> None:
     _state["entry_points"] = True
     for spec in discover_entry_points():
         if spec.name in _REGISTRY:
-            raise ModelError(f"plugin {spec.name} ({spec.source.get('distribution')}) registers model "
-                             f"{spec.name!r}, which is already registered ({_REGISTRY[spec.name].source_text})")
+            raise ModelError(
+                f"plugin {spec.name} ({spec.source.get('distribution')}) registers model "
+                f"{spec.name!r}, which is already registered ({_REGISTRY[spec.name].source_text})"
+            )
         _REGISTRY[spec.name] = spec
 
 
@@ -117,8 +135,9 @@ def get_spec(name: str) -> ModelSpec:
     return spec
 
 
-def create_model(name: str, num_classes: int = 15, pretrained: bool | str = False, check: bool | None = None,
-                 **kw: Any):
+def create_model(
+    name: str, num_classes: int = 15, pretrained: bool | str = False, check: bool | None = None, **kw: Any
+):
     """Build a registered model. `pretrained`: False, True (ImageNet from the local cache) or a weights path.
 
     Plugins are checked as they are built (`check_model`: output shape and CAM layer); built-ins are held by
@@ -157,8 +176,9 @@ def check_model(model, spec: ModelSpec, num_classes: int) -> None:
         with torch.no_grad():
             out = model(x, torch.zeros(2, 5)) if spec.nonimage else model(x)
     except Exception as e:
-        raise ModelError(f"model {spec.name!r} ({spec.source_text}) failed on a (2, 3, {s}, {s}) batch: "
-                         f"{type(e).__name__}: {e}") from e
+        raise ModelError(
+            f"model {spec.name!r} ({spec.source_text}) failed on a (2, 3, {s}, {s}) batch: {type(e).__name__}: {e}"
+        ) from e
     finally:
         handle.remove()
         model.train(was)
@@ -166,31 +186,39 @@ def check_model(model, spec: ModelSpec, num_classes: int) -> None:
         out = out[0]
     shape = tuple(getattr(out, "shape", ()))
     if shape != (2, num_classes):
-        raise ModelError(f"model {spec.name!r} ({spec.source_text}) returned output of shape {shape} for a batch "
-                         f"of 2; expected (2, {num_classes})")
+        raise ModelError(
+            f"model {spec.name!r} ({spec.source_text}) returned output of shape {shape} for a batch "
+            f"of 2; expected (2, {num_classes})"
+        )
     act = seen[-1] if seen else None
     act_shape = tuple(act.shape) if isinstance(act, torch.Tensor) else None
     if act_shape is None or len(act_shape) != 4 or act_shape[0] != 2:
         what = "was not called" if not seen else f"gave {act_shape or type(act).__name__}"
-        raise ModelError(f"model {spec.name!r} ({spec.source_text}): its cam_layer {spec.cam_layer!r} {what} on a "
-                         "batch of 2; Grad-CAM needs a layer whose output is a (batch, channels, height, width) "
-                         "feature map that reaches the logits (fix cam_layer in @register_model)")
+        raise ModelError(
+            f"model {spec.name!r} ({spec.source_text}): its cam_layer {spec.cam_layer!r} {what} on a "
+            "batch of 2; Grad-CAM needs a layer whose output is a (batch, channels, height, width) "
+            "feature map that reaches the logits (fix cam_layer in @register_model)"
+        )
 
 
 def _cam_module(model, spec: ModelSpec):
     """The module `spec.cam_layer` names, or a ModelError naming the closest module names."""
     where = f"model {spec.name!r} ({spec.source_text})"
     if not spec.cam_layer:
-        raise ModelError(f"{where} declares no cam_layer; Grad-CAM needs one: @register_model(cam_layer=...) "
-                         "with the dotted name of a feature-map module")
+        raise ModelError(
+            f"{where} declares no cam_layer; Grad-CAM needs one: @register_model(cam_layer=...) "
+            "with the dotted name of a feature-map module"
+        )
     try:
         return model.get_submodule(spec.cam_layer)
     except AttributeError:
         names = [n for n, _ in model.named_modules() if n]
         close = difflib.get_close_matches(spec.cam_layer, names, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ModelError(f"{where} declares cam_layer {spec.cam_layer!r}, which is not a module of the built "
-                         f"model{hint} (fix cam_layer in @register_model)") from None
+        raise ModelError(
+            f"{where} declares cam_layer {spec.cam_layer!r}, which is not a module of the built "
+            f"model{hint} (fix cam_layer in @register_model)"
+        ) from None
 
 
 def count_parameters(model) -> int:

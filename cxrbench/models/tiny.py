@@ -12,8 +12,9 @@ from cxrbench.models.registry import register_model
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=False))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=False)
+    )
 
 
 class TinyCNN(nn.Module):
@@ -85,8 +86,13 @@ class TinyResidual(nn.Module):
 
             raise WeightsUnavailable("tiny models have no pretrained weights; run with --no-pretrained")
         self.stem = _block(3, 16)
-        self.res = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-                                 nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16))
+        self.res = nn.Sequential(
+            nn.Conv2d(16, 16, 3, padding=1, bias=False),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.Conv2d(16, 16, 3, padding=1, bias=False),
+            nn.BatchNorm2d(16),
+        )
         self.down = _block(16, 24)
         xavier_(self)
         self.classifier = xavier_(nn.Linear(24, num_classes))

@@ -99,7 +99,7 @@ def load_backbone(module, arch: str, weights: bool | str | Path, prefix: str, sk
     Returns the provenance dict recorded with every run; every backbone tensor must match.
     """
     sd, prov = imagenet_state_dict(arch, weights)
-    sub = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix) and not k.startswith(skip)}
+    sub = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix) and not k.startswith(skip)}
     own = module.state_dict()
     # old checkpoints (torchvision's DenseNet file among them) carry no BatchNorm step counters
     for k in own:

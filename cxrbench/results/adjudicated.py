@@ -23,8 +23,19 @@ from cxrbench.data.labels import FINDINGS as CXR14_FINDINGS
 from cxrbench.errors import InputError
 
 # The columns of the distributed file, in order: Data_Entry_2017's, the four findings, the set.
-METADATA_COLUMNS = ("Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
-                    "View Position", "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]")
+METADATA_COLUMNS = (
+    "Image Index",
+    "Finding Labels",
+    "Follow-up #",
+    "Patient ID",
+    "Patient Age",
+    "Patient Gender",
+    "View Position",
+    "OriginalImage[Width",
+    "Height]",
+    "OriginalImagePixelSpacing[x",
+    "y]",
+)
 ADJUDICATED_FINDINGS = ("Fracture", "Pneumothorax", "Airspace opacity", "Nodule or mass")
 COLUMNS = (*METADATA_COLUMNS, *ADJUDICATED_FINDINGS, "Set Id")
 SETS = ("test", "val")
@@ -47,8 +58,12 @@ class Mapping:
         return f"{self.id}@v{self.version}"
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "version": self.version,
-                "findings": {f: list(self.findings[f]) for f in ADJUDICATED_FINDINGS}, "rationale": self.rationale}
+        return {
+            "id": self.id,
+            "version": self.version,
+            "findings": {f: list(self.findings[f]) for f in ADJUDICATED_FINDINGS},
+            "rationale": self.rationale,
+        }
 
     @property
     def content_hash(self) -> str:
@@ -80,8 +95,8 @@ DEFAULT_MAPPING = Mapping(
         "Nodule or mass": ("Nodule", "Mass"),
     },
     rationale="airspace opacity is alveolar filling: consolidation, pneumonia, NIH's loose 'infiltration', and "
-              "(alveolar) edema; atelectasis (volume loss) and effusion (pleural) are left out; see "
-              "docs/adjudicated.md",
+    "(alveolar) edema; atelectasis (volume loss) and effusion (pleural) are left out; see "
+    "docs/adjudicated.md",
 )
 
 
@@ -154,8 +169,13 @@ def read_adjudicated(path: str | Path, metadata=None) -> AdjudicatedLabels:
     if tuple(header) != COLUMNS:
         unknown = [h for h in header if h not in COLUMNS]
         missing = [c for c in COLUMNS if c not in header]
-        why = (f"unknown column {unknown[0]!r}" if unknown else f"missing column {missing[0]!r}" if missing
-               else "columns in another order")
+        why = (
+            f"unknown column {unknown[0]!r}"
+            if unknown
+            else f"missing column {missing[0]!r}"
+            if missing
+            else "columns in another order"
+        )
         raise InputError(path, f"{why}; expected the distributed columns: {', '.join(COLUMNS)}", line=1)
     col = {c: i for i, c in enumerate(COLUMNS)}
     names: list[str] = []
@@ -194,16 +214,26 @@ def read_adjudicated(path: str | Path, metadata=None) -> AdjudicatedLabels:
     if metadata is not None:
         for k, name in enumerate(names):
             if not metadata.has(name):
-                raise InputError(path, f"image {name} is not in the metadata of the run's data ({metadata.path}): "
-                                 "the file is for ChestX-ray14, is the run on it (not on phantoms)?",
-                                 line=first_line[name])
+                raise InputError(
+                    path,
+                    f"image {name} is not in the metadata of the run's data ({metadata.path}): "
+                    "the file is for ChestX-ray14, is the run on it (not on phantoms)?",
+                    line=first_line[name],
+                )
             want = int(metadata.patients[metadata.indices([name], path)[0]])
             if want != patients[k]:
-                raise InputError(path, f"image {name} has Patient ID {patients[k]}, the metadata says {want}",
-                                 line=first_line[name])
-    return AdjudicatedLabels(path, hashlib.sha256(raw).hexdigest(), names, np.array(patients, np.int64),
-                             np.array(sets), {f: np.array(v, bool) for f, v in labels.items()},
-                             tuple(first_line[n] for n in names))
+                raise InputError(
+                    path, f"image {name} has Patient ID {patients[k]}, the metadata says {want}", line=first_line[name]
+                )
+    return AdjudicatedLabels(
+        path,
+        hashlib.sha256(raw).hexdigest(),
+        names,
+        np.array(patients, np.int64),
+        np.array(sets),
+        {f: np.array(v, bool) for f, v in labels.items()},
+        tuple(first_line[n] for n in names),
+    )
 
 
 def _agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float | None]:
@@ -225,15 +255,25 @@ def covered(adjudicated: AdjudicatedLabels, names: list[str], sets: tuple[str, .
     return [int(k) for k in np.flatnonzero(np.isin(adjudicated.sets, list(sets))) if adjudicated.names[k] in have]
 
 
-def rescore(names: list[str], patients: np.ndarray, y: np.ndarray, p: np.ndarray, classes: list[str],
-            adjudicated: AdjudicatedLabels, mapping: Mapping = DEFAULT_MAPPING, *, resamples: int = 1000,
-            seed: int = 0, sets: tuple[str, ...] = ("test",)) -> dict:
+def rescore(
+    names: list[str],
+    patients: np.ndarray,
+    y: np.ndarray,
+    p: np.ndarray,
+    classes: list[str],
+    adjudicated: AdjudicatedLabels,
+    mapping: Mapping = DEFAULT_MAPPING,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    sets: tuple[str, ...] = ("test",),
+) -> dict:
     """Per adjudicated finding, the run's AUROC against the adjudicated labels and against the NIH labels of the
     same images, with patient-bootstrap 95% CIs and a paired bootstrap of the difference (adjudicated - NIH).
 
     `names`, `patients`, `y` (NIH labels) and `p` (probabilities) are a run's test predictions; only the
     adjudicated images of `sets` that the predictions contain are scored."""
-    from cxrbench.metrics import auroc, bootstrap_aurocs, contrast
+    from cxrbench.metrics.auroc import auroc, bootstrap_aurocs, contrast
 
     pos = {n: i for i, n in enumerate(names)}
     in_sets = np.isin(adjudicated.sets, list(sets))
@@ -241,23 +281,32 @@ def rescore(names: list[str], patients: np.ndarray, y: np.ndarray, p: np.ndarray
     rows = np.array([pos[adjudicated.names[k]] for k in pick_adj], np.int64)
     for k, r in zip(pick_adj, rows):
         if int(patients[r]) != int(adjudicated.patients[k]):
-            raise InputError(adjudicated.path, f"image {adjudicated.names[k]}: Patient ID {adjudicated.patients[k]} "
-                                               f"here, {int(patients[r])} in the run's predictions",
-                             line=adjudicated.lines[k] if adjudicated.lines else None)
+            raise InputError(
+                adjudicated.path,
+                f"image {adjudicated.names[k]}: Patient ID {adjudicated.patients[k]} "
+                f"here, {int(patients[r])} in the run's predictions",
+                line=adjudicated.lines[k] if adjudicated.lines else None,
+            )
     col = {c: j for j, c in enumerate(classes)}
     out: dict = {
         "mapping": {**mapping.to_dict(), "key": mapping.key, "hash": mapping.content_hash},
         "adjudicated_file": {"name": adjudicated.path.name, "sha256": adjudicated.sha256, "rows": len(adjudicated)},
         "sets": list(sets),
-        "coverage": {"adjudicated_images": int(in_sets.sum()), "in_predictions": int(len(rows)),
-                     "patients": int(len(np.unique(patients[rows]))) if len(rows) else 0},
+        "coverage": {
+            "adjudicated_images": int(in_sets.sum()),
+            "in_predictions": int(len(rows)),
+            "patients": int(len(np.unique(patients[rows]))) if len(rows) else 0,
+        },
         "bootstrap": {"resamples": resamples, "seed": seed, "unit": "patient"},
         "findings": {},
     }
     for f in ADJUDICATED_FINDINGS:
         adj = adjudicated.labels[f][pick_adj] if len(pick_adj) else np.zeros(0, bool)
-        entry: dict = {"classes": list(mapping.findings[f]), "images": int(len(rows)),
-                       "positives_adjudicated": int(adj.sum())}
+        entry: dict = {
+            "classes": list(mapping.findings[f]),
+            "images": int(len(rows)),
+            "positives_adjudicated": int(adj.sum()),
+        }
         if not mapping.findings[f]:
             entry.update(scored=False, reason="no ChestX-ray14 class stands for this finding")
             out["findings"][f] = entry
@@ -272,11 +321,17 @@ def rescore(names: list[str], patients: np.ndarray, y: np.ndarray, p: np.ndarray
         nih = y[np.ix_(rows, idx)].any(axis=1) if len(rows) else np.zeros(0, bool)
         agree, kappa = _agreement(adj, nih) if len(rows) else (float("nan"), None)
         entry.update(scored=True, positives_nih=int(nih.sum()), label_agreement=_r(agree), label_kappa=_r(kappa))
-        a_adj, a_nih = auroc(adj, score) if len(rows) else float("nan"), auroc(nih, score) if len(rows) else float("nan")
+        a_adj, a_nih = (
+            auroc(adj, score) if len(rows) else float("nan"),
+            auroc(nih, score) if len(rows) else float("nan"),
+        )
         if not (np.isfinite(a_adj) and np.isfinite(a_nih)):
-            entry.update(auroc_adjudicated={"auroc": _r(a_adj), "ci95": [None, None]},
-                         auroc_nih={"auroc": _r(a_nih), "ci95": [None, None]}, difference=None,
-                         note="an AUROC is undefined: these images hold one label value only")
+            entry.update(
+                auroc_adjudicated={"auroc": _r(a_adj), "ci95": [None, None]},
+                auroc_nih={"auroc": _r(a_nih), "ci95": [None, None]},
+                difference=None,
+                note="an AUROC is undefined: these images hold one label value only",
+            )
             out["findings"][f] = entry
             continue
         both_y = np.stack([adj, nih], axis=1)
@@ -286,9 +341,15 @@ def rescore(names: list[str], patients: np.ndarray, y: np.ndarray, p: np.ndarray
         ci_adj = contrast(points[:1], boots[:, :1], np.array([1.0]), resamples, "auroc").ci95
         ci_nih = contrast(points[1:], boots[:, 1:], np.array([1.0]), resamples, "auroc").ci95
         d = contrast(points, boots, np.array([1.0, -1.0]), resamples, "auroc")
-        entry.update(auroc_adjudicated={"auroc": _r(a_adj), "ci95": [_r(ci_adj[0]), _r(ci_adj[1])]},
-                     auroc_nih={"auroc": _r(a_nih), "ci95": [_r(ci_nih[0]), _r(ci_nih[1])]},
-                     difference={"diff": _r(d.diff), "ci95": [_r(d.ci95[0]), _r(d.ci95[1])],
-                                 "p_value": _r(d.p_value), "significant": d.significant})
+        entry.update(
+            auroc_adjudicated={"auroc": _r(a_adj), "ci95": [_r(ci_adj[0]), _r(ci_adj[1])]},
+            auroc_nih={"auroc": _r(a_nih), "ci95": [_r(ci_nih[0]), _r(ci_nih[1])]},
+            difference={
+                "diff": _r(d.diff),
+                "ci95": [_r(d.ci95[0]), _r(d.ci95[1])],
+                "p_value": _r(d.p_value),
+                "significant": d.significant,
+            },
+        )
         out["findings"][f] = entry
     return out

@@ -24,11 +24,25 @@ def slug(finding: str) -> str:
 
 
 # the machine-readable fields each entry gains, in CSV column order
-FIELDS = ["adj_images", "adj_set_images", "adj_patients", "adj_cohort",
-          *(f"adj_{slug(f)}_{k}" for f in ADJUDICATED_FINDINGS for k in ("auroc", "ci_low", "ci_high", "positives")),
-          "adj_mean_auroc", "adj_rank", "adj_rank_of", "adj_mapping", "adj_mapping_hash", "adj_file_sha256"]
-COLUMNS = ["adjudicated images", *(f"adj. {f} AUROC [95% CI]" for f in ADJUDICATED_FINDINGS), "adj. mean AUROC",
-           "adj. rank"]
+FIELDS = [
+    "adj_images",
+    "adj_set_images",
+    "adj_patients",
+    "adj_cohort",
+    *(f"adj_{slug(f)}_{k}" for f in ADJUDICATED_FINDINGS for k in ("auroc", "ci_low", "ci_high", "positives")),
+    "adj_mean_auroc",
+    "adj_rank",
+    "adj_rank_of",
+    "adj_mapping",
+    "adj_mapping_hash",
+    "adj_file_sha256",
+]
+COLUMNS = [
+    "adjudicated images",
+    *(f"adj. {f} AUROC [95% CI]" for f in ADJUDICATED_FINDINGS),
+    "adj. mean AUROC",
+    "adj. rank",
+]
 
 
 @dataclass(frozen=True)
@@ -52,7 +66,8 @@ class AdjudicatedBoard:
         return [
             f"Adjudicated labels: {self.labels.path.name} (sha256 {self.labels.sha256[:16]}, {len(self.labels):,} "
             f"rows, {self.set_images:,} in set {'+'.join(SETS)}); mapping {m.key} (hash {m.content_hash}): "
-            + "; ".join(m.describe()) + ".",
+            + "; ".join(m.describe())
+            + ".",
             "adjudicated images: how many of the file's adjudicated test images lie in the entry's test "
             "predictions. adj. <finding>: the entry's AUROC on those images against the radiologists' labels "
             "(Majkowska et al. 2019), computed as `cxrbench rescore` computes it from the predictions checked when "
@@ -69,16 +84,33 @@ class AdjudicatedBoard:
         """The entry's adjudicated figures, each a number (None where absent), for CSV and JSON."""
         r = self.results[entry_id]
         c, rank = r["coverage"], self.ranks[entry_id]
-        out: dict = {"adj_images": c["in_predictions"], "adj_set_images": c["adjudicated_images"],
-                     "adj_patients": c["patients"], "adj_cohort": self.cohorts[entry_id] or None}
+        out: dict = {
+            "adj_images": c["in_predictions"],
+            "adj_set_images": c["adjudicated_images"],
+            "adj_patients": c["patients"],
+            "adj_cohort": self.cohorts[entry_id] or None,
+        }
         for f in ADJUDICATED_FINDINGS:
             e, s = r["findings"][f], slug(f)
             a = e.get("auroc_adjudicated") or {"auroc": None, "ci95": [None, None]}
-            out.update({f"adj_{s}_auroc": a["auroc"], f"adj_{s}_ci_low": a["ci95"][0], f"adj_{s}_ci_high": a["ci95"][1],
-                        f"adj_{s}_positives": e["positives_adjudicated"] if c["in_predictions"] else None})
-        out.update({"adj_mean_auroc": self.means[entry_id], "adj_rank": rank[0] if rank else None,
-                    "adj_rank_of": rank[1] if rank else None, "adj_mapping": self.mapping.key,
-                    "adj_mapping_hash": self.mapping.content_hash, "adj_file_sha256": self.labels.sha256})
+            out.update(
+                {
+                    f"adj_{s}_auroc": a["auroc"],
+                    f"adj_{s}_ci_low": a["ci95"][0],
+                    f"adj_{s}_ci_high": a["ci95"][1],
+                    f"adj_{s}_positives": e["positives_adjudicated"] if c["in_predictions"] else None,
+                }
+            )
+        out.update(
+            {
+                "adj_mean_auroc": self.means[entry_id],
+                "adj_rank": rank[0] if rank else None,
+                "adj_rank_of": rank[1] if rank else None,
+                "adj_mapping": self.mapping.key,
+                "adj_mapping_hash": self.mapping.content_hash,
+                "adj_file_sha256": self.labels.sha256,
+            }
+        )
         return out
 
     def cells(self, entry_id: str) -> dict[str, str]:
@@ -105,10 +137,15 @@ class AdjudicatedBoard:
 
     def to_json(self) -> dict:
         """The file and mapping the board's adjudicated fields were computed with."""
-        return {"file": self.labels.path.name, "sha256": self.labels.sha256, "rows": len(self.labels),
-                "sets": list(SETS), "set_images": self.set_images,
-                "mapping": {**self.mapping.to_dict(), "key": self.mapping.key, "hash": self.mapping.content_hash},
-                "notes": self.explain()}
+        return {
+            "file": self.labels.path.name,
+            "sha256": self.labels.sha256,
+            "rows": len(self.labels),
+            "sets": list(SETS),
+            "set_images": self.set_images,
+            "mapping": {**self.mapping.to_dict(), "key": self.mapping.key, "hash": self.mapping.content_hash},
+            "notes": self.explain(),
+        }
 
 
 def _f(x: float | None) -> str:
@@ -116,8 +153,11 @@ def _f(x: float | None) -> str:
 
 
 def _mean(result: dict) -> float | None:
-    vals = [e["auroc_adjudicated"]["auroc"] for e in result["findings"].values()
-            if e["scored"] and e["auroc_adjudicated"]["auroc"] is not None]
+    vals = [
+        e["auroc_adjudicated"]["auroc"]
+        for e in result["findings"].values()
+        if e["scored"] and e["auroc_adjudicated"]["auroc"] is not None
+    ]
     return round(float(np.mean(vals)), 6) if vals else None
 
 
@@ -143,8 +183,18 @@ def score_board(groups: list, labels: AdjudicatedLabels, mapping: Mapping, displ
             for e in g.entries:
                 t = e.test or Predictions(*read_predictions(e.predictions))
                 try:
-                    results[e.id] = rescore(t.names, t.patients, t.y, t.p, list(t.classes), labels, mapping,
-                                            resamples=proto.bootstrap, seed=proto.seed, sets=SETS)
+                    results[e.id] = rescore(
+                        t.names,
+                        t.patients,
+                        t.y,
+                        t.p,
+                        list(t.classes),
+                        labels,
+                        mapping,
+                        resamples=proto.bootstrap,
+                        seed=proto.seed,
+                        sets=SETS,
+                    )
                 except InputError as err:
                     raise InputError(err.path, f"{err.reason} of leaderboard entry {e.id}", line=err.line) from None
                 names = sorted(labels.names[k] for k in covered(labels, t.names, SETS))

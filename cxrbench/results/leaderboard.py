@@ -18,8 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from cxrbench.errors import CxrbenchError, InputError, RecordError
-from cxrbench.results.record import (MAX_PREDICTIONS_BYTES, MAX_RECORD_BYTES, RunFiles, parse_json,
-                                     read_regular, read_run_files, safe_name, validate)
+from cxrbench.results.record import (
+    MAX_PREDICTIONS_BYTES,
+    MAX_RECORD_BYTES,
+    RunFiles,
+    parse_json,
+    read_regular,
+    read_run_files,
+    safe_name,
+    validate,
+)
 from cxrbench.results.verify import Predictions, check_data, open_tables, recorded_cache, verify
 
 DEFAULT_BOARD = Path("leaderboard")
@@ -80,8 +88,16 @@ def content_key(rec: dict) -> str:
     seed and predictions."""
     from cxrbench.protocols import protocol_key
 
-    blob = json.dumps([rec["model"]["name"], protocol_key(rec["protocol"]["id"], rec["protocol"]["version"]),
-                       data_key(rec), rec["lr"], rec["seeds"].get("train"), rec["predictions"]["sha256"]])
+    blob = json.dumps(
+        [
+            rec["model"]["name"],
+            protocol_key(rec["protocol"]["id"], rec["protocol"]["version"]),
+            data_key(rec),
+            rec["lr"],
+            rec["seeds"].get("train"),
+            rec["predictions"]["sha256"],
+        ]
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -110,8 +126,9 @@ def _filed(board: Path) -> list[tuple[Path, dict]]:
     return out
 
 
-def submit(run: str | Path, board: str | Path = DEFAULT_BOARD, allow_dirty: bool = False,
-           data: str | Path | None = None) -> Path:
+def submit(
+    run: str | Path, board: str | Path = DEFAULT_BOARD, allow_dirty: bool = False, data: str | Path | None = None
+) -> Path:
     """Check a run (record, predictions, re-derived figures, the protocol's split of its data) and file it with
     its predictions on the board; returns the filed record's path.
 
@@ -123,13 +140,17 @@ def submit(run: str | Path, board: str | Path = DEFAULT_BOARD, allow_dirty: bool
     dirty = rec["code"]["git_dirty"]
     if dirty is not False and not allow_dirty:
         state = "a modified (dirty) git tree" if dirty else "code outside a git checkout"
-        raise RecordError(f"{src}: the run used {state}; commit and run again, or submit with --allow-dirty (the "
-                          "board then marks the entry)")
+        raise RecordError(
+            f"{src}: the run used {state}; commit and run again, or submit with --allow-dirty (the "
+            "board then marks the entry)"
+        )
     where = Path(data) if data is not None else recorded_cache(src.parent)
     if where is None:
-        raise RecordError(f"{src}: its predictions must be checked against the protocol's test split of the run's "
-                          "data, and the cache the run recorded is not here; pass --data with that cache or the "
-                          "dataset folder")
+        raise RecordError(
+            f"{src}: its predictions must be checked against the protocol's test split of the run's "
+            "data, and the cache the run recorded is not here; pass --data with that cache or the "
+            "dataset folder"
+        )
     check_data(rec, checked.test, checked.folds, open_tables(where), src)
 
     from cxrbench.protocols import protocol_key
@@ -143,11 +164,14 @@ def submit(run: str | Path, board: str | Path = DEFAULT_BOARD, allow_dirty: bool
     if root.exists():
         for other, orec in _filed(root):
             if orec["record_sha256"] == rec["record_sha256"]:
-                raise RecordError(f"{src}: this record is already on the leaderboard ({other}); records are "
-                                  "append-only")
+                raise RecordError(
+                    f"{src}: this record is already on the leaderboard ({other}); records are append-only"
+                )
             if content_key(orec) == mine:
-                raise RecordError(f"{src}: the same result is already on the leaderboard ({other}): same model, "
-                                  "protocol, data, lr, seed and predictions")
+                raise RecordError(
+                    f"{src}: the same result is already on the leaderboard ({other}): same model, "
+                    "protocol, data, lr, seed and predictions"
+                )
     if target.exists() or target.is_symlink():
         raise RecordError(f"{src}: {target} exists already; records are append-only")
     folder.mkdir(parents=True, exist_ok=True)
@@ -177,8 +201,11 @@ def _load_entry(path: Path) -> Entry:
 
     pred = _predictions_file(path)
     raw = checked(pred, rec["predictions"]["sha256"], "predictions")
-    folds = {k: checked(_fold_file(path, k), f["predictions"]["sha256"], f"fold {k} validation predictions")
-             for k, f in enumerate(rec["validation"]["folds"]) if "predictions" in f}
+    folds = {
+        k: checked(_fold_file(path, k), f["predictions"]["sha256"], f"fold {k} validation predictions")
+        for k, f in enumerate(rec["validation"]["folds"])
+        if "predictions" in f
+    }
     checked = verify(rec, raw, folds, path)
     return Entry(path.name[: -len(".json")], rec, path, pred, checked.marks, checked.test, checked.resampled)
 
@@ -187,8 +214,7 @@ def scan(board: str | Path = DEFAULT_BOARD) -> tuple[list[Entry], list[Skipped]]
     """Every filed record that passes its checks, and every one that does not (with the reason)."""
     root = Path(board)
     if not root.is_dir():
-        raise InputError(root, "no leaderboard here (a folder made by `cxrbench submit RUN --leaderboard "
-                         f"{root}`)")
+        raise InputError(root, f"no leaderboard here (a folder made by `cxrbench submit RUN --leaderboard {root}`)")
     entries, skipped = [], []
     for path in sorted((root / "records").glob("*/*.json")):
         try:
@@ -217,7 +243,7 @@ def rank(entries: list[Entry], protocol: str | None = None) -> list[Group]:
     """Groups by (protocol version, data fingerprint), each sorted by weighted mean test AUROC, with the paired
     bootstrap comparison of every entry against the group's best (the protocol's resamples and seed; the
     resamples drawn when the entries were checked are reused)."""
-    from cxrbench.metrics import bootstrap_aurocs, compare_resampled
+    from cxrbench.metrics.auroc import bootstrap_aurocs, compare_resampled
     from cxrbench.protocols import get_protocol
     from cxrbench.results.record import read_predictions
 
@@ -232,7 +258,7 @@ def rank(entries: list[Entry], protocol: str | None = None) -> list[Group]:
         g = Group(pk, dk, es)
         proto = get_protocol(pk)
 
-        def resampled(e: Entry, t: Predictions) -> np.ndarray:
+        def resampled(e: Entry, t: Predictions, proto=proto) -> np.ndarray:
             if e.resampled is None:
                 e.resampled = bootstrap_aurocs(t.y, t.p, t.patients, proto.bootstrap, proto.seed)
             return e.resampled
@@ -248,8 +274,9 @@ def rank(entries: list[Entry], protocol: str | None = None) -> list[Group]:
             y[idx], p[idx] = t.y, t.p
             if not np.array_equal(y, best.y) or not np.array_equal(best.patients[idx], t.patients):
                 continue  # other labels or patients for the same images: no paired comparison
-            c = compare_resampled(best.y, p, best.p, resampled(e, t), resampled(es[0], best), "weighted",
-                                  proto.bootstrap, proto.seed)  # entry - best
+            c = compare_resampled(
+                best.y, p, best.p, resampled(e, t), resampled(es[0], best), "weighted", proto.bootstrap, proto.seed
+            )  # entry - best
             g.comparisons[e.id] = c.to_dict()
         out.append(g)
     return out

@@ -42,27 +42,41 @@ def bars_figure(classes: list[str], series: list[tuple[str, dict[str, float | No
         ys = [vals.get(c) for c in classes]
         ok = [j for j, v in enumerate(ys) if v is not None]
         pos = x - 0.4 + width * (i + 0.5)
-        containers.append(ax.bar(pos[ok], [ys[j] for j in ok], width, label=name + (" (reported)" if reported else ""),
-                                 hatch="//" if reported else None, edgecolor="black" if reported else None,
-                                 linewidth=0.4))
+        containers.append(
+            ax.bar(
+                pos[ok],
+                [ys[j] for j in ok],
+                width,
+                label=name + (" (reported)" if reported else ""),
+                hatch="//" if reported else None,
+                edgecolor="black" if reported else None,
+                linewidth=0.4,
+            )
+        )
         for j, v in enumerate(ys):
             if v is None:  # no AUROC: no positive test image of the class (or the source reports none)
-                ax.text(pos[j], bottom + 0.01, "n/a", rotation=90, ha="center", va="bottom", fontsize=6,
-                        color="#555")
+                ax.text(pos[j], bottom + 0.01, "n/a", rotation=90, ha="center", va="bottom", fontsize=6, color="#555")
     ax.set_xticks(x, [c.replace("_", " ") for c in classes], rotation=45, ha="right", fontsize=8)
     ax.set_ylim(bottom, 1.0)
     ax.axhline(0.5, color="gray", lw=0.6, ls=":")
     ax.set_ylabel("test AUROC")
     ax.set_title(title, fontsize=10)
     # outside the axes, so that it covers no bar
-    legend = ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
-                       title="n/a: no AUROC (no positive\ntest image, or none reported)", title_fontsize=6)
+    legend = ax.legend(
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0.0,
+        title="n/a: no AUROC (no positive\ntest image, or none reported)",
+        title_fontsize=6,
+    )
     fig.tight_layout()
     return fig, ax, legend, containers
 
 
-def per_class_bars(path: Path, classes: list[str], series: list[tuple[str, dict[str, float | None], bool]],
-                   title: str) -> Path:
+def per_class_bars(
+    path: Path, classes: list[str], series: list[tuple[str, dict[str, float | None], bool]], title: str
+) -> Path:
     """Grouped bars: one group per class, one bar per series (name, class -> AUROC, reported?). Reported
     values are hatched and say so in the legend; an undefined value is written "n/a"; the legend sits beside
     the axes."""

@@ -14,12 +14,17 @@ def package_git() -> dict:
     src = Path(cxrbench.__file__).resolve().parent
     out = {"cxrbench_version": cxrbench.__version__, "git_commit": None, "git_dirty": None}
     try:
-        commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10)
+        commit = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
         if commit.returncode != 0:
             return out
-        status = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10)
+        status = subprocess.run(
+            ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         out["git_commit"] = commit.stdout.strip()
         out["git_dirty"] = bool(status.stdout.strip())
     except (OSError, subprocess.SubprocessError):
@@ -30,8 +35,14 @@ def package_git() -> dict:
 def environment(device: str) -> dict:
     import torch
 
-    env = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-           "platform": platform.platform(), "device": device, "device_name": platform.processor() or "cpu"}
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "platform": platform.platform(),
+        "device": device,
+        "device_name": platform.processor() or "cpu",
+    }
     if device.startswith("cuda") and torch.cuda.is_available():
         env["device_name"] = torch.cuda.get_device_name(torch.device(device))
     else:

@@ -47,10 +47,11 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 def safe_name(name: Any, what: str, source: str | Path = "record") -> str:
     """`name` when it may become one component of a path: [A-Za-z0-9._+@-], no `..`, at most 128 characters,
     not starting with a dot or a dash; else a RecordError naming `what` and `source`."""
-    if not isinstance(name, str) or not (1 <= len(name) <= MAX_NAME) or ".." in name \
-            or not _SAFE_NAME.fullmatch(name):
-        raise RecordError(f"{source}: {what} {str(name)[:MAX_NAME]!r} is not a safe name (letters, digits and ._+@- "
-                          f"only, no '..', at most {MAX_NAME} characters)")
+    if not isinstance(name, str) or not (1 <= len(name) <= MAX_NAME) or ".." in name or not _SAFE_NAME.fullmatch(name):
+        raise RecordError(
+            f"{source}: {what} {str(name)[:MAX_NAME]!r} is not a safe name (letters, digits and ._+@- "
+            f"only, no '..', at most {MAX_NAME} characters)"
+        )
     return name
 
 
@@ -127,6 +128,7 @@ def _type(*types: type) -> Check:
             raise _Bad(where, "has type bool")
         if not isinstance(v, types):
             raise _Bad(where, f"has type {type(v).__name__}")
+
     return check
 
 
@@ -141,6 +143,7 @@ def _int(lo: int = 0) -> Check:
         _type(int)(v, where)
         if v < lo:
             raise _Bad(where, f"is {v}, below {lo}")
+
     return check
 
 
@@ -149,6 +152,7 @@ def _num(lo: float = -math.inf, hi: float = math.inf) -> Check:
         _type(int, float)(v, where)
         if not (lo <= v <= hi):
             raise _Bad(where, f"is {v}, outside [{lo}, {hi}]")
+
     return check
 
 
@@ -156,6 +160,7 @@ def _opt(c: Check) -> Check:
     def check(v: Any, where: str) -> None:
         if v is not None:
             c(v, where)
+
     return check
 
 
@@ -164,6 +169,7 @@ def _hex(n: int) -> Check:
         _str(v, where)
         if len(v) != n or not _HEX.fullmatch(v):
             raise _Bad(where, f"is not {n} lowercase hex digits")
+
     return check
 
 
@@ -175,6 +181,7 @@ def _name(v: Any, where: str) -> None:
 
 def _obj(required: dict[str, Check], optional: dict[str, Check] | None = None) -> Check:
     """A dict with these keys (others allowed: later cxrbench versions and runs add fields)."""
+
     def check(v: Any, where: str) -> None:
         _dict(v, where)
         for k, c in required.items():
@@ -184,6 +191,7 @@ def _obj(required: dict[str, Check], optional: dict[str, Check] | None = None) -
         for k, c in (optional or {}).items():
             if k in v:
                 c(v[k], f"{where}.{k}")
+
     return check
 
 
@@ -192,6 +200,7 @@ def _items(c: Check) -> Check:
         _list(v, where)
         for i, x in enumerate(v):
             c(x, f"{where}[{i}]")
+
     return check
 
 
@@ -200,6 +209,7 @@ def _values(c: Check) -> Check:
         _dict(v, where)
         for k, x in v.items():
             c(x, f"{where}.{k}")
+
     return check
 
 
@@ -210,6 +220,7 @@ def _pair(c: Check) -> Check:
             raise _Bad(where, f"has {len(v)} items, not 2")
         c(v[0], f"{where}[0]")
         c(v[1], f"{where}[1]")
+
     return check
 
 
@@ -227,31 +238,59 @@ _SCHEMA: dict[str, Check] = {
     "model": _obj({"name": _name, "source": _obj({"kind": _str}), "parameters": _int(0), "pretrained": _bool}),
     "lr": _num(0.0),
     "deviations": _items(_str),
-    "data": _obj({"metadata_csv_sha256": _hex(64),
-                  "split_hashes": _obj({"trainval": _str, "test": _str,
-                                        "folds": _items(_obj({"train": _str, "val": _str}))}),
-                  "cache_fingerprint": _str, "classes": _items(_str)},
-                 {"excluded_bad_images": _int(0), "n_test": _int(0), "n_trainval": _int(0)}),
+    "data": _obj(
+        {
+            "metadata_csv_sha256": _hex(64),
+            "split_hashes": _obj({"trainval": _str, "test": _str, "folds": _items(_obj({"train": _str, "val": _str}))}),
+            "cache_fingerprint": _str,
+            "classes": _items(_str),
+        },
+        {"excluded_bad_images": _int(0), "n_test": _int(0), "n_trainval": _int(0)},
+    ),
     "seeds": _values(_int()),
     "code": _obj({"cxrbench_version": _str, "git_commit": _opt(_str), "git_dirty": _opt(_bool)}),
-    "environment": _obj({"device": _str}, {"device_name": _str, "deterministic": _bool,
-                                           "bitwise_reproducible": _bool}),
+    "environment": _obj({"device": _str}, {"device_name": _str, "deterministic": _bool, "bitwise_reproducible": _bool}),
     "timing": _obj({"wall_seconds": _num(0.0), "train_images_per_s": _num(0.0)}),
-    "validation": _obj({"folds": _items(_obj(
-        {}, {"history": _items(_obj({"epoch": _int(0), "train_loss": _num()},
-                                    {"val_weighted_auroc": _auroc, "val_plain_auroc": _auroc})),
-             "per_class": _values(_auroc), "weighted_auroc": _auroc, "plain_auroc": _auroc,
-             "predictions": _files}))},
-        {"mean_weighted_auroc": _auroc, "mean_plain_auroc": _auroc}),
-    "test": _obj({"per_class": _values(_metric), "weighted_mean": _metric, "plain_mean": _metric,
-                  "n_images": _int(1), "n_patients": _int(1),
-                  "bootstrap": _obj({"resamples": _int(1), "seed": _int(), "unit": _str})}),
+    "validation": _obj(
+        {
+            "folds": _items(
+                _obj(
+                    {},
+                    {
+                        "history": _items(
+                            _obj(
+                                {"epoch": _int(0), "train_loss": _num()},
+                                {"val_weighted_auroc": _auroc, "val_plain_auroc": _auroc},
+                            )
+                        ),
+                        "per_class": _values(_auroc),
+                        "weighted_auroc": _auroc,
+                        "plain_auroc": _auroc,
+                        "predictions": _files,
+                    },
+                )
+            )
+        },
+        {"mean_weighted_auroc": _auroc, "mean_plain_auroc": _auroc},
+    ),
+    "test": _obj(
+        {
+            "per_class": _values(_metric),
+            "weighted_mean": _metric,
+            "plain_mean": _metric,
+            "n_images": _int(1),
+            "n_patients": _int(1),
+            "bootstrap": _obj({"resamples": _int(1), "seed": _int(), "unit": _str}),
+        }
+    ),
     "predictions": _files,
     "record_sha256": _hex(64),
 }
 _OPTIONAL: dict[str, Check] = {
-    "localization": _obj({"model": _loc_part, "centre_baseline": _loc_part},
-                         {"images": _int(0), "method": _str, "degenerate_maps": _int(0)}),
+    "localization": _obj(
+        {"model": _loc_part, "centre_baseline": _loc_part},
+        {"images": _int(0), "method": _str, "degenerate_maps": _int(0)},
+    ),
 }
 
 
@@ -374,8 +413,11 @@ def read_run_files(path: str | Path) -> RunFiles:
     raw = read_regular(p, MAX_RECORD_BYTES, "run record")
     rec = validate(parse_json(raw, p), p)
     pred = _checked(p.parent, rec["predictions"], "predictions", p)
-    folds = {k: _checked(p.parent, f["predictions"], f"fold {k} validation predictions", p)
-             for k, f in enumerate(rec["validation"]["folds"]) if "predictions" in f}
+    folds = {
+        k: _checked(p.parent, f["predictions"], f"fold {k} validation predictions", p)
+        for k, f in enumerate(rec["validation"]["folds"])
+        if "predictions" in f
+    }
     return RunFiles(rec, p, raw, pred, folds)
 
 
@@ -391,8 +433,9 @@ def read_record(path: str | Path, check_predictions: bool = True) -> dict:
     return validate(parse_json(read_regular(p, MAX_RECORD_BYTES, "run record"), p), p)
 
 
-def write_predictions(path: Path, names: list[str], patients: np.ndarray, y: np.ndarray, p: np.ndarray,
-                      classes: tuple[str, ...]) -> str:
+def write_predictions(
+    path: Path, names: list[str], patients: np.ndarray, y: np.ndarray, p: np.ndarray, classes: tuple[str, ...]
+) -> str:
     """Probabilities per image (with labels and patient ids) as a deterministic gzip CSV (csv quoting, so any
     image name round-trips); returns its sha256."""
     buf = io.StringIO()
@@ -423,8 +466,9 @@ def _gunzip(raw: bytes, limit: int, source: str | Path) -> bytes:
     return out
 
 
-def parse_predictions(raw: bytes, source: str | Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray,
-                                                                   list[str]]:
+def parse_predictions(
+    raw: bytes, source: str | Path
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """(names, patients, y (N, C), p (N, C), classes) from a predictions file's bytes, checked strictly: the
     columns image, patient, y:<class>..., p:<class>... (same classes, same order), image names as the metadata
     allows them and each once, whole-number patients, labels 0 or 1, probabilities in [0, 1]."""
@@ -441,8 +485,10 @@ def parse_predictions(raw: bytes, source: str | Path) -> tuple[list[str], np.nda
     ys = [c[2:] for c in cols if c.startswith("y:")]
     want = ["image", "patient", *(f"y:{c}" for c in ys), *(f"p:{c}" for c in ys)]
     if cols != want or not ys:
-        raise RecordError(f"{source}: columns must be image, patient, y:<class>..., p:<class>... with the same "
-                          f"classes in the same order (found {', '.join(cols)[:300]})")
+        raise RecordError(
+            f"{source}: columns must be image, patient, y:<class>..., p:<class>... with the same "
+            f"classes in the same order (found {', '.join(cols)[:300]})"
+        )
     if len(df) == 0:
         raise RecordError(f"{source}: no predictions")
     names = df["image"].tolist()
@@ -480,8 +526,12 @@ def names_hash(names: Any) -> str:
 
 def split_hashes(names: np.ndarray, splits: Any) -> dict:
     """`data.split_hashes` of a record: the hashes of train-val, test and every fold's train and val names."""
+
     def h(rows: np.ndarray) -> str:
         return names_hash(names[rows])
 
-    return {"trainval": h(splits.trainval), "test": h(splits.test),
-            "folds": [{"train": h(f.train), "val": h(f.val)} for f in splits.folds]}
+    return {
+        "trainval": h(splits.trainval),
+        "test": h(splits.test),
+        "folds": [{"train": h(f.train), "val": h(f.val)} for f in splits.folds],
+    }

@@ -47,8 +47,10 @@ def check_protocol(rec: dict, source: str | Path):
     except ConfigError as e:
         raise RecordError(f"{source}: protocol {key} is not known to this cxrbench ({e})") from None
     if rec["protocol"]["hash"] != p.content_hash or rec["protocol"]["settings"] != p.to_dict():
-        raise RecordError(f"{source}: its protocol settings do not match {key} (hash {rec['protocol']['hash']} vs "
-                          f"{p.content_hash}): a modified or mixed protocol is not filed under {key}")
+        raise RecordError(
+            f"{source}: its protocol settings do not match {key} (hash {rec['protocol']['hash']} vs "
+            f"{p.content_hash}): a modified or mixed protocol is not filed under {key}"
+        )
     if rec["data"]["classes"] != list(class_names(p.num_classes)):
         raise RecordError(f"{source}: its classes are not {key}'s {p.num_classes} classes in their fixed order")
     return p
@@ -68,39 +70,45 @@ def rederive_test(rec: dict, protocol, pred: Predictions, source: str | Path) ->
     """Per-class and mean test AUROCs, their bootstrap CIs (the protocol's resamples and seed), n_images and
     n_patients, recomputed from the predictions; any difference is refused. Returns the per-class resample
     AUROCs (R, C), which the board's paired comparisons reuse."""
-    from cxrbench.metrics import score_with_resamples
+    from cxrbench.metrics.auroc import score_with_resamples
 
     t = rec["test"]
     if pred.classes != rec["data"]["classes"]:
         raise RecordError(f"{source}: the predictions' classes differ from the record's")
     boot = {"resamples": protocol.bootstrap, "seed": protocol.seed, "unit": "patient"}
     if t["bootstrap"] != boot:
-        raise RecordError(f"{source}: its test CIs were bootstrapped with {t['bootstrap']}, not {protocol.key}'s "
-                          f"{boot}")
+        raise RecordError(
+            f"{source}: its test CIs were bootstrapped with {t['bootstrap']}, not {protocol.key}'s {boot}"
+        )
     if len(pred.names) != t["n_images"]:
         raise RecordError(f"{source}: {len(pred.names)} predictions, but the record scores {t['n_images']}")
     s, resampled = score_with_resamples(pred.y, pred.p, pred.patients, protocol.bootstrap, protocol.seed)
     got = s.to_dict(tuple(pred.classes))
     if got["n_patients"] != t["n_patients"]:
-        raise RecordError(f"{source}: the predictions hold {got['n_patients']} patients, the record says "
-                          f"{t['n_patients']}")
+        raise RecordError(
+            f"{source}: the predictions hold {got['n_patients']} patients, the record says {t['n_patients']}"
+        )
     parts = [(f"test AUROC of {c}", t["per_class"][c], got["per_class"][c]) for c in pred.classes]
     parts += [(f"{k}", t[k], got[k]) for k in ("weighted_mean", "plain_mean")]
     for what, want, have in parts:
         if not _same(want["auroc"], have["auroc"]):
-            raise RecordError(f"{source}: the recorded {what} ({want['auroc']}) does not follow from its predictions "
-                              f"({have['auroc']}); the record was altered")
+            raise RecordError(
+                f"{source}: the recorded {what} ({want['auroc']}) does not follow from its predictions "
+                f"({have['auroc']}); the record was altered"
+            )
         for i, end in enumerate(("low", "high")):
             if not _same(want["ci95"][i], have["ci95"][i]):
-                raise RecordError(f"{source}: the recorded 95% CI {end} end of {what} ({want['ci95'][i]}) does not "
-                                  f"follow from its predictions ({have['ci95'][i]}); the record was altered")
+                raise RecordError(
+                    f"{source}: the recorded 95% CI {end} end of {what} ({want['ci95'][i]}) does not "
+                    f"follow from its predictions ({have['ci95'][i]}); the record was altered"
+                )
     return resampled
 
 
 def rederive_validation(rec: dict, folds: dict[int, Predictions], source: str | Path) -> str | None:
     """Each fold's validation AUROCs recomputed from its predictions where the record lists them; the mark of
     the validation figures (re-derived when every fold has predictions, else reported; None without folds)."""
-    from cxrbench.metrics import per_class_auroc, plain_mean, weighted_mean
+    from cxrbench.metrics.auroc import per_class_auroc, plain_mean, weighted_mean
 
     v = rec["validation"]
     for k, pred in folds.items():
@@ -109,13 +117,18 @@ def rederive_validation(rec: dict, folds: dict[int, Predictions], source: str | 
             raise RecordError(f"{source}: fold {k}'s validation predictions have other classes than the record")
         a = per_class_auroc(pred.y, pred.p)
         got = {"weighted_auroc": _none(weighted_mean(a, pred.y)), "plain_auroc": _none(plain_mean(a))}
-        checks = [(f"fold {k} validation AUROC of {c}", f["per_class"][c], _none(a[i]))
-                  for i, c in enumerate(pred.classes) if c in f.get("per_class", {})]
+        checks = [
+            (f"fold {k} validation AUROC of {c}", f["per_class"][c], _none(a[i]))
+            for i, c in enumerate(pred.classes)
+            if c in f.get("per_class", {})
+        ]
         checks += [(f"fold {k} validation {key}", f[key], got[key]) for key in got if key in f]
         for what, want, have in checks:
             if not _same(want, have):
-                raise RecordError(f"{source}: the recorded {what} ({want}) does not follow from its predictions "
-                                  f"({have}); the record was altered")
+                raise RecordError(
+                    f"{source}: the recorded {what} ({want}) does not follow from its predictions "
+                    f"({have}); the record was altered"
+                )
     if not v["folds"]:
         return None
     if len(folds) < len(v["folds"]):
@@ -149,8 +162,10 @@ def parameters_mark(rec: dict, protocol, source: str | Path) -> str:
     if n is None:
         raise RecordError(f"{source}: it names {m['name']!r} as a built-in model, which this cxrbench does not have")
     if n != m["parameters"]:
-        raise RecordError(f"{source}: {m['name']} has {n:,} parameters at {protocol.num_classes} classes, the "
-                          f"record says {m['parameters']:,}")
+        raise RecordError(
+            f"{source}: {m['name']} has {n:,} parameters at {protocol.num_classes} classes, the "
+            f"record says {m['parameters']:,}"
+        )
     return REDERIVED
 
 
@@ -170,8 +185,10 @@ def verify(rec: dict, predictions: bytes, folds: dict[int, bytes], source: str |
     protocol = check_protocol(rec, source)
     test = Predictions(*parse_predictions(predictions, f"{source} (its predictions)"))
     resampled = rederive_test(rec, protocol, test, source)
-    fold_preds = {k: Predictions(*parse_predictions(raw, f"{source} (fold {k} validation predictions)"))
-                  for k, raw in folds.items()}
+    fold_preds = {
+        k: Predictions(*parse_predictions(raw, f"{source} (fold {k} validation predictions)"))
+        for k, raw in folds.items()
+    }
     env = rec["environment"]
     marks = {
         "test": REDERIVED,
@@ -235,28 +252,34 @@ def _differ(what: str, got: list[str], want: set[str]) -> str:
     return f"{what}: " + " and ".join(say)
 
 
-def _check_rows(pred: Predictions, expected: set[str], tables: Tables, num_classes: int, what: str,
-                source: str | Path) -> None:
+def _check_rows(
+    pred: Predictions, expected: set[str], tables: Tables, num_classes: int, what: str, source: str | Path
+) -> None:
     if set(pred.names) != expected:
-        raise RecordError(f"{source}: {_differ(f'its {what} predictions are not the protocol split', pred.names, expected)}")
+        raise RecordError(
+            f"{source}: {_differ(f'its {what} predictions are not the protocol split', pred.names, expected)}"
+        )
     md = tables.dataset.metadata
     rows = md.indices(pred.names, tables.source)
     truth = md.labels(num_classes)[rows]
     wrong = np.argwhere(truth != pred.y)
     if len(wrong):
         i, c = wrong[0]
-        raise RecordError(f"{source}: its {what} predictions give {pred.names[i]} the label {pred.classes[c]}="
-                          f"{int(pred.y[i, c])}, the metadata says {int(truth[i, c])} ({len(wrong)} label(s) differ)")
+        raise RecordError(
+            f"{source}: its {what} predictions give {pred.names[i]} the label {pred.classes[c]}="
+            f"{int(pred.y[i, c])}, the metadata says {int(truth[i, c])} ({len(wrong)} label(s) differ)"
+        )
     pats = md.patients[rows]
     bad = np.flatnonzero(pats != pred.patients)
     if len(bad):
         i = int(bad[0])
-        raise RecordError(f"{source}: its {what} predictions give {pred.names[i]} patient {int(pred.patients[i])}, "
-                          f"the metadata says {int(pats[i])}")
+        raise RecordError(
+            f"{source}: its {what} predictions give {pred.names[i]} patient {int(pred.patients[i])}, "
+            f"the metadata says {int(pats[i])}"
+        )
 
 
-def check_data(rec: dict, test: Predictions, folds: dict[int, Predictions], tables: Tables,
-               source: str | Path) -> None:
+def check_data(rec: dict, test: Predictions, folds: dict[int, Predictions], tables: Tables, source: str | Path) -> None:
     """The predictions are exactly the protocol's test split (and each fold's validation split) of this data:
     same metadata, same split hashes, same image set, the metadata's labels and patients."""
     from cxrbench.data.dataset import splits_for
@@ -266,16 +289,19 @@ def check_data(rec: dict, test: Predictions, folds: dict[int, Predictions], tabl
     d = rec["data"]
     md = tables.dataset.metadata
     if md.sha256 != d["metadata_csv_sha256"]:
-        raise RecordError(f"{source}: the run used metadata with sha256 {d['metadata_csv_sha256'][:12]}..., the data "
-                          f"at {tables.source} has {md.sha256[:12]}...; pass --data with the dataset or cache the run "
-                          "used")
+        raise RecordError(
+            f"{source}: the run used metadata with sha256 {d['metadata_csv_sha256'][:12]}..., the data "
+            f"at {tables.source} has {md.sha256[:12]}...; pass --data with the dataset or cache the run "
+            "used"
+        )
     protocol = get_protocol(protocol_key(rec["protocol"]["id"], rec["protocol"]["version"]))
     s = splits_for(md, tables.dataset.layout, protocol)
     hashes = split_hashes(md.names, s)
     if hashes != d["split_hashes"]:
         part = next(k for k in ("test", "trainval", "folds") if hashes[k] != d["split_hashes"][k])
-        raise RecordError(f"{source}: its {part} split hash differs from {protocol.key}'s split of the data at "
-                          f"{tables.source}")
+        raise RecordError(
+            f"{source}: its {part} split hash differs from {protocol.key}'s split of the data at {tables.source}"
+        )
     for key, n in (("n_test", len(s.test)), ("n_trainval", len(s.trainval))):
         if key in d and d[key] != n:
             raise RecordError(f"{source}: data.{key} is {d[key]}, {protocol.key}'s split has {n}")
@@ -283,8 +309,10 @@ def check_data(rec: dict, test: Predictions, folds: dict[int, Predictions], tabl
     bad: frozenset[str] = frozenset()
     if excluded:
         if tables.bad is None or tables.fingerprint != d["cache_fingerprint"]:
-            raise RecordError(f"{source}: the run left out {excluded} image(s) its cache recorded as undecodable; "
-                              f"pass --data with that cache (fingerprint {d['cache_fingerprint']}) to check which")
+            raise RecordError(
+                f"{source}: the run left out {excluded} image(s) its cache recorded as undecodable; "
+                f"pass --data with that cache (fingerprint {d['cache_fingerprint']}) to check which"
+            )
         bad = tables.bad
     names = md.names
 

@@ -29,7 +29,7 @@ def bind(opts: RunOptions, display=None, dist=None, build_model: bool = True) ->
     lr = protocol.lr(opts.lr)
     spec = get_spec(opts.model)
     if dist is not None:
-        from cxrbench.distributed import check_batch
+        from cxrbench.engine.distributed import check_batch
 
         check_batch(protocol.batch_size, dist.world)
     device = dist.device if dist is not None else resolve_device(opts.device)
@@ -37,11 +37,21 @@ def bind(opts: RunOptions, display=None, dist=None, build_model: bool = True) ->
     bound = bind_cache(store, protocol)
     run_id = opts.run_id or default_run_id(opts.model, protocol, lr)
     ctx = RunContext(
-        opts=opts, protocol=protocol, spec=spec, lr=lr,
-        pretrained=protocol.pretrained if opts.pretrained is None else opts.pretrained, device=device, store=store,
-        bound=bound, labels=bound.metadata.labels(protocol.num_classes)[bound.rows],
-        features=bound.metadata.features()[bound.rows], run_id=run_id, dir=Path(opts.out) / run_id, dist=dist,
-        display=display if dist is None or dist.rank == 0 else None, clock=clock,
+        opts=opts,
+        protocol=protocol,
+        spec=spec,
+        lr=lr,
+        pretrained=protocol.pretrained if opts.pretrained is None else opts.pretrained,
+        device=device,
+        store=store,
+        bound=bound,
+        labels=bound.metadata.labels(protocol.num_classes)[bound.rows],
+        features=bound.metadata.features()[bound.rows],
+        run_id=run_id,
+        dir=Path(opts.out) / run_id,
+        dist=dist,
+        display=display if dist is None or dist.rank == 0 else None,
+        clock=clock,
     )
     if build_model:
         ctx.prepared = prepare_model(ctx, protocol.seed)
@@ -53,14 +63,18 @@ def bind(opts: RunOptions, display=None, dist=None, build_model: bool = True) ->
 def check_cache(store, protocol) -> None:
     """The cache must hold images as the protocol needs them (every such check lives here)."""
     if protocol.image_size != store.size:
-        raise CacheError(f"{store.path}: images are {store.size} px, protocol {protocol.key} needs "
-                         f"{protocol.image_size} px (cache build --size {protocol.image_size})")
+        raise CacheError(
+            f"{store.path}: images are {store.size} px, protocol {protocol.key} needs "
+            f"{protocol.image_size} px (cache build --size {protocol.image_size})"
+        )
     from cxrbench.cache.resample import manifest_resample
 
     made = manifest_resample(store.manifest["params"])
     if protocol.resample != made:
-        raise CacheError(f"{store.path}: images were resampled with {made}, protocol {protocol.key} needs "
-                         f"{protocol.resample} (cache build --resample {protocol.resample})")
+        raise CacheError(
+            f"{store.path}: images were resampled with {made}, protocol {protocol.key} needs "
+            f"{protocol.resample} (cache build --resample {protocol.resample})"
+        )
 
 
 def bind_cache(store, protocol) -> Bound:
@@ -79,12 +93,15 @@ def bind_cache(store, protocol) -> Bound:
     rows = need[keep]
     missing = [names[r] for r in rows if names[r] not in pos_of]
     if missing:
-        raise CacheError(f"{store.path}: {len(missing)} images that protocol {protocol.key} needs are not in this "
-                         f"cache (e.g. {missing[0]}); it was built with --subset "
-                         f"{store.manifest['params']['subset']} - rebuild with --subset all")
+        raise CacheError(
+            f"{store.path}: {len(missing)} images that protocol {protocol.key} needs are not in this "
+            f"cache (e.g. {missing[0]}); it was built with --subset "
+            f"{store.manifest['params']['subset']} - rebuild with --subset all"
+        )
     positions = np.array([pos_of[names[r]] for r in rows], dtype=np.int64)
-    return Bound(store, ds.metadata, s, class_names(protocol.num_classes), ds.layout, rows, positions,
-                 int((~keep).sum()))
+    return Bound(
+        store, ds.metadata, s, class_names(protocol.num_classes), ds.layout, rows, positions, int((~keep).sum())
+    )
 
 
 def split_hashes(b: Bound) -> dict:

@@ -69,7 +69,7 @@ class RunContext:
     run_id: str
     dir: Path
     weights_info: dict = field(default_factory=lambda: {"pretrained": False})
-    dist: Any = None  # cxrbench.distributed.Dist under DDP
+    dist: Any = None  # cxrbench.engine.distributed.Dist under DDP
     display: Any = None  # cxrbench.console.Display (rank 0 only)
     clock: StageClock = field(default_factory=StageClock)
     prepared: PreparedModel | None = None
@@ -100,21 +100,36 @@ class RunContext:
 
     def train_config(self):
         """The TrainConfig of every training of this run."""
-        from cxrbench.train import TrainConfig
+        from cxrbench.engine.train import TrainConfig
 
         p = self.protocol
         gpu = self.device.startswith("cuda")
-        return TrainConfig(lr=self.lr, momentum=p.momentum, weight_decay=p.weight_decay, epochs=p.epochs,
-                           seed=p.seed, device=self.device, nonimage=self.spec.nonimage, amp=gpu, channels_last=gpu,
-                           cuda_graphs=self.cuda_graphs, compile=self.opts.compile)
+        return TrainConfig(
+            lr=self.lr,
+            momentum=p.momentum,
+            weight_decay=p.weight_decay,
+            epochs=p.epochs,
+            seed=p.seed,
+            device=self.device,
+            nonimage=self.spec.nonimage,
+            amp=gpu,
+            channels_last=gpu,
+            cuda_graphs=self.cuda_graphs,
+            compile=self.opts.compile,
+        )
 
     def view(self, train: bool):
         """How the protocol shows images to the model (augmented for training where the protocol says so)."""
-        from cxrbench.loader import View
+        from cxrbench.engine.loader import View
 
         p = self.protocol
-        return View(p.image_size, p.resize, p.crop, augment=train and p.augment == "crop_flip",
-                    channels_last=self.device.startswith("cuda"))
+        return View(
+            p.image_size,
+            p.resize,
+            p.crop,
+            augment=train and p.augment == "crop_flip",
+            channels_last=self.device.startswith("cuda"),
+        )
 
     def info(self, message: str) -> None:
         """A status line on rank 0's display."""

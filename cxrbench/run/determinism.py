@@ -30,14 +30,20 @@ def numeric_mode(device: str, deterministic: bool) -> Iterator[None]:
     import torch
 
     cudnn = torch.backends.cudnn
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             cudnn.deterministic, cudnn.benchmark)
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        cudnn.deterministic,
+        cudnn.benchmark,
+    )
     if deterministic:
         if "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
             if torch.cuda.is_initialized():
-                raise ConfigError("--deterministic needs CUBLAS_WORKSPACE_CONFIG set before CUDA starts, and CUDA "
-                                  f"has started in this process: set CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE} in "
-                                  "the environment")
+                raise ConfigError(
+                    "--deterministic needs CUBLAS_WORKSPACE_CONFIG set before CUDA starts, and CUDA "
+                    f"has started in this process: set CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE} in "
+                    "the environment"
+                )
             os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
         torch.use_deterministic_algorithms(True)
         cudnn.deterministic, cudnn.benchmark = True, False

@@ -27,8 +27,8 @@ def explain(ctx: RunContext, images: Images, trained: Trained, scored: Scored) -
     """Pointing game and IoBB on the test images that have boxes (None when none have)."""
     import torch
 
+    from cxrbench.engine.train import unwrap
     from cxrbench.explain.localization import localize
-    from cxrbench.train import unwrap
 
     test_rows = scored.test_rows
     found = boxes(ctx, test_rows)
@@ -38,7 +38,15 @@ def explain(ctx: RunContext, images: Images, trained: Trained, scored: Scored) -
     remap = {r: i for i, r in enumerate(rows)}
     pixels = images.pixels(ctx, test_rows[rows])
     feats = torch.as_tensor(ctx.features[test_rows[rows]], dtype=torch.float32, device=pixels.device)
-    res = localize(unwrap(trained.model), ctx.spec, pixels, feats, [(remap[r], *rest) for r, *rest in found],
-                   ctx.view(train=False), ctx.bound.classes, ctx.device)
+    res = localize(
+        unwrap(trained.model),
+        ctx.spec,
+        pixels,
+        feats,
+        [(remap[r], *rest) for r, *rest in found],
+        ctx.view(train=False),
+        ctx.bound.classes,
+        ctx.device,
+    )
     res["images"] = len(rows)
     return res

@@ -56,7 +56,7 @@ def plan(ctx: RunContext) -> list[Training]:
 
 def fit_folds(ctx: RunContext, images: Images) -> Trained:
     """Train every training not finished yet; returns the results and the scoring model."""
-    from cxrbench.checkpoint import checkpoint_epoch
+    from cxrbench.engine.checkpoint import checkpoint_epoch
     from cxrbench.run.folder import read_result
     from cxrbench.run.progress import training_bar
 
@@ -87,8 +87,14 @@ def fit_folds(ctx: RunContext, images: Images) -> Trained:
     if model is None:
         model = scoring_model(ctx)
     folds = [results[t.name] for t in trainings if t.name != "final"]
-    return Trained(folds=folds, trainings=[results[t.name] for t in trainings], model=model, scorer=scorer,
-                   stages=stages, trained_now=todo)
+    return Trained(
+        folds=folds,
+        trainings=[results[t.name] for t in trainings],
+        model=model,
+        scorer=scorer,
+        stages=stages,
+        trained_now=todo,
+    )
 
 
 def build_model(ctx: RunContext, seed: int):
@@ -124,9 +130,9 @@ def train_one(ctx: RunContext, images: Images, t: Training, bar) -> tuple[dict, 
 
     import torch
 
-    from cxrbench.metrics import per_class_auroc, plain_mean, weighted_mean
+    from cxrbench.engine.train import StepClock, fit, predict
+    from cxrbench.metrics.auroc import per_class_auroc, plain_mean, weighted_mean
     from cxrbench.run.folder import write_result
-    from cxrbench.train import StepClock, fit, predict
 
     cfg = ctx.train_config()
     t_build = time.perf_counter()
@@ -147,17 +153,35 @@ def train_one(ctx: RunContext, images: Images, t: Training, bar) -> tuple[dict, 
         return finite_or_none(weighted_mean(a, yv)), finite_or_none(plain_mean(a))
 
     def on_epoch(log):
-        v = "" if log.val_weighted_auroc is None else \
-            f", validation AUROC {_f(log.val_weighted_auroc)} weighted, {_f(log.val_plain_auroc)} plain"
-        ctx.info(f"{t.name} epoch {log.epoch + 1}/{cfg.epochs}: training loss {log.train_loss:.4f}, "
-                 f"{log.images_per_s:,.0f} images/s, {log.seconds:,.1f} s{v}")
+        v = (
+            ""
+            if log.val_weighted_auroc is None
+            else f", validation AUROC {_f(log.val_weighted_auroc)} weighted, {_f(log.val_plain_auroc)} plain"
+        )
+        ctx.info(
+            f"{t.name} epoch {log.epoch + 1}/{cfg.epochs}: training loss {log.train_loss:.4f}, "
+            f"{log.images_per_s:,.0f} images/s, {log.seconds:,.1f} s{v}"
+        )
 
-    state = fit(model, train_loader, cfg, t.checkpoint(ctx.dir), resume=ctx.opts.resume,
-                evaluate=evaluate if val_loader is not None else None, on_epoch=on_epoch, progress=bar,
-                is_main=ctx.is_main, barrier=None if ctx.dist is None else ctx.dist.barrier,
-                reduce=None if ctx.dist is None else ctx.dist.reduce_sum, clock=clock)
-    result: dict[str, Any] = {"history": [asdict(h) for h in state.history], "train_images": state.train_images,
-                              "train_seconds": state.train_seconds}
+    state = fit(
+        model,
+        train_loader,
+        cfg,
+        t.checkpoint(ctx.dir),
+        resume=ctx.opts.resume,
+        evaluate=evaluate if val_loader is not None else None,
+        on_epoch=on_epoch,
+        progress=bar,
+        is_main=ctx.is_main,
+        barrier=None if ctx.dist is None else ctx.dist.barrier,
+        reduce=None if ctx.dist is None else ctx.dist.reduce_sum,
+        clock=clock,
+    )
+    result: dict[str, Any] = {
+        "history": [asdict(h) for h in state.history],
+        "train_images": state.train_images,
+        "train_seconds": state.train_seconds,
+    }
     validate = state.validate_seconds
     t_results = time.perf_counter()
     if val_loader is not None:
@@ -170,8 +194,12 @@ def train_one(ctx: RunContext, images: Images, t: Training, bar) -> tuple[dict, 
             t_results = time.perf_counter()
         if ctx.is_main:
             result.update(validation_result(ctx, t, probs))
-    stages = {"build": build_seconds + state.setup_seconds, "train": state.train_seconds, "validate": validate,
-              "checkpoint": state.checkpoint_seconds}
+    stages = {
+        "build": build_seconds + state.setup_seconds,
+        "train": state.train_seconds,
+        "validate": validate,
+        "checkpoint": state.checkpoint_seconds,
+    }
     if cfg.compile:
         stages["compile"] = state.compile_seconds
     if cfg.cuda_graphs:
@@ -184,18 +212,22 @@ def train_one(ctx: RunContext, images: Images, t: Training, bar) -> tuple[dict, 
 
 def validation_result(ctx: RunContext, t: Training, probs: np.ndarray) -> dict:
     """A fold's validation scores, and its predictions written beside it (`fold{k}-val.csv.gz`)."""
-    from cxrbench.metrics import per_class_auroc, plain_mean, weighted_mean
+    from cxrbench.metrics.auroc import per_class_auroc, plain_mean, weighted_mean
     from cxrbench.results.record import write_predictions
 
     rows = t.val_rows
     y = ctx.labels[rows]
     a = per_class_auroc(y, probs)
     path = f"{t.name}-val.csv.gz"
-    sha = write_predictions(ctx.dir / path, ctx.bound.names(rows), ctx.bound.patients(rows), y, probs,
-                            ctx.bound.classes)
-    return {"per_class": {c: finite_or_none(a[i]) for i, c in enumerate(ctx.bound.classes)},
-            "weighted_auroc": finite_or_none(weighted_mean(a, y)), "plain_auroc": finite_or_none(plain_mean(a)),
-            "predictions": {"path": path, "sha256": sha}}
+    sha = write_predictions(
+        ctx.dir / path, ctx.bound.names(rows), ctx.bound.patients(rows), y, probs, ctx.bound.classes
+    )
+    return {
+        "per_class": {c: finite_or_none(a[i]) for i, c in enumerate(ctx.bound.classes)},
+        "weighted_auroc": finite_or_none(weighted_mean(a, y)),
+        "plain_auroc": finite_or_none(plain_mean(a)),
+        "predictions": {"path": path, "sha256": sha},
+    }
 
 
 def scoring_model(ctx: RunContext):
@@ -209,15 +241,17 @@ def load_trained(ctx: RunContext, t: Training):
     """The model of a finished training, from its verified checkpoint, on the run's device."""
     import torch
 
+    from cxrbench.engine.train import load_checkpoint
     from cxrbench.run.bind import new_model
-    from cxrbench.train import load_checkpoint
 
     ck = load_checkpoint(t.checkpoint(ctx.dir))
     if ck["epoch"] != ctx.protocol.epochs - 1:
         from cxrbench.errors import TrainingError
 
-        raise TrainingError(f"{t.checkpoint(ctx.dir)} holds epoch {ck['epoch'] + 1} of {ctx.protocol.epochs}, but "
-                            f"{t.result_file(ctx.dir).name} says {t.name} is finished; remove both to train it again")
+        raise TrainingError(
+            f"{t.checkpoint(ctx.dir)} holds epoch {ck['epoch'] + 1} of {ctx.protocol.epochs}, but "
+            f"{t.result_file(ctx.dir).name} says {t.name} is finished; remove both to train it again"
+        )
     model = ctx.prepared.model if ctx.prepared is not None else new_model(ctx, False)
     ctx.prepared = None
     model.load_state_dict(ck["model"])

@@ -20,17 +20,29 @@ RESULT_FORMAT = 2
 
 def config(ctx: RunContext) -> dict:
     """The settings a resumed run must share with the run it continues."""
-    return {"model": ctx.opts.model, "protocol": ctx.protocol.key, "protocol_hash": ctx.protocol.content_hash,
-            "lr": ctx.lr, "pretrained": bool(ctx.pretrained), "weights": ctx.opts.weights,
-            "cache_fingerprint": ctx.store.fingerprint, "model_source": ctx.spec.source}
+    return {
+        "model": ctx.opts.model,
+        "protocol": ctx.protocol.key,
+        "protocol_hash": ctx.protocol.content_hash,
+        "lr": ctx.lr,
+        "pretrained": bool(ctx.pretrained),
+        "weights": ctx.opts.weights,
+        "cache_fingerprint": ctx.store.fingerprint,
+        "model_source": ctx.spec.source,
+    }
 
 
 def training_state(run_dir: Path) -> list[Path]:
     """Files that hold training: checkpoints and training results."""
     if not run_dir.is_dir():
         return []
-    return sorted(p for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".")
-                  and (p.suffix == ".pt" or (p.suffix == ".json" and p.stem.startswith(("fold", "final")))))
+    return sorted(
+        p
+        for p in run_dir.iterdir()
+        if p.is_file()
+        and not p.name.startswith(".")
+        and (p.suffix == ".pt" or (p.suffix == ".json" and p.stem.startswith(("fold", "final"))))
+    )
 
 
 def prepare(ctx: RunContext) -> None:
@@ -54,8 +66,10 @@ def prepare(ctx: RunContext) -> None:
         if not ctx.opts.resume:
             raise ConfigError(f"{d} already exists; continue it with --resume, or give another --run-id")
         if diff:
-            raise ConfigError(f"{d} was started with other settings ({', '.join(diff)}); it cannot be resumed with "
-                              "these - give another --run-id")
+            raise ConfigError(
+                f"{d} was started with other settings ({', '.join(diff)}); it cannot be resumed with "
+                "these - give another --run-id"
+            )
     elif old is not None:
         change = f" with other settings ({', '.join(diff)})" if diff else ""
         ctx.info(f"{d} holds no training yet (an earlier start stopped before training): starting it afresh{change}")

@@ -47,10 +47,19 @@ class Resident(Images):
     features: Any  # torch.Tensor (n, 5) float32
 
     def loader(self, ctx: RunContext, local_rows: np.ndarray, train: bool):
-        from cxrbench.loader import ResidentLoader
+        from cxrbench.engine.loader import ResidentLoader
 
-        return ResidentLoader(self.images, self.labels, self.features, ctx.view(train), batch_size(ctx, train),
-                              ctx.device, shuffle=train, seed=ctx.protocol.seed, rows=local_rows)
+        return ResidentLoader(
+            self.images,
+            self.labels,
+            self.features,
+            ctx.view(train),
+            batch_size(ctx, train),
+            ctx.device,
+            shuffle=train,
+            seed=ctx.protocol.seed,
+            rows=local_rows,
+        )
 
     def pixels(self, ctx: RunContext, local_rows: np.ndarray):
         import torch
@@ -65,11 +74,19 @@ class Streamed(Images):
     mode: ClassVar[str] = "stream"
 
     def loader(self, ctx: RunContext, local_rows: np.ndarray, train: bool):
-        from cxrbench.loader import StreamingLoader
+        from cxrbench.engine.loader import StreamingLoader
 
-        return StreamingLoader(ctx.store, ctx.bound.positions[local_rows], ctx.labels[local_rows],
-                               ctx.features[local_rows], ctx.view(train), batch_size(ctx, train), ctx.device,
-                               shuffle=train, seed=ctx.protocol.seed)
+        return StreamingLoader(
+            ctx.store,
+            ctx.bound.positions[local_rows],
+            ctx.labels[local_rows],
+            ctx.features[local_rows],
+            ctx.view(train),
+            batch_size(ctx, train),
+            ctx.device,
+            shuffle=train,
+            seed=ctx.protocol.seed,
+        )
 
 
 @dataclass
@@ -83,41 +100,56 @@ class Sharded(Images):
     def loader(self, ctx: RunContext, local_rows: np.ndarray, train: bool):
         import torch
 
-        from cxrbench.loader import ResidentLoader
+        from cxrbench.engine.loader import ResidentLoader
 
         world, rank = ctx.world, ctx.dist.rank
         local_rows = np.asarray(local_rows)
         mine = np.arange(rank, len(local_rows), world)
         rows = local_rows[mine]
         imgs = torch.from_numpy(ctx.store.read(ctx.bound.positions[rows])).to(ctx.device)
-        return ResidentLoader(imgs, ctx.labels[rows], ctx.features[rows], ctx.view(train), batch_size(ctx, train),
-                              ctx.device, shuffle=train, seed=ctx.protocol.seed + 7919 * rank, index_map=mine,
-                              limit=len(local_rows) // world if train else None)
+        return ResidentLoader(
+            imgs,
+            ctx.labels[rows],
+            ctx.features[rows],
+            ctx.view(train),
+            batch_size(ctx, train),
+            ctx.device,
+            shuffle=train,
+            seed=ctx.protocol.seed + 7919 * rank,
+            index_map=mine,
+            limit=len(local_rows) // world if train else None,
+        )
 
 
 def load(ctx: RunContext) -> Images:
     """Read the run's images as `--loader` says (auto: resident where half the free device memory holds them)."""
     import torch
 
-    from cxrbench.loader import fits_on
+    from cxrbench.engine.loader import fits_on
 
     b = ctx.bound
-    nbytes = len(b.positions) * ctx.store.size ** 2
+    nbytes = len(b.positions) * ctx.store.size**2
     mode = ctx.opts.loader
     if mode == "auto":
         mode = "resident" if fits_on(torch.device(ctx.device), nbytes // ctx.world) else "stream"
     if mode == "stream" and ctx.dist is not None:
-        raise ConfigError("streaming from the cache is not available under DDP: each rank keeps its shard "
-                          "resident; use more processes (smaller shards) or devices with more memory")
+        raise ConfigError(
+            "streaming from the cache is not available under DDP: each rank keeps its shard "
+            "resident; use more processes (smaller shards) or devices with more memory"
+        )
     if mode == "stream":
         return Streamed()
-    ctx.info(f"loading {len(b.positions):,} images ({nbytes / 2**30:.2f} GiB) from the cache into "
-             f"{'GPU memory' if ctx.device.startswith('cuda') else 'RAM'}")
+    ctx.info(
+        f"loading {len(b.positions):,} images ({nbytes / 2**30:.2f} GiB) from the cache into "
+        f"{'GPU memory' if ctx.device.startswith('cuda') else 'RAM'}"
+    )
     if ctx.dist is not None:
         return Sharded()
-    return Resident(torch.from_numpy(ctx.store.read(b.positions)).to(ctx.device),
-                    torch.as_tensor(ctx.labels, dtype=torch.float32).to(ctx.device),
-                    torch.as_tensor(ctx.features, dtype=torch.float32).to(ctx.device))
+    return Resident(
+        torch.from_numpy(ctx.store.read(b.positions)).to(ctx.device),
+        torch.as_tensor(ctx.labels, dtype=torch.float32).to(ctx.device),
+        torch.as_tensor(ctx.features, dtype=torch.float32).to(ctx.device),
+    )
 
 
 def epoch_images(n_rows: int, world: int, train: bool = True) -> int:

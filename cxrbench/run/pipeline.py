@@ -2,7 +2,7 @@
 
 Each stage is a module of this package named after it and takes the `RunContext` that `bind` made, plus the
 typed results of the stages before it. Under torchrun every rank runs the same stages (the DDP layer,
-`cxrbench.distributed`, sits below them and imports none of them); rank 0 writes the folder and the record.
+`cxrbench.engine.distributed`, sits below them and imports none of them); rank 0 writes the folder and the record.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def run(opts: RunOptions, display=None) -> Path | None:
         return execute(bind(opts, display))
     import torch.distributed as torch_dist
 
-    from cxrbench.distributed import init_from_env
+    from cxrbench.engine.distributed import init_from_env
 
     d = init_from_env(opts.device)
     try:
@@ -47,7 +47,7 @@ def execute(ctx: RunContext) -> Path | None:
 
 
 def _stages(ctx: RunContext) -> Path | None:
-    from cxrbench.run import explain, fit, folder, load, record, score
+    from cxrbench.run import explain, folder, load, record, score
     from cxrbench.run.timing import breakdown
 
     ctx.stage = "folder"
@@ -86,12 +86,14 @@ def _fit(ctx: RunContext, images):
         op = nondeterministic_op(e) if ctx.opts.deterministic else None
         if op is None:
             raise
-        raise ConfigError(f"--deterministic: model {ctx.opts.model} uses an operation that has no deterministic "
-                          f"implementation on {ctx.device} ({op}); run it without --deterministic") from e
+        raise ConfigError(
+            f"--deterministic: model {ctx.opts.model} uses an operation that has no deterministic "
+            f"implementation on {ctx.device} ({op}); run it without --deterministic"
+        ) from e
 
 
 def _interrupted(ctx: RunContext) -> RunInterrupted:
-    from cxrbench.checkpoint import checkpoint_epoch
+    from cxrbench.engine.checkpoint import checkpoint_epoch
     from cxrbench.run.progress import interrupted_message
 
     ck = ctx.dir / f"{ctx.training}.pt" if ctx.training else None

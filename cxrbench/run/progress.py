@@ -57,7 +57,7 @@ def training_bar(ctx: RunContext, total_images: int):
     @contextmanager
     def bar():
         show = ctx.display is not None and ctx.is_main and total_images > 0
-        with (ctx.display.progress("training", total=total_images, unit="images") if show else nullcontext()) as h:
+        with ctx.display.progress("training", total=total_images, unit="images") if show else nullcontext() as h:
             yield TrainingBar(ctx, h)
 
     return bar()
@@ -75,11 +75,18 @@ def interrupted_message(ctx: RunContext, checkpoint: Path | None, checkpoint_epo
             saved = f"no checkpoint of {ctx.training} yet, so it starts again from its first epoch"
         return f"interrupted in {ctx.where or 'training'}; {saved}; {resume}"
     if ctx.stage in ("score", "explain", "record"):
-        return (f"interrupted while {_DOING[ctx.stage]}: every model is trained and checkpointed in {ctx.dir}; "
-                "run the same command with --resume to finish the record without training again")
+        return (
+            f"interrupted while {_DOING[ctx.stage]}: every model is trained and checkpointed in {ctx.dir}; "
+            "run the same command with --resume to finish the record without training again"
+        )
     return f"interrupted while {_DOING.get(ctx.stage, ctx.stage)}, before any training: run the command again"
 
 
-_DOING = {"bind": "preparing the run", "folder": "preparing the run folder", "load": "loading images",
-          "score": "scoring the test set", "explain": "computing Grad-CAM localisation",
-          "record": "writing the record"}
+_DOING = {
+    "bind": "preparing the run",
+    "folder": "preparing the run folder",
+    "load": "loading images",
+    "score": "scoring the test set",
+    "explain": "computing Grad-CAM localisation",
+    "record": "writing the record",
+}

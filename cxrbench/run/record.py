@@ -4,7 +4,7 @@ results of every fold with their predictions files, test scores, the predictions
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +16,17 @@ from cxrbench.run.score import Scored
 from cxrbench.run.timing import rounded
 
 
-def build(ctx: RunContext, images: Images, trained: Trained, scored: Scored, localization: dict | None,
-          wall_seconds: float) -> dict:
+def build(
+    ctx: RunContext, images: Images, trained: Trained, scored: Scored, localization: dict | None, wall_seconds: float
+) -> dict:
     """The record's fields (unsealed)."""
     from cxrbench.cache.resample import PAPER_RESAMPLE, RESAMPLES
+    from cxrbench.engine.train import unwrap
     from cxrbench.models import count_parameters
     from cxrbench.results.provenance import environment, package_git
     from cxrbench.results.record import PREDICTIONS, SCHEMA_VERSION
     from cxrbench.run.bind import split_hashes
     from cxrbench.run.determinism import bitwise_reproducible
-    from cxrbench.train import unwrap
 
     p, b, o = ctx.protocol, ctx.bound, ctx.opts
     scores = scored.scores  # first: waits for the bootstrap thread, whose time is one of the stages below
@@ -37,13 +38,20 @@ def build(ctx: RunContext, images: Images, trained: Trained, scored: Scored, loc
     if b.excluded:
         deviations.append(f"{b.excluded} images excluded (recorded as undecodable by the cache build)")
     if p.resample != PAPER_RESAMPLE:
-        deviations.append(f"images resampled with {p.resample} ({RESAMPLES[p.resample]}), not with the reference "
-                          f"paper's {PAPER_RESAMPLE} ({RESAMPLES[PAPER_RESAMPLE]})")
+        deviations.append(
+            f"images resampled with {p.resample} ({RESAMPLES[p.resample]}), not with the reference "
+            f"paper's {PAPER_RESAMPLE} ({RESAMPLES[PAPER_RESAMPLE]})"
+        )
     env = environment(ctx.device)
-    env.update(processes=ctx.world, backend=None if ctx.dist is None else ctx.dist.backend,
-               loader="resident" if images.mode == "sharded" else images.mode, compile=o.compile,
-               cuda_graphs=ctx.cuda_graphs, deterministic=o.deterministic,
-               bitwise_reproducible=bitwise_reproducible(ctx.device, o.deterministic, ctx.cuda_graphs))
+    env.update(
+        processes=ctx.world,
+        backend=None if ctx.dist is None else ctx.dist.backend,
+        loader="resident" if images.mode == "sharded" else images.mode,
+        compile=o.compile,
+        cuda_graphs=ctx.cuda_graphs,
+        deterministic=o.deterministic,
+        bitwise_reproducible=bitwise_reproducible(ctx.device, o.deterministic, ctx.cuda_graphs),
+    )
     folds = trained.folds
     val_w = [f["weighted_auroc"] for f in folds if f.get("weighted_auroc") is not None]
     val_p = [f["plain_auroc"] for f in folds if f.get("plain_auroc") is not None]
@@ -52,24 +60,38 @@ def build(ctx: RunContext, images: Images, trained: Trained, scored: Scored, loc
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": ctx.run_id,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "protocol": {"id": p.id, "version": p.version, "hash": p.content_hash, "settings": p.to_dict()},
-        "model": {"name": o.model, "source": ctx.spec.source, "parameters": count_parameters(unwrap(trained.model)),
-                  "pretrained": bool(ctx.weights_info.get("pretrained")), "weights": ctx.weights_info},
+        "model": {
+            "name": o.model,
+            "source": ctx.spec.source,
+            "parameters": count_parameters(unwrap(trained.model)),
+            "pretrained": bool(ctx.weights_info.get("pretrained")),
+            "weights": ctx.weights_info,
+        },
         "lr": float(ctx.lr),
         "deviations": deviations,
-        "data": {"metadata_csv_sha256": b.metadata.sha256, "split_hashes": split_hashes(b),
-                 "cache_fingerprint": ctx.store.fingerprint, "classes": list(b.classes),
-                 "split_source": b.splits.source, "n_trainval": int(len(b.splits.trainval)),
-                 "n_test": int(len(b.splits.test)), "excluded_bad_images": b.excluded},
+        "data": {
+            "metadata_csv_sha256": b.metadata.sha256,
+            "split_hashes": split_hashes(b),
+            "cache_fingerprint": ctx.store.fingerprint,
+            "classes": list(b.classes),
+            "split_source": b.splits.source,
+            "n_trainval": int(len(b.splits.trainval)),
+            "n_test": int(len(b.splits.test)),
+            "excluded_bad_images": b.excluded,
+        },
         "seeds": {"train": p.seed, "subset": p.subset_seed, "split": p.split_seed, "bootstrap": p.seed},
         "code": package_git(),
         "environment": env,
-        "timing": {"wall_seconds": round(wall_seconds, 2), "train_seconds": round(train_seconds, 2),
-                   "train_images": int(train_images),
-                   "train_images_per_s": round(train_images / train_seconds, 1) if train_seconds else 0.0,
-                   "resumed": len(trained.trained_now) < len(trained.trainings),
-                   "stages": rounded({**ctx.clock.seconds, **trained.stages})},
+        "timing": {
+            "wall_seconds": round(wall_seconds, 2),
+            "train_seconds": round(train_seconds, 2),
+            "train_images": int(train_images),
+            "train_images_per_s": round(train_images / train_seconds, 1) if train_seconds else 0.0,
+            "resumed": len(trained.trained_now) < len(trained.trainings),
+            "stages": rounded({**ctx.clock.seconds, **trained.stages}),
+        },
         "validation": {"folds": folds, "mean_weighted_auroc": _mean(val_w), "mean_plain_auroc": _mean(val_p)},
         "test": scores.to_dict(b.classes),
         "predictions": {"path": PREDICTIONS, "sha256": scored.predictions_sha256},

@@ -30,15 +30,15 @@ class Scored:
 
     @property
     def scores(self) -> Any:
-        """cxrbench.metrics.Scores (waits for the bootstrap)."""
+        """cxrbench.metrics.auroc.Scores (waits for the bootstrap)."""
         return None if self.pending is None else self.pending.result()
 
 
 def score(ctx: RunContext, images: Images, trained: Trained) -> Scored:
     """Predict the test split with the scoring model (every rank under DDP); on rank 0 write the predictions
     and start the bootstrap."""
+    from cxrbench.engine.train import predict
     from cxrbench.results.record import PREDICTIONS, write_predictions
-    from cxrbench.train import predict
 
     b = ctx.bound
     rows = b.local(b.splits.test)
@@ -56,7 +56,7 @@ def score(ctx: RunContext, images: Images, trained: Trained) -> Scored:
 
 
 def _bootstrap(ctx: RunContext, y: np.ndarray, probs: np.ndarray, patients: np.ndarray):
-    from cxrbench.metrics import score as bootstrap_scores
+    from cxrbench.metrics.auroc import score as bootstrap_scores
 
     p = ctx.protocol
     with ctx.clock.stage("score.bootstrap"):

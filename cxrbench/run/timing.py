@@ -16,10 +16,19 @@ from contextlib import contextmanager
 
 # the breakdown line's groups in pipeline order: (label, a stage name or `*.part`: that part of every training)
 _GROUPS = (
-    ("bind", "bind"), ("load", "load"), ("model set-up", "*.build"), ("compile", "*.compile"),
-    ("graph capture", "*.capture"), ("training", "*.train"), ("validation", "*.validate"),
-    ("checkpoints", "*.checkpoint"), ("fold results", "*.results"), ("test predictions", "score.predict"),
-    ("predictions file", "score.write"), ("bootstrap", "score.bootstrap"), ("Grad-CAM localisation", "explain"),
+    ("bind", "bind"),
+    ("load", "load"),
+    ("model set-up", "*.build"),
+    ("compile", "*.compile"),
+    ("graph capture", "*.capture"),
+    ("training", "*.train"),
+    ("validation", "*.validate"),
+    ("checkpoints", "*.checkpoint"),
+    ("fold results", "*.results"),
+    ("test predictions", "score.predict"),
+    ("predictions file", "score.write"),
+    ("bootstrap", "score.bootstrap"),
+    ("Grad-CAM localisation", "explain"),
     ("record", "record"),
 )
 _ALWAYS = ("bind", "load", "training")

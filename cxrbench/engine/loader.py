@@ -70,7 +70,7 @@ class Transform:
             flip = torch.rand(b, generator=gen) < 0.5
             ar = torch.arange(v.crop)
             rows = (oy[:, None] + ar[None, :]).to(self.device)
-            cols = (ox[:, None] + ar[None, :])
+            cols = ox[:, None] + ar[None, :]
             cols = torch.where(flip[:, None], cols.flip(1), cols).to(self.device)
             bi = torch.arange(b, device=self.device)
             x = x[bi[:, None, None], rows[:, :, None], cols[:, None, :]]
@@ -88,10 +88,21 @@ class ResidentLoader:
 
     mode = "resident"
 
-    def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
-                 features: np.ndarray | torch.Tensor, view: View, batch_size: int, device: torch.device | str,
-                 shuffle: bool, seed: int, drop_last: bool = False, rows: np.ndarray | None = None,
-                 index_map: np.ndarray | None = None, limit: int | None = None) -> None:
+    def __init__(
+        self,
+        images: np.ndarray | torch.Tensor,
+        labels: np.ndarray | torch.Tensor,
+        features: np.ndarray | torch.Tensor,
+        view: View,
+        batch_size: int,
+        device: torch.device | str,
+        shuffle: bool,
+        seed: int,
+        drop_last: bool = False,
+        rows: np.ndarray | None = None,
+        index_map: np.ndarray | None = None,
+        limit: int | None = None,
+    ) -> None:
         """`images`, `labels`, `features` may be shared by several loaders (already on the device); `rows`
         picks this split's rows from them (default: all). `index_map` translates loader positions into the
         indices a batch reports (a rank's shard -> split positions); `limit` caps the samples per epoch (equal
@@ -147,9 +158,20 @@ class StreamingLoader:
 
     mode = "stream"
 
-    def __init__(self, store, positions: np.ndarray, labels: np.ndarray, features: np.ndarray, view: View,
-                 batch_size: int, device: torch.device | str, shuffle: bool, seed: int, drop_last: bool = False,
-                 buffer_chunks: int = 8) -> None:
+    def __init__(
+        self,
+        store,
+        positions: np.ndarray,
+        labels: np.ndarray,
+        features: np.ndarray,
+        view: View,
+        batch_size: int,
+        device: torch.device | str,
+        shuffle: bool,
+        seed: int,
+        drop_last: bool = False,
+        buffer_chunks: int = 8,
+    ) -> None:
         self.store = store
         self.positions = np.asarray(positions, np.int64)
         self.labels = torch.as_tensor(labels, dtype=torch.float32)
@@ -180,8 +202,9 @@ class StreamingLoader:
 
     def _plan(self) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        return [self._groups[i] for i in (rng.permutation(len(self._groups)) if self.shuffle
-                                          else range(len(self._groups)))]
+        return [
+            self._groups[i] for i in (rng.permutation(len(self._groups)) if self.shuffle else range(len(self._groups)))
+        ]
 
     def __iter__(self) -> Iterator[Batch]:
         plan = self._plan()
@@ -234,8 +257,12 @@ class StreamingLoader:
                     sel = torch.from_numpy(perm[i : min(i + self.batch_size, last)])
                     x = img[sel].to(self.device, non_blocking=True)
                     si = torch.from_numpy(idx[sel.numpy()])
-                    yield Batch(self.transform(x, gen if self.view.augment else None),
-                                self.labels[si].to(self.device), self.features[si].to(self.device), si)
+                    yield Batch(
+                        self.transform(x, gen if self.view.augment else None),
+                        self.labels[si].to(self.device),
+                        self.features[si].to(self.device),
+                        si,
+                    )
                 rest = torch.from_numpy(perm[full:])
                 carry_idx, carry_img = idx[rest.numpy()], img[rest]
         finally:

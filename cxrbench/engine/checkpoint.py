@@ -60,8 +60,10 @@ def save_checkpoint(path: Path, payload: dict[str, Any], epoch: int | None = Non
 
 
 def _fix(path: Path) -> str:
-    return (f"remove {path} to train that part again from its start (a run resumes with --resume), or put back an "
-            "intact copy")
+    return (
+        f"remove {path} to train that part again from its start (a run resumes with --resume), or put back an "
+        "intact copy"
+    )
 
 
 def read_payload(path: Path) -> bytes:
@@ -71,27 +73,39 @@ def read_payload(path: Path) -> bytes:
     except OSError as e:
         raise TrainingError(f"checkpoint {path} cannot be read ({e.strerror or e}); {_fix(path)}") from e
     if not raw.startswith(MAGIC):
-        what = ("it has no checksum (written by an older cxrbench), so it cannot be verified"
-                if raw[:4] == b"PK\x03\x04" else "it is not a cxrbench checkpoint (no header)")
+        what = (
+            "it has no checksum (written by an older cxrbench), so it cannot be verified"
+            if raw[:4] == b"PK\x03\x04"
+            else "it is not a cxrbench checkpoint (no header)"
+        )
         raise TrainingError(f"checkpoint {path} is refused: {what}; {_fix(path)}")
     end = raw.find(b"\n", len(MAGIC), len(MAGIC) + _HEADER_MAX)
     try:
-        header = json.loads(raw[len(MAGIC): end]) if end > 0 else None
+        header = json.loads(raw[len(MAGIC) : end]) if end > 0 else None
     except (json.JSONDecodeError, UnicodeDecodeError):
         header = None
-    if not isinstance(header, dict) or not isinstance(header.get("bytes"), int) or \
-            not isinstance(header.get("sha256"), str):
+    if (
+        not isinstance(header, dict)
+        or not isinstance(header.get("bytes"), int)
+        or not isinstance(header.get("sha256"), str)
+    ):
         raise TrainingError(f"checkpoint {path} is refused: its header is damaged; {_fix(path)}")
     if header.get("format") != FILE_FORMAT:
-        raise TrainingError(f"checkpoint {path} has file format {header.get('format')!r}; this cxrbench reads "
-                            f"{FILE_FORMAT}; {_fix(path)}")
-    data = raw[end + 1:]
+        raise TrainingError(
+            f"checkpoint {path} has file format {header.get('format')!r}; this cxrbench reads "
+            f"{FILE_FORMAT}; {_fix(path)}"
+        )
+    data = raw[end + 1 :]
     if len(data) != header["bytes"]:
-        raise TrainingError(f"checkpoint {path} is refused: it is truncated or was extended ({len(data):,} bytes of "
-                            f"payload, {header['bytes']:,} written); {_fix(path)}")
+        raise TrainingError(
+            f"checkpoint {path} is refused: it is truncated or was extended ({len(data):,} bytes of "
+            f"payload, {header['bytes']:,} written); {_fix(path)}"
+        )
     if hashlib.sha256(data).hexdigest() != header["sha256"]:
-        raise TrainingError(f"checkpoint {path} is refused: its content does not match its sha256 (the file was "
-                            f"damaged or changed after it was written); {_fix(path)}")
+        raise TrainingError(
+            f"checkpoint {path} is refused: its content does not match its sha256 (the file was "
+            f"damaged or changed after it was written); {_fix(path)}"
+        )
     return data
 
 
@@ -123,7 +137,7 @@ def checkpoint_epoch(path: Path) -> int | None:
         return None
     end = head.find(b"\n", len(MAGIC))
     try:
-        epoch = json.loads(head[len(MAGIC): end]).get("epoch")
+        epoch = json.loads(head[len(MAGIC) : end]).get("epoch")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         return None
     return epoch if isinstance(epoch, int) else None

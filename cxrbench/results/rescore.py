@@ -14,8 +14,13 @@ RESULT_FORMAT = "cxrbench-adjudicated"
 RESULT_VERSION = 1
 
 
-def rescore_run(run: str | Path, adjudicated: str | Path, mapping: str | Path | None = None,
-                sets: tuple[str, ...] = ("test",), data: str | None = None) -> tuple[dict, Path]:
+def rescore_run(
+    run: str | Path,
+    adjudicated: str | Path,
+    mapping: str | Path | None = None,
+    sets: tuple[str, ...] = ("test",),
+    data: str | None = None,
+) -> tuple[dict, Path]:
     """Rescore RUN; returns (result, path of the sealed result file written in the run folder).
 
     The run folder is untrusted: its record and predictions are read as `submit` reads them, and the predictions
@@ -33,20 +38,37 @@ def rescore_run(run: str | Path, adjudicated: str | Path, mapping: str | Path | 
     test = Predictions(*parse_predictions(files.predictions, files.source))
     tables_path = Path(data) if data is not None else recorded_cache(run_dir)
     if tables_path is None:
-        raise RecordError(f"{run_dir}: the cache this run used is not here; pass --data with the run's cache or "
-                          "dataset folder, so that its predictions and the adjudicated names can be checked")
+        raise RecordError(
+            f"{run_dir}: the cache this run used is not here; pass --data with the run's cache or "
+            "dataset folder, so that its predictions and the adjudicated names can be checked"
+        )
     tables = open_tables(tables_path)
     check_data(rec, test, {}, tables, files.source)
     labels = read_adjudicated(adjudicated, tables.dataset.metadata)
     m = DEFAULT_MAPPING if mapping is None else read_mapping(mapping)
-    result = rescore(test.names, test.patients, test.y, test.p, list(test.classes), labels, m,
-                     resamples=protocol.bootstrap, seed=protocol.seed, sets=tuple(sets))
+    result = rescore(
+        test.names,
+        test.patients,
+        test.y,
+        test.p,
+        list(test.classes),
+        labels,
+        m,
+        resamples=protocol.bootstrap,
+        seed=protocol.seed,
+        sets=tuple(sets),
+    )
     if result["coverage"]["in_predictions"] == 0:
-        raise InputError(labels.path, f"none of its {'+'.join(sets)} images is in the test predictions of "
-                                      f"{run_dir}")
-    result = {"format": RESULT_FORMAT, "format_version": RESULT_VERSION, "run_id": rec["run_id"],
-              "protocol": protocol.key, "run_record_sha256": rec["record_sha256"],
-              "predictions_sha256": rec["predictions"]["sha256"], **result}
+        raise InputError(labels.path, f"none of its {'+'.join(sets)} images is in the test predictions of {run_dir}")
+    result = {
+        "format": RESULT_FORMAT,
+        "format_version": RESULT_VERSION,
+        "run_id": rec["run_id"],
+        "protocol": protocol.key,
+        "run_record_sha256": rec["record_sha256"],
+        "predictions_sha256": rec["predictions"]["sha256"],
+        **result,
+    }
     result["result_sha256"] = hashlib.sha256(canonical(result)).hexdigest()  # sealed, like a run record
     out = run_dir / f"adjudicated-{m.content_hash[:8]}-{'+'.join(sets)}.json"
     atomic_write_bytes(out, (json.dumps(result, indent=1, sort_keys=True) + "\n").encode())

@@ -1,6 +1,6 @@
 """The training loop: fit one fold, evaluate, checkpoint atomically, resume exactly.
 
-A checkpoint (`cxrbench.checkpoint`: temp file, fsync, rename, sha256-verified on load) holds the model,
+A checkpoint (`cxrbench.engine.checkpoint`: temp file, fsync, rename, sha256-verified on load) holds the model,
 optimizer, scaler, epoch, step, every RNG state and the history so far. It is written after the first and the
 last epoch, and after any other epoch once writing it costs at most `checkpoint_budget` of the time spent since
 the previous one (a 56 MB DenseNet-121 checkpoint every 1.6-s epoch would cost more than that). Batches depend
@@ -12,22 +12,33 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextlib import nullcontext as _none
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cxrbench.checkpoint import load_checkpoint as _load_verified
-from cxrbench.checkpoint import save_checkpoint
+from cxrbench.engine.checkpoint import load_checkpoint as _load_verified
+from cxrbench.engine.checkpoint import save_checkpoint
 from cxrbench.errors import TrainingError
 
-__all__ = ["CHECKPOINT_VERSION", "EpochLog", "FoldState", "GraphStep", "TrainConfig", "fit", "load_checkpoint",
-           "predict", "save_checkpoint", "unwrap"]
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "EpochLog",
+    "FoldState",
+    "GraphStep",
+    "TrainConfig",
+    "fit",
+    "load_checkpoint",
+    "predict",
+    "save_checkpoint",
+    "unwrap",
+]
 
 CHECKPOINT_VERSION = 2
 
@@ -83,8 +94,12 @@ def rng_state() -> dict[str, Any]:
     """Every RNG state a run touches (torch CPU and CUDA, numpy's and Python's global generators)."""
     st: dict[str, Any] = {"torch": torch.get_rng_state(), "python": list(map(_py, random.getstate()))}
     np_state = np.random.get_state()
-    st["numpy"] = {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                   "has_gauss": int(np_state[3]), "gauss": float(np_state[4])}
+    st["numpy"] = {
+        "key": torch.from_numpy(np_state[1].astype(np.int64)),
+        "pos": int(np_state[2]),
+        "has_gauss": int(np_state[3]),
+        "gauss": float(np_state[4]),
+    }
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
@@ -158,8 +173,9 @@ def autocast(cfg: TrainConfig, cache: bool = True):
 
 
 @torch.no_grad()
-def predict(model, loader, cfg: TrainConfig, gather: Callable | None = None,
-            clock: StepClock | None = None) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model, loader, cfg: TrainConfig, gather: Callable | None = None, clock: StepClock | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Sigmoid probabilities (N, C) float32 in split order, and the split positions they belong to."""
     was = model.training
     model.eval()
@@ -235,7 +251,7 @@ class GraphStep:
 
     def _capture(self, batch) -> None:
         """Record the step on static buffers (nothing runs now; each replay runs it on their contents)."""
-        from cxrbench.loader import Batch
+        from cxrbench.engine.loader import Batch
 
         self.static = Batch(batch.x.clone(), batch.y.clone(), batch.features.clone(), batch.index)
         self.opt.zero_grad(set_to_none=True)
@@ -245,6 +261,7 @@ class GraphStep:
                 self.loss = self._step(self.static)
             self.replay = g.replay
         else:
+
             def replay() -> None:
                 self.loss = self.eager(self.static)
 
@@ -285,8 +302,14 @@ def fit(
         base.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         set_rng_state(ck["rng"])
-        state = FoldState([EpochLog(**h) for h in ck["history"]], ck["step"], ck["train_images"], ck["train_seconds"],
-                          **ck["timing"], last_checkpoint_epoch=ck["epoch"])
+        state = FoldState(
+            [EpochLog(**h) for h in ck["history"]],
+            ck["step"],
+            ck["train_images"],
+            ck["train_seconds"],
+            **ck["timing"],
+            last_checkpoint_epoch=ck["epoch"],
+        )
         start = ck["epoch"] + 1
     model.train()
     graph = GraphStep(model, opt, cfg) if cfg.cuda_graphs else None  # emulated on the CPU (tests)
@@ -314,11 +337,12 @@ def fit(
                         logits = forward(model, batch, cfg)
                     loss = F.binary_cross_entropy_with_logits(logits.float(), batch.y)
                 bad |= ~torch.isfinite(loss)
-                if device.type == "cpu" or (i + 1) % cfg.check_every == 0:
-                    if bool(bad):
-                        raise TrainingError(f"the training loss became non-finite ({loss.item()}) in epoch "
-                                            f"{epoch + 1}, step {i + 1}; the run stops and writes no result "
-                                            "(try a lower --lr)")
+                if (device.type == "cpu" or (i + 1) % cfg.check_every == 0) and bool(bad):
+                    raise TrainingError(
+                        f"the training loss became non-finite ({loss.item()}) in epoch "
+                        f"{epoch + 1}, step {i + 1}; the run stops and writes no result "
+                        "(try a lower --lr)"
+                    )
                 if graph is None:
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -332,8 +356,10 @@ def fit(
                 if device.type == "cpu" or (i + 1) % cfg.check_every == 0:
                     progress.update(status=f"loss {loss_sum.item() / max(seen, 1):.4f}")
         if bool(bad):
-            raise TrainingError(f"the training loss became non-finite in epoch {epoch + 1}; the run stops and "
-                                "writes no result (try a lower --lr)")
+            raise TrainingError(
+                f"the training loss became non-finite in epoch {epoch + 1}; the run stops and "
+                "writes no result (try a lower --lr)"
+            )
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0 - (clock.seconds - compiling) - (capture.seconds - capturing)
@@ -354,21 +380,38 @@ def fit(
         if on_epoch is not None:
             on_epoch(log)
         last = epoch == cfg.epochs - 1
-        if ckpt is not None and is_main and (last or save_cost is None
-                                             or save_cost <= cfg.checkpoint_budget * (time.perf_counter() - last_save)):
+        if (
+            ckpt is not None
+            and is_main
+            and (last or save_cost is None or save_cost <= cfg.checkpoint_budget * (time.perf_counter() - last_save))
+        ):
             t_save = time.perf_counter()
             state.checkpoints += 1
             state.last_checkpoint_epoch = epoch
-            save_checkpoint(ckpt, {
-                "version": CHECKPOINT_VERSION, "model": base.state_dict(), "optimizer": opt.state_dict(),
-                "scaler": None,  # bf16 autocast needs no loss scaling
-                "epoch": epoch, "step": state.step, "rng": rng_state(),
-                "history": [asdict(h) for h in state.history], "train_images": state.train_images,
-                "train_seconds": state.train_seconds, "config": asdict(cfg),
-                "timing": {"validate_seconds": state.validate_seconds,
-                           "checkpoint_seconds": state.checkpoint_seconds, "compile_seconds": state.compile_seconds,
-                           "capture_seconds": state.capture_seconds, "checkpoints": state.checkpoints},
-            }, epoch=epoch)
+            save_checkpoint(
+                ckpt,
+                {
+                    "version": CHECKPOINT_VERSION,
+                    "model": base.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scaler": None,  # bf16 autocast needs no loss scaling
+                    "epoch": epoch,
+                    "step": state.step,
+                    "rng": rng_state(),
+                    "history": [asdict(h) for h in state.history],
+                    "train_images": state.train_images,
+                    "train_seconds": state.train_seconds,
+                    "config": asdict(cfg),
+                    "timing": {
+                        "validate_seconds": state.validate_seconds,
+                        "checkpoint_seconds": state.checkpoint_seconds,
+                        "compile_seconds": state.compile_seconds,
+                        "capture_seconds": state.capture_seconds,
+                        "checkpoints": state.checkpoints,
+                    },
+                },
+                epoch=epoch,
+            )
             save_cost = time.perf_counter() - t_save
             state.checkpoint_seconds += save_cost
             last_save = time.perf_counter()

@@ -94,8 +94,10 @@ def init_from_env(device: str) -> Dist:
 def check_batch(batch_size: int, world: int) -> int:
     """Per-rank batch; the global batch must split evenly."""
     if batch_size % world:
-        raise ConfigError(f"the protocol's batch of {batch_size} does not divide into {world} processes; use a "
-                          f"process count that divides it")
+        raise ConfigError(
+            f"the protocol's batch of {batch_size} does not divide into {world} processes; use a "
+            f"process count that divides it"
+        )
     return batch_size // world
 
 

@@ -16,11 +16,11 @@ def quickstart(out: str | Path = "cxrbench-quickstart", device: str = "auto", n:
     from cxrbench.console import get_display
     from cxrbench.data.synth import generate
     from cxrbench.errors import RecordError
-    from cxrbench.run import RunOptions, default_run_id, run_or_reuse
     from cxrbench.explain.gallery import build_gallery
     from cxrbench.protocols import get_protocol
     from cxrbench.results import render
     from cxrbench.results.leaderboard import load, rank, submit
+    from cxrbench.run import RunOptions, default_run_id, run_or_reuse
 
     d = display or get_display()
     out = Path(out)

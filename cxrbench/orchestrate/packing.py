@@ -40,6 +40,7 @@ PACK_CAP = 4
 RUN_WORKING_BYTES = 2 * 2 * 2**30 + 2**30
 GIB = 2**30
 
+
 @dataclass(frozen=True)
 class Job:
     """One command to run: `name` names its log and the run in messages (a run id)."""
@@ -121,8 +122,9 @@ def device_plan(device: str, gpus: Sequence[str] | None = None) -> tuple[list[st
             return list(gpus), "cuda"
         index = device.partition(":")[2]
         if not index.isdigit() or int(index) >= len(gpus):
-            raise ConfigError(f"--device {device}: this machine shows {len(gpus)} GPU(s) (cuda:0 to "
-                              f"cuda:{len(gpus) - 1})")
+            raise ConfigError(
+                f"--device {device}: this machine shows {len(gpus)} GPU(s) (cuda:0 to cuda:{len(gpus) - 1})"
+            )
         return [gpus[int(index)]], "cuda"
     raise ConfigError(f"unknown --device {device!r} (auto, cpu, cuda or cuda:N)")
 
@@ -164,8 +166,12 @@ def parse_nvidia_smi(text: str) -> dict[str, int]:
 def gpu_free_bytes(gpus: Sequence[str]) -> list[int]:
     """Free memory of each GPU, from nvidia-smi (no CUDA context in this process), else from torch."""
     try:
-        r = subprocess.run(["nvidia-smi", "--query-gpu=index,uuid,memory.free", "--format=csv,noheader,nounits"],
-                           capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index,uuid,memory.free", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         free = parse_nvidia_smi(r.stdout) if r.returncode == 0 else {}
         if all(g in free for g in gpus):
             return [free[g] for g in gpus]
@@ -183,8 +189,10 @@ def default_parallel(gpus: Sequence[str], n_images: int, size: int) -> tuple[int
     free = gpu_free_bytes(gpus)
     per_run = run_bytes(n_images, size)
     k = parallel_for(free, per_run)
-    return k, (f"{min(free) / GIB:.1f} GiB free on the fullest GPU, about {per_run / GIB:.1f} GiB per run; at most "
-               f"{PACK_CAP}, the most measured to pay")
+    return k, (
+        f"{min(free) / GIB:.1f} GiB free on the fullest GPU, about {per_run / GIB:.1f} GiB per run; at most "
+        f"{PACK_CAP}, the most measured to pay"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ scheduler
@@ -198,10 +206,19 @@ class _Child:
     outcome: Outcome
 
 
-def pack(jobs: Sequence[Job], *, parallel: int, devices: Sequence[str | None], logs: Path, display=None,
-         env: dict[str, str] | None = None, stop_at: float | None = None,
-         on_start: Callable[[Job, int, str | None], None] | None = None, grace: float = 20.0,
-         poll: float = 0.2) -> list[Outcome]:
+def pack(
+    jobs: Sequence[Job],
+    *,
+    parallel: int,
+    devices: Sequence[str | None],
+    logs: Path,
+    display=None,
+    env: dict[str, str] | None = None,
+    stop_at: float | None = None,
+    on_start: Callable[[Job, int, str | None], None] | None = None,
+    grace: float = 20.0,
+    poll: float = 0.2,
+) -> list[Outcome]:
     """Run `jobs`, at most `parallel` at a time on each of `devices` (GPU entries, or [None] for the CPU);
     returns an outcome per job, in order. With a time limit, `stop_at` seconds: once a job has finished, no
     job starts that would not end in time at the pace of the slowest finished one (the rest stay `not
@@ -264,8 +281,11 @@ def pack(jobs: Sequence[Job], *, parallel: int, devices: Sequence[str | None], l
                     if o.status == "finished":
                         _say(display, f"finished {o.job.name} in {_clock(o.seconds)}")
                     else:
-                        _say(display, f"{o.job.name} failed (exit code {o.returncode}) after {_clock(o.seconds)}; "
-                                      "the others go on")
+                        _say(
+                            display,
+                            f"{o.job.name} failed (exit code {o.returncode}) after {_clock(o.seconds)}; "
+                            "the others go on",
+                        )
                     if bar is not None:
                         bar.advance(1)
                 if bar is not None:
@@ -277,8 +297,11 @@ def pack(jobs: Sequence[Job], *, parallel: int, devices: Sequence[str | None], l
                 stopped = [c.job.name for c in running]
                 _stop(running, grace, t0, signals)
                 why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
-                _say(display, f"{why}: stopped {len(stopped)} running run(s) ({', '.join(stopped)}); finished "
-                              "runs are kept, and running the same command again resumes the rest")
+                _say(
+                    display,
+                    f"{why}: stopped {len(stopped)} running run(s) ({', '.join(stopped)}); finished "
+                    "runs are kept, and running the same command again resumes the rest",
+                )
             raise
     return outcomes
 
@@ -300,13 +323,19 @@ def _start(o: Outcome, slot: int, device: str | None, base_env: dict[str, str], 
         fh.write(f"\n{_HEADER}{time.strftime('%Y-%m-%d %H:%M:%S')} {where}: {command}\n".encode())
         fh.flush()
         # a session of its own: a terminal's Ctrl-C reaches the scheduler alone, which stops each child's group
-        proc = subprocess.Popen(list(o.job.argv), stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            list(o.job.argv),
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     o.status, o.device, o.pid, o.started = "running", device, proc.pid, time.monotonic() - t0
     return _Child(o.job, slot, proc, o)
 
 
-def _stop(children: list[_Child], grace: float, t0: float, signals: "_Signals") -> None:
+def _stop(children: list[_Child], grace: float, t0: float, signals: _Signals) -> None:
     """SIGINT to every child's process group, SIGTERM after `grace` s, SIGKILL 5 s later; waits for all.
     Another Ctrl-C while waiting skips to SIGKILL."""
     patience = signals.count + 1
@@ -316,8 +345,7 @@ def _stop(children: list[_Child], grace: float, t0: float, signals: "_Signals") 
             for c in alive:
                 _signal_group(c.proc, sig)
             end = time.monotonic() + wait
-            while (any(c.proc.poll() is None for c in alive) and time.monotonic() < end
-                   and signals.count < patience):
+            while any(c.proc.poll() is None for c in alive) and time.monotonic() < end and signals.count < patience:
                 time.sleep(0.05)
     finally:
         for c in children:
@@ -344,7 +372,7 @@ class _Signals:
         self.count = 0
         self.old: dict[int, object] = {}
 
-    def __enter__(self) -> "_Signals":
+    def __enter__(self) -> _Signals:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.old[sig] = signal.signal(sig, self._count)

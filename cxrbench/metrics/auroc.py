@@ -109,9 +109,10 @@ class Scores:
             return None if not np.isfinite(x) else round(float(x), 6)
 
         return {
-            "per_class": {c: {"auroc": f(self.per_class[i]), "ci95": [f(self.per_class_ci[i, 0]),
-                                                                      f(self.per_class_ci[i, 1])]}
-                          for i, c in enumerate(class_names)},
+            "per_class": {
+                c: {"auroc": f(self.per_class[i]), "ci95": [f(self.per_class_ci[i, 0]), f(self.per_class_ci[i, 1])]}
+                for i, c in enumerate(class_names)
+            },
             "weighted_mean": {"auroc": f(self.weighted), "ci95": [f(self.weighted_ci[0]), f(self.weighted_ci[1])]},
             "plain_mean": {"auroc": f(self.plain), "ci95": [f(self.plain_ci[0]), f(self.plain_ci[1])]},
             "n_images": self.n_images,
@@ -167,8 +168,9 @@ def score(y: np.ndarray, p: np.ndarray, patients: np.ndarray, resamples: int = 1
     return score_with_resamples(y, p, patients, resamples, seed)[0]
 
 
-def score_with_resamples(y: np.ndarray, p: np.ndarray, patients: np.ndarray, resamples: int = 1000,
-                         seed: int = 0) -> tuple[Scores, np.ndarray]:
+def score_with_resamples(
+    y: np.ndarray, p: np.ndarray, patients: np.ndarray, resamples: int = 1000, seed: int = 0
+) -> tuple[Scores, np.ndarray]:
     """`score`, and its (R, C) per-class resample AUROCs (what `compare_resampled` pairs without drawing again:
     the resamples depend only on the patients, the count and the seed, not on the order of the rows)."""
     y = np.asarray(y)
@@ -180,8 +182,18 @@ def score_with_resamples(y: np.ndarray, p: np.ndarray, patients: np.ndarray, res
     weights = y.sum(0).astype(np.float64)
     bw, bp = _means(boots, weights)
     ci = np.array([_ci(boots[:, c]) for c in range(y.shape[1])])
-    return Scores(point, ci, weighted_mean(point, y), _ci(bw), plain_mean(point), _ci(bp), len(y),
-                  len(np.unique(patients)), resamples, seed), boots
+    return Scores(
+        point,
+        ci,
+        weighted_mean(point, y),
+        _ci(bw),
+        plain_mean(point),
+        _ci(bp),
+        len(y),
+        len(np.unique(patients)),
+        resamples,
+        seed,
+    ), boots
 
 
 @dataclass(frozen=True)
@@ -200,13 +212,26 @@ class Comparison:
         return bool(np.isfinite(self.ci95[0]) and (self.ci95[0] > 0 or self.ci95[1] < 0))
 
     def to_dict(self) -> dict:
-        return {"metric": self.metric, "diff": round(self.diff, 6), "ci95": [round(self.ci95[0], 6),
-                round(self.ci95[1], 6)], "p_value": round(self.p_value, 6), "significant": self.significant,
-                "resamples": self.resamples, "seed": self.seed}
+        return {
+            "metric": self.metric,
+            "diff": round(self.diff, 6),
+            "ci95": [round(self.ci95[0], 6), round(self.ci95[1], 6)],
+            "p_value": round(self.p_value, 6),
+            "significant": self.significant,
+            "resamples": self.resamples,
+            "seed": self.seed,
+        }
 
 
-def compare(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, patients: np.ndarray, metric: str = "weighted",
-            resamples: int = 1000, seed: int = 0) -> Comparison:
+def compare(
+    y: np.ndarray,
+    pa: np.ndarray,
+    pb: np.ndarray,
+    patients: np.ndarray,
+    metric: str = "weighted",
+    resamples: int = 1000,
+    seed: int = 0,
+) -> Comparison:
     """Paired patient-level bootstrap: both runs are scored on the same resamples of the same test set."""
     y = np.asarray(y)
     ba = bootstrap_aurocs(y, pa, patients, resamples, seed)
@@ -214,8 +239,16 @@ def compare(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, patients: np.ndarray,
     return compare_resampled(y, pa, pb, ba, bb, metric, resamples, seed)
 
 
-def compare_resampled(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, ba: np.ndarray, bb: np.ndarray,
-                      metric: str = "weighted", resamples: int = 1000, seed: int = 0) -> Comparison:
+def compare_resampled(
+    y: np.ndarray,
+    pa: np.ndarray,
+    pb: np.ndarray,
+    ba: np.ndarray,
+    bb: np.ndarray,
+    metric: str = "weighted",
+    resamples: int = 1000,
+    seed: int = 0,
+) -> Comparison:
     """`compare` from the two runs' per-class resample AUROCs (R, C), drawn with the same patients, count and
     seed (e.g. by `score_with_resamples`)."""
     y = np.asarray(y)
@@ -228,8 +261,11 @@ def compare_resampled(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, ba: np.ndar
     da = _means(ba, weights)[idx]
     db = _means(bb, weights)[idx]
     pa_c, pb_c = per_class_auroc(y, pa), per_class_auroc(y, pb)
-    point = (weighted_mean(pa_c, y) - weighted_mean(pb_c, y)) if metric == "weighted" else \
-        (plain_mean(pa_c) - plain_mean(pb_c))
+    point = (
+        (weighted_mean(pa_c, y) - weighted_mean(pb_c, y))
+        if metric == "weighted"
+        else (plain_mean(pa_c) - plain_mean(pb_c))
+    )
     d = (da - db)[np.isfinite(da - db)]
     if len(d) == 0:
         return Comparison(metric, float("nan"), (float("nan"), float("nan")), float("nan"), resamples, seed)
@@ -237,8 +273,14 @@ def compare_resampled(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, ba: np.ndar
     return Comparison(metric, float(point), _ci(d), float(p), resamples, seed)
 
 
-def bootstrap_means(y: np.ndarray, preds: list[np.ndarray], patients: np.ndarray, metric: str = "weighted",
-                    resamples: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_means(
+    y: np.ndarray,
+    preds: list[np.ndarray],
+    patients: np.ndarray,
+    metric: str = "weighted",
+    resamples: int = 1000,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Point estimates (S,) and per-resample means (R, S) of several prediction sets on the same resamples
     of one test set, for contrasts of more than two runs (e.g. a difference of differences)."""
     y = np.asarray(y)
@@ -255,8 +297,9 @@ def bootstrap_means(y: np.ndarray, preds: list[np.ndarray], patients: np.ndarray
     return np.array(points), np.stack(boots, 1)
 
 
-def contrast(points: np.ndarray, boots: np.ndarray, coef: np.ndarray, resamples: int, metric: str,
-             seed: int = 0) -> Comparison:
+def contrast(
+    points: np.ndarray, boots: np.ndarray, coef: np.ndarray, resamples: int, metric: str, seed: int = 0
+) -> Comparison:
     """A linear contrast (e.g. [1, -1] or [1, -1, -1, 1]) of bootstrapped means, with its CI and p-value
     (`seed`: the seed the resamples were drawn with, recorded with the result)."""
     d = boots @ coef

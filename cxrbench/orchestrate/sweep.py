@@ -1,5 +1,5 @@
 """`cxrbench sweep`: every run of a protocol's grid (models x learning rates), one after another in this
-process, K at a time per GPU as `cxrbench run` subprocesses (cxrbench.packing), or as commands for a
+process, K at a time per GPU as `cxrbench run` subprocesses (cxrbench.orchestrate.packing), or as commands for a
 cluster's job array. `run_many` is the one way many runs are run (sweep and `reproduce paper`)."""
 
 from __future__ import annotations
@@ -46,10 +46,16 @@ def grid(opts, models: list[str]) -> list:
 
 def jobs(runs: list, child_device: str) -> list:
     """A packing job per run: `python -m cxrbench run ... --resume` on `child_device`, reused when finished."""
-    from cxrbench.packing import Job
+    from cxrbench.orchestrate.packing import Job
 
-    return [Job(run_dir(o).name, (sys.executable, "-m", "cxrbench", *run_args(replace(o, device=child_device))),
-                run_dir(o) / "record.json") for o in runs]
+    return [
+        Job(
+            run_dir(o).name,
+            (sys.executable, "-m", "cxrbench", *run_args(replace(o, device=child_device))),
+            run_dir(o) / "record.json",
+        )
+        for o in runs
+    ]
 
 
 def run_many(runs: list, parallel: int | None, logs: Path, display=None) -> list[Path]:
@@ -57,11 +63,11 @@ def run_many(runs: list, parallel: int | None, logs: Path, display=None) -> list
 
     One slot in all (K=1 on one device) runs them one after another in this process, as always; more run
     K at a time on each visible GPU as subprocesses, each logging to LOGS/<run id>.log. `parallel` None
-    takes the default of cxrbench.packing.default_parallel. A failed packed run does not stop the others:
+    takes the default of cxrbench.orchestrate.packing.default_parallel. A failed packed run does not stop the others:
     when all are done, each failure is shown with its exit code and the tail of its log, and TrainingError
     names them."""
+    from cxrbench.orchestrate.packing import default_parallel, device_plan, pack
     from cxrbench.run import run_or_reuse
-    from cxrbench.packing import default_parallel, device_plan, pack
 
     if not runs:
         return []
@@ -92,8 +98,10 @@ def run_many(runs: list, parallel: int | None, logs: Path, display=None) -> list
     if failed:
         names = ", ".join(o.job.name for o in failed)
         others = "" if len(failed) == len(runs) else "; the others finished"
-        raise TrainingError(f"{len(failed)} of {len(runs)} runs failed ({names}){others}. Logs: {logs}; running the "
-                            "command again resumes them")
+        raise TrainingError(
+            f"{len(failed)} of {len(runs)} runs failed ({names}){others}. Logs: {logs}; running the "
+            "command again resumes them"
+        )
     return [run_dir(o) / "record.json" for o in runs]
 
 
