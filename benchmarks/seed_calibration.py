@@ -70,7 +70,8 @@ def main() -> None:
         print(
             f"{r['kind']:6} {r['regime']:26} {r['seeds_per_entry']:>5} {r['mean_diff']:>+10.4f} "
             f"{r['mean_seed_sd']:>8.4f} {r['mean_patient_sd']:>8.4f}   {rej['two-level-t']:6.3f} "
-            f"{rej['two-level-bootstrap']:7.3f} {rej['single-seed']:7.3f}"
+            f"{rej['two-level-bootstrap']:7.3f} {rej['single-seed']:7.3f}   {r['sd_diff']:.4f} "
+            f"{r['rms_se_two_level_t']:.4f} {r['mean_df_two_level_t']:5.1f}"
         )
     out = {
         "benchmark": "seed_calibration",

@@ -73,12 +73,15 @@ def rejection_rates(
     means and the mean seed sd, to state the effect in AUROC. `progress(i)` is called after each trial."""
     rng = np.random.default_rng(seed)
     hits = {"two-level-t": 0, "two-level-bootstrap": 0, "single-seed": 0}
-    diffs, sds, ses = [], [], []
+    diffs, sds, ses, t_se, t_df = [], [], [], [], []
     for i in range(trials):
         a, b = simulate_pair(settings, seeds, seeds, rng)
         sa, sb = score_replicates(a, resamples, i), score_replicates(b, resamples, i)
-        for m in ("two-level-t", "two-level-bootstrap"):
-            hits[m] += compare_replicates(sa, sb, method=m).p_value < alpha
+        t = compare_replicates(sa, sb, method="two-level-t")
+        hits["two-level-t"] += t.p_value < alpha
+        hits["two-level-bootstrap"] += compare_replicates(sa, sb, method="two-level-bootstrap").p_value < alpha
+        t_se.append(t.se)
+        t_df.append(t.df)
         one = compare_replicates(score_replicates(a[:1], resamples, i), score_replicates(b[:1], resamples, i))
         hits["single-seed"] += one.p_value < alpha
         diffs.append(sa.mean() - sb.mean())
@@ -94,6 +97,10 @@ def rejection_rates(
         "reject": {k: v / trials for k, v in hits.items()},
         "mean_diff": float(np.mean(diffs)),
         "mean_seed_sd": float(np.mean(sds)),
+        # how well two-level-t's standard error matches the observed spread of the difference, and its df
+        "sd_diff": float(np.std(diffs, ddof=1)) if trials > 1 else float("nan"),
+        "rms_se_two_level_t": float(np.sqrt(np.mean(np.square(t_se)))),
+        "mean_df_two_level_t": float(np.mean(t_df)),
         # the single-seed test's CI width / 3.92: the patient-only sd of a paired difference of one seed each
         "mean_patient_sd": float(np.mean(ses) / 3.92),
     }
