@@ -218,6 +218,9 @@ def test_refusals():
     other[0] = "elsewhere.png"
     _refused(score_replicates, [a[0], replace(a[1], names=other)], match="a/seed1: its test images differ")
     _refused(score_replicates, [a[0], replace(a[1], names=names[1:], p=a[1].p[1:])], match="differ in length")
+    bad = a[1].p.copy()
+    bad[3, 1] = np.nan
+    _refused(score_replicates, [a[0], replace(a[1], p=bad)], match="not a finite number")
     flipped = y.copy()
     flipped[0, 0] ^= 1
     _refused(score_replicates, [a[0], replace(a[1], y=flipped)], match="test labels differ")

@@ -103,6 +103,8 @@ def align(replicates: Sequence[Replicate]) -> list[Replicate]:
         y, p, pat = np.asarray(r.y)[idx], np.asarray(r.p, np.float64)[idx], np.asarray(r.patients)[idx]
         if y.shape != np.asarray(first.y).shape or p.shape != y.shape:
             raise ReplicateError(f"{_name(r)}: its labels or predictions are not {np.asarray(first.y).shape}")
+        if not np.isfinite(p).all():
+            raise ReplicateError(f"{_name(r)}: its predictions hold a value that is not a finite number")
         if not np.array_equal(y, first.y):
             raise ReplicateError(f"{_name(r)}: its test labels differ from {_name(first)}'s")
         if not np.array_equal(pat.astype(str), np.asarray(first.patients).astype(str)):
