@@ -98,6 +98,10 @@ def test_scores_per_seed_mean_and_sd_match_a_direct_computation():
     d = s.to_dict(("A", "B", "C"))
     assert d["weighted_mean"]["per_seed"] == [round(x[1], 6) for x in direct]
     assert d["n_seeds"] == 3 and d["bootstrap"] == {"resamples": 20, "seed": 5, "unit": "patient"}
+    f = s.frame(("A", "B", "C"))
+    assert len(f) == 3 * 5 and list(f.columns) == ["seed", "figure", "auroc"]
+    by = f.set_index(["seed", "figure"])["auroc"]
+    assert by[(3, "weighted_mean")] == s.weighted[1] and by[(7, "C")] == s.per_class[2, 2]
 
 
 def test_row_order_does_not_change_a_group_or_a_comparison():

@@ -151,6 +151,19 @@ class ReplicateScores:
         f = self.figure(metric)
         return float(np.std(f, ddof=1)) if len(f) > 1 else float("nan")
 
+    def frame(self, class_names: tuple[str, ...]):
+        """A pandas DataFrame with one row per seed and figure (each class, weighted_mean, plain_mean): columns
+        seed, figure, auroc (NaN for an undefined class)."""
+        import pandas as pd
+
+        rows = []
+        for i, seed in enumerate(self.seeds):
+            for c, name in enumerate(class_names):
+                rows.append((seed, name, float(self.per_class[i, c])))
+            rows.append((seed, "weighted_mean", float(self.weighted[i])))
+            rows.append((seed, "plain_mean", float(self.plain[i])))
+        return pd.DataFrame(rows, columns=["seed", "figure", "auroc"])
+
     def to_dict(self, class_names: tuple[str, ...]) -> dict:
         """Numbers for a board export: per seed, and mean and sd over seeds, per class and for both means."""
 
