@@ -80,9 +80,9 @@ def check_inside(path: str | Path, root: str | Path, what: str = "file") -> Path
 
 
 def make_dirs(path: str | Path, root: str | Path | None = None) -> Path:
-    """Create the folder `path` and its missing parents, one component at a time; every component that
-    exists must be a real folder (a link to a folder is refused below `root`, and everywhere when `root` is
-    None only for components created by this call), and with `root` the folder must lie inside it."""
+    """Create the folder `path` and its missing parents. With `root`, `path` must lie inside it and every
+    component below `root` is created one at a time and must be a real folder, never a link (`root` itself
+    may be reached through a link the user chose); without `root` links are followed as the user's own."""
     p = Path(path)
     if root is not None:
         r = Path(root)
@@ -247,33 +247,51 @@ def open_lock(path: str | Path) -> int:
 # ------------------------------------------------------------------------------------------------ reads
 
 
-def read_regular(path: str | Path, limit: int, what: str, error: Callable[[str], CxrbenchError] | None = None) -> bytes:
-    """The bytes of a regular file (not a link, FIFO or device), refused above `limit` bytes; `error` makes
-    the exception (default: InputError naming the file)."""
+def read_regular(
+    path: str | Path,
+    limit: int,
+    what: str,
+    error: Callable[[str], CxrbenchError] | None = None,
+    *,
+    follow: bool = False,
+) -> bytes:
+    """The bytes of a regular file (never a FIFO, device or folder; never a link unless `follow`, for a path
+    the user named themself), refused above `limit` bytes; `error` makes the exception (default: InputError).
+    The file is opened non-blocking and checked with fstat before a byte is read, so a FIFO cannot hang."""
     p = Path(path)
     err: Callable[[str], CxrbenchError] = error or (lambda msg: InputError(None, msg))
-    flags = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | _CLOEXEC
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | _CLOEXEC | (0 if follow else _NOFOLLOW)
     try:
         fd = os.open(p, flags)
     except FileNotFoundError:
         raise err(f"{p}: {what} is missing") from None
     except OSError as e:
-        if p.is_symlink():
+        if p.is_symlink() and not follow:
             raise err(f"{p}: {what} is a link; cxrbench reads the file itself, not a link to it") from None
         raise err(f"{p}: cannot read {what} ({reason(e)})") from None
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise err(f"{p}: {what} is not a regular file")
+            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise err(f"{p}: {what} is {kind}")
         if st.st_size > limit:
             raise err(f"{p}: {what} is {st.st_size:,} bytes, over the limit of {limit:,}")
-        try:
-            data = fh.read(limit + 1)
-        except OSError as e:
-            raise err(f"{p}: cannot read {what} ({reason(e)})") from None
-    if len(data) > limit:
+        chunks: list[bytes] = []
+        got = 0
+        while got <= limit:
+            try:
+                b = os.read(fd, min(1 << 20, limit + 1 - got))
+            except OSError as e:
+                raise err(f"{p}: cannot read {what} ({reason(e)})") from None
+            if not b:
+                break
+            chunks.append(b)
+            got += len(b)
+    finally:
+        os.close(fd)
+    if got > limit:
         raise err(f"{p}: {what} is over the limit of {limit:,} bytes")
-    return data
+    return b"".join(chunks)
 
 
 def _no_constant(name: str) -> float:
@@ -337,13 +355,19 @@ def gunzip(raw: bytes, limit: int, source: str | Path, error: Callable[[str], Cx
     err: Callable[[str], CxrbenchError] = error or (lambda msg: InputError(None, msg))
     if raw[:2] != b"\x1f\x8b":
         return raw
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = d.decompress(raw, limit + 1)
-    except zlib.error as e:
-        raise err(f"{source}: damaged gzip data ({e})") from None
-    if len(out) > limit or d.unconsumed_tail:
-        raise err(f"{source}: inflates to more than {limit:,} bytes")
-    if not d.eof:
-        raise err(f"{source}: truncated gzip data")
-    return out
+    out = bytearray()
+    rest = raw
+    while rest:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out += d.decompress(rest, limit + 1 - len(out))
+        except zlib.error as e:
+            raise err(f"{source}: damaged gzip data ({e})") from None
+        if len(out) > limit or d.unconsumed_tail:
+            raise err(f"{source}: inflates to more than {limit:,} bytes")
+        if not d.eof:
+            raise err(f"{source}: truncated gzip data")
+        rest = d.unused_data  # a gzip file may hold several members, one after the other
+        if rest and rest[:2] != b"\x1f\x8b":
+            raise err(f"{source}: bytes after the end of the gzip data")
+    return bytes(out)
