@@ -39,8 +39,24 @@ _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
-class WriteError(CxrbenchError):
-    """A file or folder cannot be written where it was asked for (disk full, read-only, a link, outside)."""
+class WriteError(CxrbenchError, OSError):
+    """A file or folder cannot be written where it was asked for (disk full, read-only, a link, outside).
+
+    Also an OSError carrying the cause's errno and the file name, so that code which already handles a full
+    disk (the cache build saves its progress) keeps doing so; `str()` is the one line for the user."""
+
+    def __init__(self, message: str, err: int | None = None, filename: str | Path | None = None) -> None:
+        if err is None:
+            OSError.__init__(self, message)
+        else:
+            OSError.__init__(self, err, message, None if filename is None else str(filename))
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses process boundaries (cache build workers)
+        return (type(self), (self.message, self.errno, self.filename))
 
 
 _REASONS = {
@@ -61,7 +77,7 @@ def reason(e: OSError) -> str:
 
 
 def _fail(path: Path, e: OSError, what: str = "cannot write") -> WriteError:
-    return WriteError(f"{path}: {what} ({reason(e)})")
+    return WriteError(f"{path}: {what} ({reason(e)})", e.errno, path)
 
 
 # ------------------------------------------------------------------------------------------------ folders
@@ -130,12 +146,12 @@ def _mkdir_one(p: Path) -> None:
         raise WriteError(f"{p}: cannot create this folder (a file of that name exists)")
 
 
-def _open_dir(folder: Path) -> int:
-    """A descriptor of `folder`, opened without following a link at its last component."""
+def _open_dir(folder: Path, follow: bool) -> int:
+    """A descriptor of `folder`; unless `follow`, opened without following a link at its last component."""
     try:
-        return os.open(folder, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC)
+        return os.open(folder, os.O_RDONLY | _DIRECTORY | _CLOEXEC | (0 if follow else _NOFOLLOW))
     except OSError as e:
-        if e.errno in (errno.ELOOP, errno.ENOTDIR) and folder.is_symlink():
+        if e.errno in (errno.ELOOP, errno.ENOTDIR) and folder.is_symlink() and not follow:
             raise WriteError(f"{folder}: refusing to write into this folder: it is a link") from None
         raise _fail(folder, e, "cannot open this folder for writing") from None
 
@@ -152,12 +168,15 @@ def atomic_open(
     path: str | Path, *, root: str | Path | None = None, mode: int = 0o644, fsync: bool = True
 ) -> Iterator[IO[bytes]]:
     """A binary file handle whose content replaces `path` atomically when the block ends without an error
-    (see the module docstring); with `root`, `path` must lie inside it. On an error nothing at `path` changes."""
+    (see the module docstring). With `root` (a folder someone else may control), `path` must lie inside it
+    and its folder must not be a link; without, the folder is the user's own choice and may be reached
+    through links. Either way the temporary and the final name are never followed. On an error nothing at
+    `path` changes."""
     p = Path(path)
     if root is not None:
         check_inside(p.parent, root, "folder")
     folder = p.parent if str(p.parent) else Path(".")
-    dfd = _open_dir(folder)
+    dfd = _open_dir(folder, follow=root is None)
     tmp = None
     try:
         for _ in range(16):
@@ -183,6 +202,8 @@ def atomic_open(
                     os.fsync(dfd)
                 except OSError:
                     pass  # some filesystems refuse to fsync a folder; the rename itself is done
+        except WriteError:
+            raise
         except OSError as e:
             raise _fail(p, e) from None
     finally:
@@ -254,10 +275,25 @@ def read_regular(
     error: Callable[[str], CxrbenchError] | None = None,
     *,
     follow: bool = False,
+    head: bool = False,
 ) -> bytes:
-    """The bytes of a regular file (never a FIFO, device or folder; never a link unless `follow`, for a path
-    the user named themself), refused above `limit` bytes; `error` makes the exception (default: InputError).
-    The file is opened non-blocking and checked with fstat before a byte is read, so a FIFO cannot hang."""
+    """The bytes of a regular file; see `read_regular_stat`."""
+    return read_regular_stat(path, limit, what, error, follow=follow, head=head)[0]
+
+
+def read_regular_stat(
+    path: str | Path,
+    limit: int,
+    what: str,
+    error: Callable[[str], CxrbenchError] | None = None,
+    *,
+    follow: bool = False,
+    head: bool = False,
+) -> tuple[bytes, os.stat_result]:
+    """The bytes and fstat of a regular file (never a FIFO, device or folder; never a link unless `follow`, for
+    a path the user named themself), refused above `limit` bytes; `error` makes the exception (default: InputError).
+    The file is opened non-blocking and checked with fstat before a byte is read, so a FIFO cannot hang.
+    With `head`, a longer file is not refused: its first `limit` bytes come back."""
     p = Path(path)
     err: Callable[[str], CxrbenchError] = error or (lambda msg: InputError(None, msg))
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | _CLOEXEC | (0 if follow else _NOFOLLOW)
@@ -274,7 +310,7 @@ def read_regular(
         if not stat.S_ISREG(st.st_mode):
             kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
             raise err(f"{p}: {what} is {kind}")
-        if st.st_size > limit:
+        if st.st_size > limit and not head:
             raise err(f"{p}: {what} is {st.st_size:,} bytes, over the limit of {limit:,}")
         chunks: list[bytes] = []
         got = 0
@@ -289,9 +325,11 @@ def read_regular(
             got += len(b)
     finally:
         os.close(fd)
+    if head:
+        return b"".join(chunks)[:limit], st
     if got > limit:
         raise err(f"{p}: {what} is over the limit of {limit:,} bytes")
-    return b"".join(chunks)
+    return b"".join(chunks), st
 
 
 def _no_constant(name: str) -> float:
@@ -344,9 +382,11 @@ def read_json(
     what: str,
     error: Callable[[str], CxrbenchError] | None = None,
     max_depth: int = MAX_JSON_DEPTH,
+    *,
+    follow: bool = False,
 ) -> Any:
     """`read_regular` + `parse_json`: a bounded, strict JSON file."""
-    return parse_json(read_regular(path, limit, what, error), path, error, max_depth)
+    return parse_json(read_regular(path, limit, what, error, follow=follow), path, error, max_depth)
 
 
 def gunzip(raw: bytes, limit: int, source: str | Path, error: Callable[[str], CxrbenchError] | None = None) -> bytes:

@@ -88,11 +88,13 @@ def test_every_temporary_name_taken_is_one_line_error(tmp_path: Path, outside: P
     assert (outside / "victim.txt").read_text() == "precious\n"
 
 
-def test_folder_that_is_a_link_is_refused(tmp_path: Path, outside: Path):
+def test_folder_that_is_a_link_is_refused_below_a_root(tmp_path: Path, outside: Path):
     (tmp_path / "plots").symlink_to(outside, target_is_directory=True)
     with pytest.raises(WriteError, match="link"):
-        files.atomic_write_text(tmp_path / "plots" / "a.png", "x")
+        files.atomic_write_text(tmp_path / "plots" / "a.png", "x", root=tmp_path)
     assert sorted(p.name for p in outside.iterdir()) == ["victim.txt"]
+    files.atomic_write_text(tmp_path / "plots" / "a.png", "x")  # without root: the user's own link
+    assert (outside / "a.png").read_text() == "x"
 
 
 def test_root_refuses_a_path_outside(tmp_path: Path, outside: Path):
