@@ -187,6 +187,9 @@ def atomic_open(
             except FileExistsError:
                 tmp = None
                 continue
+            except OSError as e:  # a read-only filesystem, no permission, no space for a new file
+                tmp = None
+                raise _fail(p, e) from None
         else:
             raise WriteError(f"{p}: cannot create a temporary file beside it (every name tried exists)")
         try:

@@ -310,3 +310,20 @@ def test_gunzip_plain_multi_member_truncated():
         files.gunzip(gzip.compress(b"abc" * 1000)[:30], 10_000, "x")
     with pytest.raises(InputError, match="damaged|after the end"):
         files.gunzip(gzip.compress(b"abc") + b"junk", 100, "x")
+
+
+def test_read_only_folder_is_one_line_and_no_temporary(tmp_path: Path, monkeypatch):
+    """Simulated (we run as root, so chmod 0555 does not stop us): the create fails with EROFS."""
+    real = os.open
+
+    def ro(path, flags, *a, **k):
+        if flags & os.O_CREAT:
+            raise OSError(errno.EROFS, "Read-only file system", path)
+        return real(path, flags, *a, **k)
+
+    monkeypatch.setattr(files.os, "open", ro)
+    with pytest.raises(WriteError) as e:
+        files.atomic_write_text(tmp_path / "f.txt", "x")
+    assert str(e.value) == f"{tmp_path / 'f.txt'}: cannot write (the filesystem is read-only)"
+    assert isinstance(e.value, OSError) and e.value.errno == errno.EROFS
+    assert list(tmp_path.iterdir()) == []
