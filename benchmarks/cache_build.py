@@ -115,7 +115,8 @@ def stage_profile(paths: list[str], n: int = 192, rounds: int = 3) -> dict[str, 
     from cxrbench.cache import kernels
     from cxrbench.cache.decode import decode_resized, warm_up
     from cxrbench.cache.png import inflate, parse
-    from cxrbench.cache.store import CHUNK_IMAGES, atomic_write_bytes
+    from cxrbench.cache.store import CHUNK_IMAGES
+    from cxrbench.files import atomic_write
 
     warm_up()
     files = paths[:n]
@@ -152,7 +153,7 @@ def stage_profile(paths: list[str], n: int = 192, rounds: int = 3) -> dict[str, 
         t0 = time.perf_counter()
         enc = bytes(Zstd(level=1).encode(Delta(dtype="u1").encode(block)))
         t1 = time.perf_counter()
-        atomic_write_bytes(tmp / "chunk", enc)
+        atomic_write(tmp / "chunk", enc)
         comp, write = comp + t1 - t0, write + time.perf_counter() - t1
     shutil.rmtree(tmp, ignore_errors=True)
     ms["compress"] = round(comp / max(len(datas), 1) * 1e3, 3)

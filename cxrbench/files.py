@@ -39,8 +39,24 @@ _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
-class WriteError(CxrbenchError):
-    """A file or folder cannot be written where it was asked for (disk full, read-only, a link, outside)."""
+class WriteError(CxrbenchError, OSError):
+    """A file or folder cannot be written where it was asked for (disk full, read-only, a link, outside).
+
+    Also an OSError carrying the cause's errno and the file name, so that code which already handles a full
+    disk (the cache build saves its progress) keeps doing so; `str()` is the one line for the user."""
+
+    def __init__(self, message: str, err: int | None = None, filename: str | Path | None = None) -> None:
+        if err is None:
+            OSError.__init__(self, message)
+        else:
+            OSError.__init__(self, err, message, None if filename is None else str(filename))
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses process boundaries (cache build workers)
+        return (type(self), (self.message, self.errno, self.filename))
 
 
 _REASONS = {
@@ -61,7 +77,7 @@ def reason(e: OSError) -> str:
 
 
 def _fail(path: Path, e: OSError, what: str = "cannot write") -> WriteError:
-    return WriteError(f"{path}: {what} ({reason(e)})")
+    return WriteError(f"{path}: {what} ({reason(e)})", e.errno, path)
 
 
 # ------------------------------------------------------------------------------------------------ folders
@@ -80,9 +96,9 @@ def check_inside(path: str | Path, root: str | Path, what: str = "file") -> Path
 
 
 def make_dirs(path: str | Path, root: str | Path | None = None) -> Path:
-    """Create the folder `path` and its missing parents, one component at a time; every component that
-    exists must be a real folder (a link to a folder is refused below `root`, and everywhere when `root` is
-    None only for components created by this call), and with `root` the folder must lie inside it."""
+    """Create the folder `path` and its missing parents. With `root`, `path` must lie inside it and every
+    component below `root` is created one at a time and must be a real folder, never a link (`root` itself
+    may be reached through a link the user chose); without `root` links are followed as the user's own."""
     p = Path(path)
     if root is not None:
         r = Path(root)
@@ -130,12 +146,12 @@ def _mkdir_one(p: Path) -> None:
         raise WriteError(f"{p}: cannot create this folder (a file of that name exists)")
 
 
-def _open_dir(folder: Path) -> int:
-    """A descriptor of `folder`, opened without following a link at its last component."""
+def _open_dir(folder: Path, follow: bool) -> int:
+    """A descriptor of `folder`; unless `follow`, opened without following a link at its last component."""
     try:
-        return os.open(folder, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC)
+        return os.open(folder, os.O_RDONLY | _DIRECTORY | _CLOEXEC | (0 if follow else _NOFOLLOW))
     except OSError as e:
-        if e.errno in (errno.ELOOP, errno.ENOTDIR) and folder.is_symlink():
+        if e.errno in (errno.ELOOP, errno.ENOTDIR) and folder.is_symlink() and not follow:
             raise WriteError(f"{folder}: refusing to write into this folder: it is a link") from None
         raise _fail(folder, e, "cannot open this folder for writing") from None
 
@@ -152,12 +168,15 @@ def atomic_open(
     path: str | Path, *, root: str | Path | None = None, mode: int = 0o644, fsync: bool = True
 ) -> Iterator[IO[bytes]]:
     """A binary file handle whose content replaces `path` atomically when the block ends without an error
-    (see the module docstring); with `root`, `path` must lie inside it. On an error nothing at `path` changes."""
+    (see the module docstring). With `root` (a folder someone else may control), `path` must lie inside it
+    and its folder must not be a link; without, the folder is the user's own choice and may be reached
+    through links. Either way the temporary and the final name are never followed. On an error nothing at
+    `path` changes."""
     p = Path(path)
     if root is not None:
         check_inside(p.parent, root, "folder")
     folder = p.parent if str(p.parent) else Path(".")
-    dfd = _open_dir(folder)
+    dfd = _open_dir(folder, follow=root is None)
     tmp = None
     try:
         for _ in range(16):
@@ -168,6 +187,9 @@ def atomic_open(
             except FileExistsError:
                 tmp = None
                 continue
+            except OSError as e:  # a read-only filesystem, no permission, no space for a new file
+                tmp = None
+                raise _fail(p, e) from None
         else:
             raise WriteError(f"{p}: cannot create a temporary file beside it (every name tried exists)")
         try:
@@ -183,6 +205,8 @@ def atomic_open(
                     os.fsync(dfd)
                 except OSError:
                     pass  # some filesystems refuse to fsync a folder; the rename itself is done
+        except WriteError:
+            raise
         except OSError as e:
             raise _fail(p, e) from None
     finally:
@@ -247,33 +271,68 @@ def open_lock(path: str | Path) -> int:
 # ------------------------------------------------------------------------------------------------ reads
 
 
-def read_regular(path: str | Path, limit: int, what: str, error: Callable[[str], CxrbenchError] | None = None) -> bytes:
-    """The bytes of a regular file (not a link, FIFO or device), refused above `limit` bytes; `error` makes
-    the exception (default: InputError naming the file)."""
+def read_regular(
+    path: str | Path,
+    limit: int,
+    what: str,
+    error: Callable[[str], CxrbenchError] | None = None,
+    *,
+    follow: bool = False,
+    head: bool = False,
+) -> bytes:
+    """The bytes of a regular file; see `read_regular_stat`."""
+    return read_regular_stat(path, limit, what, error, follow=follow, head=head)[0]
+
+
+def read_regular_stat(
+    path: str | Path,
+    limit: int,
+    what: str,
+    error: Callable[[str], CxrbenchError] | None = None,
+    *,
+    follow: bool = False,
+    head: bool = False,
+) -> tuple[bytes, os.stat_result]:
+    """The bytes and fstat of a regular file (never a FIFO, device or folder; never a link unless `follow`, for
+    a path the user named themself), refused above `limit` bytes; `error` makes the exception (default: InputError).
+    The file is opened non-blocking and checked with fstat before a byte is read, so a FIFO cannot hang.
+    With `head`, a longer file is not refused: its first `limit` bytes come back."""
     p = Path(path)
     err: Callable[[str], CxrbenchError] = error or (lambda msg: InputError(None, msg))
-    flags = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | _CLOEXEC
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | _CLOEXEC | (0 if follow else _NOFOLLOW)
     try:
         fd = os.open(p, flags)
     except FileNotFoundError:
         raise err(f"{p}: {what} is missing") from None
     except OSError as e:
-        if p.is_symlink():
+        if p.is_symlink() and not follow:
             raise err(f"{p}: {what} is a link; cxrbench reads the file itself, not a link to it") from None
         raise err(f"{p}: cannot read {what} ({reason(e)})") from None
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise err(f"{p}: {what} is not a regular file")
-        if st.st_size > limit:
+            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise err(f"{p}: {what} is {kind}")
+        if st.st_size > limit and not head:
             raise err(f"{p}: {what} is {st.st_size:,} bytes, over the limit of {limit:,}")
-        try:
-            data = fh.read(limit + 1)
-        except OSError as e:
-            raise err(f"{p}: cannot read {what} ({reason(e)})") from None
-    if len(data) > limit:
+        chunks: list[bytes] = []
+        got = 0
+        while got <= limit:
+            try:
+                b = os.read(fd, min(1 << 20, limit + 1 - got))
+            except OSError as e:
+                raise err(f"{p}: cannot read {what} ({reason(e)})") from None
+            if not b:
+                break
+            chunks.append(b)
+            got += len(b)
+    finally:
+        os.close(fd)
+    if head:
+        return b"".join(chunks)[:limit], st
+    if got > limit:
         raise err(f"{p}: {what} is over the limit of {limit:,} bytes")
-    return data
+    return b"".join(chunks), st
 
 
 def _no_constant(name: str) -> float:
@@ -326,9 +385,11 @@ def read_json(
     what: str,
     error: Callable[[str], CxrbenchError] | None = None,
     max_depth: int = MAX_JSON_DEPTH,
+    *,
+    follow: bool = False,
 ) -> Any:
     """`read_regular` + `parse_json`: a bounded, strict JSON file."""
-    return parse_json(read_regular(path, limit, what, error), path, error, max_depth)
+    return parse_json(read_regular(path, limit, what, error, follow=follow), path, error, max_depth)
 
 
 def gunzip(raw: bytes, limit: int, source: str | Path, error: Callable[[str], CxrbenchError] | None = None) -> bytes:
@@ -337,13 +398,19 @@ def gunzip(raw: bytes, limit: int, source: str | Path, error: Callable[[str], Cx
     err: Callable[[str], CxrbenchError] = error or (lambda msg: InputError(None, msg))
     if raw[:2] != b"\x1f\x8b":
         return raw
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = d.decompress(raw, limit + 1)
-    except zlib.error as e:
-        raise err(f"{source}: damaged gzip data ({e})") from None
-    if len(out) > limit or d.unconsumed_tail:
-        raise err(f"{source}: inflates to more than {limit:,} bytes")
-    if not d.eof:
-        raise err(f"{source}: truncated gzip data")
-    return out
+    out = bytearray()
+    rest = raw
+    while rest:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out += d.decompress(rest, limit + 1 - len(out))
+        except zlib.error as e:
+            raise err(f"{source}: damaged gzip data ({e})") from None
+        if len(out) > limit or d.unconsumed_tail:
+            raise err(f"{source}: inflates to more than {limit:,} bytes")
+        if not d.eof:
+            raise err(f"{source}: truncated gzip data")
+        rest = d.unused_data  # a gzip file may hold several members, one after the other
+        if rest and rest[:2] != b"\x1f\x8b":
+            raise err(f"{source}: bytes after the end of the gzip data")
+    return bytes(out)

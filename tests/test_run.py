@@ -128,8 +128,10 @@ def test_checkpoint_survives_a_failure_mid_save(tmp_path, monkeypatch):
     def disk_full(fd):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint.os, "fsync", disk_full)  # the new file is written, then cannot be synced
-    with pytest.raises(OSError, match="disk full"):
+    from cxrbench import files
+
+    monkeypatch.setattr(files.os, "fsync", disk_full)  # the new file is written, then cannot be synced
+    with pytest.raises(files.WriteError, match="ck.pt: cannot write \\(disk full\\)"):
         checkpoint.save_checkpoint(path, {"version": 1, "w": torch.zeros(5)})
     monkeypatch.undo()
     assert torch.equal(checkpoint.load_checkpoint(path)["w"], torch.arange(5))

@@ -31,8 +31,6 @@ from cxrbench.cache.store import (
     LOCK,
     MANIFEST,
     TABLES,
-    atomic_write_bytes,
-    atomic_write_json,
     chunk_checksum,
     create_arrays,
     missing_chunk_files,
@@ -40,12 +38,12 @@ from cxrbench.cache.store import (
     pack_bits,
     pixel_libraries,
     read_manifest,
-    remove_temp_files,
     unpack_bits,
     write_chunks,
 )
 from cxrbench.cache.workers import StoreLock, execute
 from cxrbench.errors import CacheError
+from cxrbench.files import atomic_write, atomic_write_json, make_dirs, remove_temp_files
 from cxrbench.hashing import content_sha256
 
 RULES = "gray-rules-v1: 16-bit >> 8; RGB(A) -> Pillow L luma, alpha ignored; area resize, exact 4x4 box for 4x"
@@ -317,7 +315,7 @@ def _prepare_out(out: Path) -> None:
         raise CacheError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(p.name != LOCK for p in out.iterdir()) and read_manifest(out) is None:
         raise CacheError(f"{out}: exists, is not empty and is not a cxrbench cache; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
 
 
 def build_cache(
@@ -384,9 +382,9 @@ def _write_reason(e: OSError) -> str:
 
 
 def _initialise(out: Path, manifest: dict, plan: BuildPlan, size: int) -> dict:
-    (out / TABLES / "splits").mkdir(parents=True, exist_ok=True)
+    make_dirs(out / TABLES / "splits", root=out)
     for name, src in plan.tables.items():
-        atomic_write_bytes(out / TABLES / name, src.read_bytes())
+        atomic_write(out / TABLES / name, src.read_bytes())
     create_arrays(out, plan.names, size)
     n_chunks = (len(plan.names) + CHUNK_IMAGES - 1) // CHUNK_IMAGES
     manifest["chunks"] = {"count": n_chunks, "checksums": {}, "shape_checksums": {}}
@@ -529,7 +527,7 @@ class _Build:
         if self.bad and not self.skip_bad:
             self.flush()
             listing = self.out / "bad_images.txt"
-            atomic_write_bytes(listing, "".join(f"{k}\t{v}\n" for k, v in sorted(self.bad.items())).encode())
+            atomic_write(listing, "".join(f"{k}\t{v}\n" for k, v in sorted(self.bad.items())).encode())
             if self.display is not None:
                 for name, reason in sorted(self.bad.items())[:WARN_LINES]:
                     self.display.warn(f"{self.plan.paths.get(name, name)}: {reason}")

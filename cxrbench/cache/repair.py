@@ -21,14 +21,13 @@ from cxrbench.cache.store import (
     FORMAT,
     MANIFEST,
     TABLES,
-    atomic_write_bytes,
     inspect_cache,
     read_manifest,
-    remove_temp_files,
     write_names,
 )
 from cxrbench.cache.workers import StoreLock, execute
 from cxrbench.errors import CacheError
+from cxrbench.files import atomic_write, make_dirs, remove_temp_files
 
 
 @dataclass
@@ -100,8 +99,8 @@ def _repair_tables_and_names(out: Path, plan: BuildPlan, damage) -> None:
                 f.unlink()
         for name, src in plan.tables.items():
             dst = tables / name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(dst, src.read_bytes())
+            make_dirs(dst.parent, root=out)
+            atomic_write(dst, src.read_bytes())
     if damage.names:
         write_names(out, plan.names)
 

@@ -15,15 +15,14 @@ import base64
 import hashlib
 import json
 import os
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from cxrbench.errors import CacheError
+from cxrbench.files import TMP_PATTERN, atomic_write, make_dirs, read_json, read_regular_stat
 from cxrbench.hashing import content_sha256
 
 FORMAT = "cxrbench-cache"
@@ -36,50 +35,7 @@ LOCK = ".lock"
 # the real PNGs at the same encode cost
 CHUNK_IMAGES = 64
 CODECS = "delta+zstd1"
-
-
-# where a disk-full (or other write) error leaves no trace: atomic writes use `.NAME.tmpPID` beside NAME
-TMP_PATTERN = re.compile(r"^\..+\.tmp\d+$")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder, fsync, rename: a reader sees the old or the new file.
-
-    A failed write (disk full, I/O error) removes the temp file and raises OSError naming `path`.
-    """
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        if isinstance(e, OSError) and e.errno is not None:
-            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from None
-        raise
-
-
-def remove_temp_files(path: Path) -> int:
-    """Delete temp files that killed writers left in a store (call only while holding the build lock)."""
-    n = 0
-    for folder, _, files in os.walk(path):
-        for f in files:
-            if TMP_PATTERN.match(f):
-                try:
-                    os.unlink(os.path.join(folder, f))
-                    n += 1
-                except FileNotFoundError:
-                    pass
-    return n
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+MAX_CHUNK_BYTES = 2 << 30  # 64 images of at most 4096 x 4096 px are 1 GiB raw; a regular file, never a FIFO
 
 
 def chunk_checksum(block: np.ndarray) -> str:
@@ -138,8 +94,8 @@ def write_chunks(path: Path, k: int, block: np.ndarray, shapes: np.ndarray) -> N
     shp = Zstd(level=1).encode(np.ascontiguousarray(shapes, dtype="<u2").tobytes())
     for array, data in (("images", img), ("original_shape", shp)):
         f = chunk_file(path, array, k)
-        f.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(f, bytes(data))
+        make_dirs(f.parent, root=path)
+        atomic_write(f, bytes(data))
 
 
 def create_arrays(path: Path, names: list[str], size: int) -> None:
@@ -213,13 +169,12 @@ def _chunk_rows(m: dict, k: int) -> int:
 def _read_chunk_file(f: Path, array: str, k: int) -> tuple[bytes, tuple]:
     """The bytes of a chunk file and its identity (device, inode, size, mtime, ctime)."""
     try:
-        with open(f, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            return fh.read(), (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    except FileNotFoundError:
-        raise ChunkDamage(array, k, f, "is missing (its file was deleted or never written)") from None
-    except OSError as e:
-        raise ChunkDamage(array, k, f, f"cannot be read ({e.strerror or e})") from None
+        raw, st = read_regular_stat(f, MAX_CHUNK_BYTES, "the chunk file", CacheError, follow=True)
+    except CacheError:
+        if not f.exists() and not f.is_symlink():
+            raise ChunkDamage(array, k, f, "is missing (its file was deleted or never written)") from None
+        raise ChunkDamage(array, k, f, "cannot be read (not a regular file, or too large)") from None
+    return raw, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _decode_chunk(raw: bytes, array: str, k: int, f: Path, rows: int, size: int) -> np.ndarray:
@@ -446,16 +401,34 @@ class CacheStore:
         return out
 
 
+MAX_MANIFEST_BYTES = 256 << 20  # 112,120 images: a few MB of checksums and done-bits
+
+
 def read_manifest(path: Path) -> dict | None:
+    """The store's manifest (None when there is none yet), read as untrusted input: a regular file within a
+    size limit, strict JSON (no NaN, bounded nesting), and the fields every reader indexes present with
+    their types; anything else is one CacheError line naming the file."""
     mp = path / MANIFEST
-    if not mp.exists():
+    if not mp.exists() and not mp.is_symlink():
         return None
-    try:
-        m = json.loads(mp.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CacheError(f"{mp}: damaged manifest ({e})") from None
+    m = read_json(mp, MAX_MANIFEST_BYTES, "the cache manifest", lambda msg: CacheError(f"damaged manifest: {msg}"))
     if not isinstance(m, dict):
         raise CacheError(f"{mp}: damaged manifest (not a JSON object)")
+    chunks = m.get("chunks")
+    ok = (
+        isinstance(chunks, dict)
+        and isinstance(chunks.get("count"), int)
+        and isinstance(chunks.get("checksums"), dict)
+        and isinstance(m.get("n_images"), int)
+        and isinstance(m.get("params"), dict)
+        and isinstance(m.get("images_done", ""), str)
+        and isinstance(m.get("complete", False), bool)
+    )
+    if not ok:
+        raise CacheError(
+            f"{mp}: damaged manifest (chunks, n_images, params, images_done or complete missing or of the "
+            "wrong type); delete the folder and build the cache again"
+        )
     return m
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cxrbench.cache.store import LOCK
 from cxrbench.errors import CacheError
+from cxrbench.files import open_lock
 
 LOCK_STALE_WAIT = 10.0  # seconds to wait for the leftovers of a dead build to let go of its lock
 PARENT_POLL_SECONDS = 0.5  # how often a worker checks that its build process is still alive
@@ -116,7 +117,7 @@ class StoreLock:
         return None
 
     def __enter__(self) -> StoreLock:
-        self.fh = open(self.path, "a+")
+        self.fh = os.fdopen(open_lock(self.path), "r+")  # a link, FIFO or folder there is refused
         deadline = None
         while True:
             try:

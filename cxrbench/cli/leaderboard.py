@@ -105,6 +105,8 @@ def leaderboard(
     root = Path(board)
     if not root.is_dir():
         raise InputError(root, f"no leaderboard here; `cxrbench submit RUN --leaderboard {board}` makes one")
+    if out is not None and Path(out).name in ("", ".", ".."):
+        raise ConfigError(f"--out {out!r}: give a file name (for example leaderboard.md)")
     if mapping is not None and adjudicated is None:
         raise ConfigError("--mapping applies to the adjudicated columns: pass --adjudicated FILE with it")
     labels = m = None
@@ -123,10 +125,14 @@ def leaderboard(
             f"adjudicated labels {labels.path.name}: mapping {m.key} (hash {m.content_hash}): "
             + "; ".join(m.describe())
         )
-    if write:
-        _atomic(root / "LEADERBOARD.md", render.to_markdown(groups, render.WRITTEN, adj))
+    if write:  # the board may be shared: every name checked (no links below it) before anything is written
+        from cxrbench.files import atomic_write_text, make_dirs
+
+        make_dirs(root / "plots", root=root)
+        md = render.to_markdown(groups, render.WRITTEN, adj)
         figs = render.plots(groups, root / "plots")
-        _atomic(root / "index.html", render.to_html(groups, figs, root / "index.html", adj))
+        atomic_write_text(root / "LEADERBOARD.md", md, root=root)
+        atomic_write_text(root / "index.html", render.to_html(groups, figs, root / "index.html", adj), root=root)
         d.info(f"wrote {root / 'LEADERBOARD.md'} and {root / 'index.html'}")
         return
     if fmt == "table" and out is None:
@@ -148,7 +154,10 @@ def leaderboard(
 
 
 def _atomic(path: Path, text: str) -> None:
-    from cxrbench.cache.store import atomic_write_bytes
+    from cxrbench.errors import ConfigError
+    from cxrbench.files import atomic_write_text, make_dirs
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, text.encode())
+    if not path.name or path.name in (".", ".."):
+        raise ConfigError(f"--out {str(path)!r}: give a file name (for example leaderboard.md)")
+    make_dirs(path.parent)
+    atomic_write_text(path, text)

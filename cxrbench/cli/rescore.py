@@ -48,11 +48,18 @@ def rescore(run: str, adjudicated: str, mapping: str | None, which: str, data: s
         --adjudicated four_findings_expert_labels_test_labels.csv
     """
     from cxrbench.console import get_display
-    from cxrbench.results.rescore import rescore_run
+    from cxrbench.results.rescore import UnsavedResult, rescore_run
 
     d = get_display()
     sets = ("test", "val") if which == "both" else (which,)
-    result, path = rescore_run(run, adjudicated, mapping, sets, data)
+    try:
+        result, path = rescore_run(run, adjudicated, mapping, sets, data)
+    except UnsavedResult as e:  # computed, not saved: show it, then the one-line error (exit 2)
+        if as_json:
+            click.echo(json.dumps(e.result, indent=2))
+        else:
+            show(e.result, d)
+        raise
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

@@ -101,8 +101,12 @@ def run(
       cxrbench run --plugin examples/my_model.py --model mynet --protocol smoke --cache cache/
     """
     from cxrbench.console import get_display
+    from cxrbench.errors import ConfigError
+    from cxrbench.names import safe_name
     from cxrbench.run import RunOptions
 
+    if run_id is not None:  # the rule `submit` applies, checked before anything is written
+        safe_name(run_id, "--run-id", "run", ConfigError)
     opts = RunOptions(
         model=model,
         protocol=protocol,

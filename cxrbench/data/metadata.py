@@ -6,7 +6,6 @@ Every malformed row is reported with the file, its line number and the reason.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import re
@@ -36,20 +35,18 @@ _INT = re.compile(r"^\d+$")
 IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,123}\.(?i:png)")
 
 
+MAX_TABLE_BYTES = 128 << 20  # a table or list file, on disk and inflated; the full metadata CSV is about 8 MB
+
+
 def read_text_maybe_gz(path: Path) -> bytes:
-    """The bytes of a file, transparently gunzipped when it is a gzip file."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except OSError as e:
-        raise InputError(path, f"cannot read: {e.strerror or e}") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise InputError(path, f"damaged gzip data: {e}") from None
-    return raw
+    """The bytes of a table the user gave, transparently gunzipped when it is a gzip file: a regular file
+    (never a FIFO or folder), at most MAX_TABLE_BYTES on disk and inflated (a small gzip that inflates to
+    gigabytes is refused in bounded memory)."""
+    from cxrbench.files import gunzip, read_regular
+
+    p = Path(path)
+    raw = read_regular(p, MAX_TABLE_BYTES, "the file", follow=True)
+    return gunzip(raw, MAX_TABLE_BYTES, p)
 
 
 @dataclass(frozen=True, eq=False)

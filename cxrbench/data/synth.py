@@ -219,9 +219,10 @@ def encode(im: SynthImage, pixels: np.ndarray) -> object:
 
 def write_image(path: Path, im: SynthImage, seed: int, index: int, compress_level: int = 6) -> None:
     """Render and write one PNG atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    encode(im, render(im, seed, index)).save(tmp, format="PNG", compress_level=compress_level)
-    os.replace(tmp, path)
+    from cxrbench.files import atomic_open
+
+    with atomic_open(path) as fh:
+        encode(im, render(im, seed, index)).save(fh, format="PNG", compress_level=compress_level)
 
 
 def write_tables(out: Path, images: list[SynthImage], seed: int) -> None:
@@ -249,9 +250,9 @@ def write_tables(out: Path, images: list[SynthImage], seed: int) -> None:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from cxrbench.files import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def image_dir(out: Path) -> Path:
@@ -274,10 +275,13 @@ def generate(
     progress=None,
 ) -> list[SynthImage]:
     """Write a phantom dataset of `n` images to `out`; images already written for the same plan are kept."""
+    from cxrbench.errors import CxrbenchError
+    from cxrbench.files import make_dirs, read_json
+
     out = Path(out)
     images = plan(n, seed, odd)
     imgdir = image_dir(out)
-    imgdir.mkdir(parents=True, exist_ok=True)
+    make_dirs(imgdir, root=out)  # below --out nothing may be a link
     manifest = {
         "generator_version": GENERATOR_VERSION,
         "n": n,
@@ -286,10 +290,10 @@ def generate(
         "odd_images": {im.name: im.kind for im in images if im.kind != "L"},
     }
     mpath = out / MANIFEST
-    if mpath.exists():
+    if mpath.exists() or mpath.is_symlink():
         try:
-            old = json.loads(mpath.read_text())
-        except json.JSONDecodeError:
+            old = read_json(mpath, 64 << 20, "the phantom manifest")
+        except CxrbenchError:
             old = None
         if old != manifest:
             from cxrbench.errors import InputError

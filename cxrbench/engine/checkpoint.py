@@ -17,15 +17,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from cxrbench.errors import TrainingError
+from cxrbench.files import atomic_open, make_dirs, read_regular
 
 MAGIC = b"CXRBENCH-CHECKPOINT\n"
 FILE_FORMAT = 2
 _HEADER_MAX = 4096  # bytes of the JSON header line at most
+MAX_CHECKPOINT_BYTES = 16 << 30  # a regular file, never a FIFO; the largest registered model is far below
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any], epoch: int | None = None) -> None:
@@ -33,30 +34,18 @@ def save_checkpoint(path: Path, payload: dict[str, Any], epoch: int | None = Non
     folder. A failure at any point leaves the previous checkpoint as it was."""
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     buf = io.BytesIO()
     torch.save(payload, buf)
     data = buf.getbuffer()
     header = {"format": FILE_FORMAT, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     if epoch is not None:
         header["epoch"] = int(epoch)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(MAGIC)
-            fh.write(json.dumps(header, sort_keys=True).encode() + b"\n")
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # the previous checkpoint stays as it was
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    # a full disk or a read-only folder is one WriteError line naming the file; the previous checkpoint stays
+    with atomic_open(path) as fh:
+        fh.write(MAGIC)
+        fh.write(json.dumps(header, sort_keys=True).encode() + b"\n")
+        fh.write(data)
 
 
 def _fix(path: Path) -> str:
@@ -69,9 +58,9 @@ def _fix(path: Path) -> str:
 def read_payload(path: Path) -> bytes:
     """The verified payload bytes of a checkpoint file, or a TrainingError saying what is wrong and what to do."""
     try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise TrainingError(f"checkpoint {path} cannot be read ({e.strerror or e}); {_fix(path)}") from e
+        raw = read_regular(path, MAX_CHECKPOINT_BYTES, "the checkpoint", TrainingError, follow=True)
+    except TrainingError as e:
+        raise TrainingError(f"{e}; {_fix(path)}") from None
     if not raw.startswith(MAGIC):
         what = (
             "it has no checksum (written by an older cxrbench), so it cannot be verified"
@@ -129,9 +118,8 @@ def load_checkpoint(path: Path, version: int | None = None) -> dict[str, Any]:
 def checkpoint_epoch(path: Path) -> int | None:
     """The epoch a checkpoint's header names (unverified: for progress and messages only), or None."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(len(MAGIC) + _HEADER_MAX)
-    except OSError:
+        head = read_regular(path, len(MAGIC) + _HEADER_MAX, "the checkpoint", TrainingError, follow=True, head=True)
+    except TrainingError:
         return None
     if not head.startswith(MAGIC):
         return None

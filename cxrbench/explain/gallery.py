@@ -154,30 +154,25 @@ def panel_classes(
     return true + [c for c in by_prob if c not in true][: max(0, n - len(true))]
 
 
-def _replace(path: Path, write) -> None:
-    """Write through a temp file and a rename, so that a link planted at `path` is replaced, never followed."""
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def _png(path: Path, rgb: np.ndarray) -> str:
+def _png(path: Path, rgb: np.ndarray, root: Path | None) -> str:
+    """One PNG, written by cxrbench.files (never through a link at the temporary or the final name)."""
     from PIL import Image
 
-    _replace(path, lambda t: Image.fromarray(rgb).save(t, format="PNG", optimize=False))
+    from cxrbench.files import atomic_open
+
+    with atomic_open(path, root=root) as fh:
+        Image.fromarray(rgb).save(fh, format="PNG", optimize=False)
     return path.name
 
 
 SCALE = "colour-scale.png"
 
 
-def _scale_png(folder: Path) -> str:
+def _scale_png(folder: Path, root: Path | None) -> str:
     """The heatmaps' colour scale as a picture: transparent grey at 0 to red at the map's maximum."""
     grey = np.full((24, DISPLAY * 2), 128, np.uint8)
     ramp = np.tile(np.linspace(0.0, 1.0, DISPLAY * 2, dtype=np.float32), (24, 1))
-    return _png(folder / SCALE, _overlay(grey, ramp, None))
+    return _png(folder / SCALE, _overlay(grey, ramp, None), root)
 
 
 def _overlay(gray: np.ndarray, heat: np.ndarray | None, box: tuple | None) -> np.ndarray:
@@ -226,12 +221,16 @@ def build_gallery(
         raise RecordError(f"--classes must be one of {', '.join(CLASS_CHOICES)}, not {classes!r}")
     L = load_run(run_dir, cache, plugins)
     r, rec = L.runner, L.record
+    from cxrbench.files import atomic_write_text, make_dirs
+
+    root: Path | None = None  # --out is the user's own folder; the default lies in a run folder from anyone
     if out is None:  # inside the run folder, which may come from someone else: it must stay inside
-        out = Path(run_dir) / "gallery"
-        if out.is_symlink() or not out.resolve().is_relative_to(Path(run_dir).resolve()):
+        root = Path(run_dir)
+        out = root / "gallery"
+        if out.is_symlink() or not out.resolve().is_relative_to(root.resolve()):
             raise RecordError(f"{out}: a link out of the run folder; pass --out")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out, root=root)
     p = r.protocol
     spec = r.spec
     geo = Geometry(p.image_size, p.resize, p.crop)
@@ -247,7 +246,7 @@ def build_gallery(
     imgs = torch.from_numpy(r.store.read(r.bound.positions[L.test_rows[pick]]))
     feats = torch.as_tensor(r.features[L.test_rows[pick]], dtype=torch.float32)
     scale = DISPLAY / p.crop
-    legend = _scale_png(out)
+    legend = _scale_png(out, root)
     cards = []
     with GradCAM(L.model, spec.cam_layer, spec.nonimage) as cam:
         for k, i in enumerate(pick):
@@ -261,7 +260,7 @@ def build_gallery(
             panels = [
                 {
                     "title": "X-ray (model view)",
-                    "png": _png(out / f"{stem}-xray.png", _overlay(view_img, None, None)),
+                    "png": _png(out / f"{stem}-xray.png", _overlay(view_img, None, None), root),
                     "note": "",
                 }
             ]
@@ -269,7 +268,7 @@ def build_gallery(
                 box = next((bx for lab, bx in boxes.get(i, []) if lab == cls_names[c]), None)
                 dbox = tuple(v * scale for v in box) if box is not None else None
                 deg = bool(res.degenerate[0, j])
-                png = _png(out / f"{stem}-cam{j}.png", _overlay(view_img, None if deg else maps[j], dbox))
+                png = _png(out / f"{stem}-cam{j}.png", _overlay(view_img, None if deg else maps[j], dbox), root)
                 note = (
                     f"degenerate Grad-CAM map (peak {float(res.peak_ratio[0, j]):.1e} x mean activation): not shown"
                     if deg
@@ -299,7 +298,7 @@ def build_gallery(
                         {
                             "title": f"attention a{s + 1}",
                             "note": "attention map",
-                            "png": _png(out / f"{stem}-att{s + 1}.png", _overlay(view_img, a, None)),
+                            "png": _png(out / f"{stem}-att{s + 1}.png", _overlay(view_img, a, None), root),
                         }
                     )
             truth = [cls_names[c] for c in np.flatnonzero(y_true[i])] or ["(none)"]
@@ -310,7 +309,7 @@ def build_gallery(
                 progress.advance(1)
     page = out / "index.html"
     text = _html(rec, cards, classes + (" (with No Finding)" if no_finding else ""), legend)
-    _replace(page, lambda t: t.write_text(text))
+    atomic_write_text(page, text, root=root)
     return page
 
 

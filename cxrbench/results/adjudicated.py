@@ -100,15 +100,15 @@ DEFAULT_MAPPING = Mapping(
 )
 
 
+MAX_MAPPING_BYTES = 1 << 20  # a mapping names 8 findings; a few hundred bytes
+
+
 def read_mapping(path: str | Path) -> Mapping:
     """A user's mapping from JSON: {"id": ..., "version": N, "findings": {finding: [classes]}}; checked."""
+    from cxrbench.files import read_json
+
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(path, f"not valid JSON ({e})") from None
+    raw = read_json(path, MAX_MAPPING_BYTES, "the mapping", follow=True)  # a regular file, bounded, no NaN
     if not isinstance(raw, dict) or set(raw) - {"id", "version", "findings", "rationale"}:
         raise InputError(path, 'expected an object with "id", "version", "findings" (and optionally "rationale")')
     pid, version, findings = raw.get("id"), raw.get("version"), raw.get("findings")

@@ -174,14 +174,14 @@ def submit(
                 )
     if target.exists() or target.is_symlink():
         raise RecordError(f"{src}: {target} exists already; records are append-only")
-    folder.mkdir(parents=True, exist_ok=True)
+    from cxrbench.files import atomic_write, make_dirs
+
+    make_dirs(folder, root=root)  # records/ or its protocol folder a link (out of the board): refused here
     writes = [(_within(_predictions_file(target), root, src), files.predictions)]
     writes += [(_within(_fold_file(target, k), root, src), raw) for k, raw in sorted(files.folds.items())]
     writes.append((_within(target, root, src), files.raw))  # the record last: a filed record has its files
-    from cxrbench.cache.store import atomic_write_bytes
-
     for path, raw in writes:
-        atomic_write_bytes(path, raw)
+        atomic_write(path, raw, root=root)
     return target
 
 

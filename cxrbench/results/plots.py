@@ -18,13 +18,13 @@ def _plt():
 
 
 def _save(fig, path: Path) -> Path:
-    """Save through a temp file and a rename (a link planted at `path` is replaced, not written through)."""
-    import os
+    """Save through cxrbench.files: an exclusive temporary and a rename (a link planted at the temporary or
+    at `path` is replaced, never written through)."""
+    from cxrbench.files import atomic_open, make_dirs
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    make_dirs(path.parent)
+    with atomic_open(path) as fh:
+        fig.savefig(fh, format="png")
     return path
 
 

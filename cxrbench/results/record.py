@@ -18,10 +18,7 @@ import hashlib
 import io
 import json
 import math
-import os
 import re
-import stat
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from cxrbench import files
 from cxrbench.errors import RecordError
+from cxrbench.names import MAX_NAME, safe_name  # noqa: F401 - the one name rule, re-exported for readers
 
 SCHEMA_VERSION = 1
 RECORD = "record.json"
@@ -37,22 +36,8 @@ PREDICTIONS = "predictions.csv.gz"
 MAX_RECORD_BYTES = 32 << 20  # a record with every epoch of every fold is a few hundred KB
 MAX_PREDICTIONS_BYTES = 256 << 20  # decompressed; all 112,120 images with 15 classes are about 35 MB
 MAX_STRING = 4096
-MAX_NAME = 128
-# record ids, run ids, protocol keys, file names from a record: no separators, no `..`, no leading dot or dash
-_SAFE_NAME = re.compile(r"[A-Za-z0-9_+@][A-Za-z0-9._+@-]*")
 _HEX = re.compile(r"[0-9a-f]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def safe_name(name: Any, what: str, source: str | Path = "record") -> str:
-    """`name` when it may become one component of a path: [A-Za-z0-9._+@-], no `..`, at most 128 characters,
-    not starting with a dot or a dash; else a RecordError naming `what` and `source`."""
-    if not isinstance(name, str) or not (1 <= len(name) <= MAX_NAME) or ".." in name or not _SAFE_NAME.fullmatch(name):
-        raise RecordError(
-            f"{source}: {what} {str(name)[:MAX_NAME]!r} is not a safe name (letters, digits and ._+@- "
-            f"only, no '..', at most {MAX_NAME} characters)"
-        )
-    return name
 
 
 def inside(folder: Path, name: str, what: str, source: str | Path) -> Path:
@@ -66,49 +51,13 @@ def inside(folder: Path, name: str, what: str, source: str | Path) -> Path:
 
 
 def read_regular(path: Path, limit: int, what: str) -> bytes:
-    """The bytes of a regular file (not a link, FIFO or device), refused above `limit` bytes."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise RecordError(f"{path}: {what} is missing") from None
-    except OSError as e:
-        if path.is_symlink():
-            raise RecordError(f"{path}: {what} is a link; a run folder must hold the file itself") from None
-        raise RecordError(f"{path}: cannot read {what} ({e.strerror or e})") from None
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise RecordError(f"{path}: {what} is not a regular file")
-        if st.st_size > limit:
-            raise RecordError(f"{path}: {what} is {st.st_size:,} bytes, over the limit of {limit:,}")
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise RecordError(f"{path}: {what} is over the limit of {limit:,} bytes")
-    return data
-
-
-def _no_constant(name: str) -> float:
-    raise ValueError(f"{name} is not allowed in a record")
-
-
-def _finite_float(text: str) -> float:
-    x = float(text)
-    if not math.isfinite(x):
-        raise ValueError(f"number {text[:40]} is out of range")
-    return x
+    """The bytes of a regular file (not a link, FIFO or device), refused above `limit` bytes (a RecordError)."""
+    return files.read_regular(path, limit, what, RecordError)
 
 
 def parse_json(raw: bytes, source: str | Path) -> Any:
     """Strict JSON: UTF-8, no NaN or infinities (not even as overflowing numbers), bounded nesting."""
-    try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
-    except UnicodeDecodeError:
-        raise RecordError(f"{source}: not UTF-8 text") from None
-    except RecursionError:
-        raise RecordError(f"{source}: JSON nested too deeply") from None
-    except ValueError as e:  # JSONDecodeError and the hooks above
-        raise RecordError(f"{source}: not valid JSON ({e})") from None
+    return files.parse_json(raw, source, RecordError)
 
 
 # ------------------------------------------------------------------------------------------------ schema
@@ -374,12 +323,7 @@ def write_record(run_dir: Path, rec: dict) -> Path:
     rec = seal(rec)
     validate(rec, run_dir / RECORD)
     path = run_dir / RECORD
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(json.dumps(rec, indent=1, sort_keys=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    files.atomic_write_text(path, json.dumps(rec, indent=1, sort_keys=True) + "\n")
     return path
 
 
@@ -444,26 +388,13 @@ def write_predictions(
     for i, name in enumerate(names):
         w.writerow([name, str(int(patients[i])), *(str(int(v)) for v in y[i]), *(f"{float(v):.7g}" for v in p[i])])
     raw = gzip.compress(buf.getvalue().encode(), mtime=0)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(raw)
-    os.replace(tmp, path)
+    files.atomic_write(path, raw)
     return hashlib.sha256(raw).hexdigest()
 
 
 def _gunzip(raw: bytes, limit: int, source: str | Path) -> bytes:
     """Gzip undone within `limit` output bytes (a small file that inflates to gigabytes is refused)."""
-    if raw[:2] != b"\x1f\x8b":
-        return raw
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = d.decompress(raw, limit + 1)
-    except zlib.error as e:
-        raise RecordError(f"{source}: damaged gzip data ({e})") from None
-    if len(out) > limit or d.unconsumed_tail:
-        raise RecordError(f"{source}: inflates to more than {limit:,} bytes")
-    if not d.eof:
-        raise RecordError(f"{source}: truncated gzip data")
-    return out
+    return files.gunzip(raw, limit, source, RecordError)
 
 
 def parse_predictions(

@@ -14,6 +14,15 @@ RESULT_FORMAT = "cxrbench-adjudicated"
 RESULT_VERSION = 1
 
 
+class UnsavedResult(RecordError):
+    """The rescore was computed but its file could not be written (a read-only run folder, a full disk): the
+    CLI shows `result` before this one-line error, so the computation is not lost."""
+
+    def __init__(self, result: dict, cause: Exception) -> None:
+        super().__init__(f"{cause}; the result above was computed but not saved")
+        self.result = result
+
+
 def rescore_run(
     run: str | Path,
     adjudicated: str | Path,
@@ -26,7 +35,7 @@ def rescore_run(
     The run folder is untrusted: its record and predictions are read as `submit` reads them, and the predictions
     must be exactly its protocol's test split of the dataset tables at `data` (default: the cache the run
     recorded), with the metadata's labels and patients, before anything is scored."""
-    from cxrbench.cache.store import atomic_write_bytes
+    from cxrbench.files import WriteError, atomic_write
     from cxrbench.results.adjudicated import DEFAULT_MAPPING, read_adjudicated, read_mapping, rescore
     from cxrbench.results.record import canonical, parse_predictions, read_run_files
     from cxrbench.results.verify import Predictions, check_data, check_protocol, open_tables, recorded_cache
@@ -71,5 +80,8 @@ def rescore_run(
     }
     result["result_sha256"] = hashlib.sha256(canonical(result)).hexdigest()  # sealed, like a run record
     out = run_dir / f"adjudicated-{m.content_hash[:8]}-{'+'.join(sets)}.json"
-    atomic_write_bytes(out, (json.dumps(result, indent=1, sort_keys=True) + "\n").encode())
+    try:  # the run folder may be someone else's: never through a link, never outside it
+        atomic_write(out, (json.dumps(result, indent=1, sort_keys=True) + "\n").encode(), root=run_dir)
+    except WriteError as e:
+        raise UnsavedResult(result, e) from None
     return result, out

@@ -11,7 +11,7 @@ import numpy as np
 
 from cxrbench.errors import CacheError
 from cxrbench.run.context import Bound, PreparedModel, RunContext
-from cxrbench.run.options import RunOptions, default_run_id, resolve_device
+from cxrbench.run.options import RunOptions, resolve_device, run_id_of
 from cxrbench.run.timing import StageClock
 
 
@@ -27,6 +27,7 @@ def bind(opts: RunOptions, display=None, dist=None, build_model: bool = True) ->
     load_plugins(opts.plugins)
     protocol = get_protocol(opts.protocol)
     lr = protocol.lr(opts.lr)
+    run_id = run_id_of(opts, protocol, lr)  # before anything is opened or written
     spec = get_spec(opts.model)
     if dist is not None:
         from cxrbench.engine.distributed import check_batch
@@ -35,7 +36,6 @@ def bind(opts: RunOptions, display=None, dist=None, build_model: bool = True) ->
     device = dist.device if dist is not None else resolve_device(opts.device)
     store = open_cache(opts.cache)
     bound = bind_cache(store, protocol)
-    run_id = opts.run_id or default_run_id(opts.model, protocol, lr)
     ctx = RunContext(
         opts=opts,
         protocol=protocol,

@@ -9,13 +9,14 @@ ImageNet weights) blocks nothing: a new start proceeds with its own settings and
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from cxrbench.errors import ConfigError, TrainingError
 from cxrbench.run.context import RunContext
 
 RESULT_FORMAT = 2
+MAX_CONFIG_BYTES = 1 << 20  # run.json: the settings of one run, a few hundred bytes
+MAX_RESULT_BYTES = 64 << 20  # a fold's result: its history and metrics, a few hundred KB
 
 
 def config(ctx: RunContext) -> dict:
@@ -47,7 +48,7 @@ def training_state(run_dir: Path) -> list[Path]:
 
 def prepare(ctx: RunContext) -> None:
     """Check that the run may use its folder (see the module docstring), create it and write run.json."""
-    from cxrbench.cache.store import atomic_write_json
+    from cxrbench.files import atomic_write_json, make_dirs
 
     if not ctx.is_main:  # rank 0 checks and creates the folder; the others wait for it
         ctx.dist.barrier()
@@ -73,7 +74,7 @@ def prepare(ctx: RunContext) -> None:
     elif old is not None:
         change = f" with other settings ({', '.join(diff)})" if diff else ""
         ctx.info(f"{d} holds no training yet (an earlier start stopped before training): starting it afresh{change}")
-    d.mkdir(parents=True, exist_ok=True)
+    make_dirs(d, root=ctx.opts.out)  # one component below --out, never through a link planted there
     # where the cache was (not part of what must match on resume: a cache may move)
     atomic_write_json(cfg_path, {**want, "cache_path": str(Path(ctx.opts.cache).resolve())})
     if ctx.dist is not None:
@@ -81,12 +82,13 @@ def prepare(ctx: RunContext) -> None:
 
 
 def _read_config(path: Path) -> dict | None:
-    if not path.exists():
+    from cxrbench.files import read_json
+
+    if not path.exists() and not path.is_symlink():
         return None
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path} cannot be read ({e}); remove it or give another --run-id") from e
+    old = read_json(
+        path, MAX_CONFIG_BYTES, "the run's settings", lambda m: ConfigError(f"{m}; remove it or give another --run-id")
+    )
     if not isinstance(old, dict):
         raise ConfigError(f"{path} is not a JSON object; remove it or give another --run-id")
     old.pop("cache_path", None)
@@ -95,17 +97,21 @@ def _read_config(path: Path) -> dict | None:
 
 def write_result(path: Path, result: dict, stages: dict[str, float]) -> None:
     """A finished training's result (what the record lists) and its stage seconds, atomically."""
-    from cxrbench.cache.store import atomic_write_json
+    from cxrbench.files import atomic_write_json
 
     atomic_write_json(path, {"format": RESULT_FORMAT, "result": result, "stages": stages})
 
 
 def read_result(path: Path) -> tuple[dict, dict[str, float]]:
     """(result, stage seconds) of a finished training; a result written before stage timing has no stages."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise TrainingError(f"{path} cannot be read ({e}); remove it (and resume) to train that part again") from e
+    from cxrbench.files import read_json
+
+    data = read_json(
+        path,
+        MAX_RESULT_BYTES,
+        "the training result",
+        lambda m: TrainingError(f"{m}; remove it (and resume) to train that part again"),
+    )
     if isinstance(data, dict) and data.get("format") == RESULT_FORMAT and isinstance(data.get("result"), dict):
         return data["result"], dict(data.get("stages") or {})
     if isinstance(data, dict) and "history" in data:  # written by cxrbench before results had a format

@@ -37,12 +37,21 @@ def default_run_id(model: str, protocol, lr: float) -> str:
     return f"{safe}__{protocol.key}__lr{lr:g}__seed{protocol.seed}"
 
 
+def run_id_of(opts: RunOptions, protocol, lr: float) -> str:
+    """The run's id (--run-id, else the default), checked by the same name rule `submit` applies: one path
+    component, so that a run folder can never land outside --out (`../x` or an absolute path is refused)."""
+    from cxrbench.errors import ConfigError
+    from cxrbench.names import safe_name
+
+    return safe_name(opts.run_id or default_run_id(opts.model, protocol, lr), "--run-id", "run", ConfigError)
+
+
 def run_dir(opts: RunOptions) -> Path:
     """The folder a run writes: OUT/<--run-id, else the default run id of its model, protocol and lr>."""
     from cxrbench.protocols import get_protocol
 
     p = get_protocol(opts.protocol)
-    return Path(opts.out) / (opts.run_id or default_run_id(opts.model, p, p.lr(opts.lr)))
+    return Path(opts.out) / run_id_of(opts, p, p.lr(opts.lr))
 
 
 def resolve_device(device: str) -> str:

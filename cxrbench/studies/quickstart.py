@@ -48,11 +48,12 @@ def quickstart(out: str | Path = "cxrbench-quickstart", device: str = "auto", n:
                 raise
     groups = rank(load(board, d), "smoke")
     render.to_table(groups, d)
-    from cxrbench.cache.store import atomic_write_bytes
+    from cxrbench.files import atomic_write_text, make_dirs
 
-    atomic_write_bytes(board / "LEADERBOARD.md", render.to_markdown(groups, render.WRITTEN).encode())
+    make_dirs(board / "plots", root=board)
+    atomic_write_text(board / "LEADERBOARD.md", render.to_markdown(groups, render.WRITTEN), root=board)
     figs = render.plots(groups, board / "plots")
-    atomic_write_bytes(board / "index.html", render.to_html(groups, figs, board / "index.html").encode())
+    atomic_write_text(board / "index.html", render.to_html(groups, figs, board / "index.html"), root=board)
     best = groups[0].entries[0].record["run_id"] if groups else run_dirs[0].name
     d.info(f"[6/6] Grad-CAM gallery of the best run ({best})")
     with d.progress("gallery", total=12) as bar:

@@ -17,10 +17,11 @@ from cxrbench.studies.paper.tables import attention_finding, table1, table2
 
 def figures(study: Study, runs: dict[RunSpec, Path], folder: Path) -> dict[str, str]:
     """A per-class bar chart per claim (PNG in `folder`); returns claim key -> file name."""
+    from cxrbench.files import make_dirs
     from cxrbench.results.plots import per_class_bars
     from cxrbench.results.reference import REFERENCE_ROWS
 
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dirs(folder)
     hi, lo = study.high_lr, study.low_lr
 
     def series(specs: list[tuple[str, RunSpec]]):
@@ -93,10 +94,12 @@ def write_report(study: Study, cache: str, out: Path, runs: dict[RunSpec, Path])
         "attention_finding": finding,
         "runs": {f"{s.protocol} {s.model} lr {s.lr:g}": str(d) for s, d in runs.items()},
     }
-    (out / "report.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
+    from cxrbench.files import atomic_write_text
+
+    atomic_write_text(out / "report.json", json.dumps(data, indent=1, default=str) + "\n")
     md = _markdown(study, claims, t1, t2, finding, runs)
-    (out / "report.md").write_text(md)
-    (out / "report.html").write_text(_html(study, claims, t1, t2, finding, runs))
+    atomic_write_text(out / "report.md", md)
+    atomic_write_text(out / "report.html", _html(study, claims, t1, t2, finding, runs))
     return out / "report.md", out / "report.html"
 
 
