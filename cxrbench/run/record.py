@@ -31,8 +31,11 @@ def build(
     p, b, o = ctx.protocol, ctx.bound, ctx.opts
     scores = scored.scores  # first: waits for the bootstrap thread, whose time is one of the stages below
     deviations = []
-    if p.pretrained and not ctx.pretrained:
+    had_weights = bool(ctx.weights_info.get("pretrained"))  # what the record states as model.pretrained
+    if p.pretrained and not had_weights:
         deviations.append("trained without the ImageNet weights the protocol asks for (--no-pretrained)")
+    if had_weights and not p.pretrained:
+        deviations.append("trained from pretrained weights; the protocol trains from scratch (--pretrained)")
     if images.mode == "stream":
         deviations.append("images streamed from the cache (chunk-level shuffle), not resident")
     if b.excluded:
@@ -66,7 +69,7 @@ def build(
             "name": o.model,
             "source": ctx.spec.source,
             "parameters": count_parameters(unwrap(trained.model)),
-            "pretrained": bool(ctx.weights_info.get("pretrained")),
+            "pretrained": had_weights,
             "weights": ctx.weights_info,
         },
         "lr": float(ctx.lr),
