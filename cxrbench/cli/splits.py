@@ -17,7 +17,12 @@ from cxrbench.data.subset import SUBSET_RULES
     help="Dataset folder with the metadata CSV (images not needed).",
 )
 @click.option("--protocol", "protocol_name", default="paper-15c", show_default=True, help="Protocol id.")
-@click.option("--seed", type=int, default=None, help="Another draw: overrides the subset and split seeds.")
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**32 - 1),
+    default=None,
+    help="Another draw: overrides the subset and split seeds (0 to 2**32-1).",
+)
 @click.option(
     "--subset-rule",
     type=click.Choice(list(SUBSET_RULES)),

@@ -118,9 +118,20 @@ def stratified_folds(
     sss = StratifiedShuffleSplit(n_splits=n_splits, test_size=val_fraction, random_state=seed)
     y = label_strings[indices].astype(str)
     folds = []
-    for tr, va in sss.split(np.zeros(len(indices)), y):
-        folds.append(Fold(train=np.sort(indices[tr]), val=np.sort(indices[va])))
+    try:
+        for tr, va in sss.split(np.zeros(len(indices)), y):
+            folds.append(Fold(train=np.sort(indices[tr]), val=np.sort(indices[va])))
+    except ValueError as e:  # fewer validation images than label strings, or no images at all
+        raise TooSmall(
+            None,
+            f"{len(indices)} train+val images with {len(np.unique(y))} different label strings are too few for "
+            f"a stratified validation split of {val_fraction:g} (scikit-learn: {' '.join(str(e).split())[:200]})",
+        ) from None
     return tuple(folds)
+
+
+class TooSmall(InputError):
+    """A dataset too small for a split the protocol asks for."""
 
 
 def patient_folds(
