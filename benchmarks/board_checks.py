@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--entries", type=int, default=50, help="filed entries on the board (content duplicates)")
     ap.add_argument("--load", default="", help="what else loaded the machine, recorded with the result")
+    ap.add_argument("--tag", default="", help="added to the result's name (e.g. 'loaded': keeps an idle run's file)")
     args = ap.parse_args()
 
     from cxrbench.data.dataset import splits_for
@@ -127,7 +128,8 @@ def main() -> None:
     print(f"  every filed file parsed      {t_all:7.3f} s  ({t_all / t_base:.1f}x the baseline; the worst case)")
     print(f"  submit: figures, one parse   {t_submit:7.3f} s  ({t_submit / t_base:.1f}x the baseline)")
     print(f"pre-seal check of the files a record names {t_seal:7.3f} s  ({t_seal / t_base:.1f}x the baseline)")
-    print(f"wrote {write_result(f'board_checks-{protocol.id}', out)}")
+    name = f"board_checks-{protocol.id}" + (f"-{args.tag}" if args.tag else "")
+    print(f"wrote {write_result(name, {**out, 'repeats': args.repeats})}")
 
 
 def _content_checks(folder: Path, rec: dict, pred, entries: int, best):
