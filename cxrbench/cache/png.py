@@ -78,7 +78,9 @@ def _chunk_name(ctype: bytes) -> str:
 
 
 def parse(data: bytes) -> PngInfo:
-    """Walk the chunks of a PNG, checking the CRC of every critical chunk; raises DecodeError."""
+    """Walk the chunks of a PNG, checking the CRC of every chunk, that IHDR is the first chunk and the only one,
+    and that the IDAT chunks are consecutive (as the PNG specification requires); raises DecodeError. Every
+    backend runs this first, so all of them give the same verdict on these files."""
     if data[:8] != SIGNATURE:
         if len(data) < 8 and SIGNATURE.startswith(data) and data:
             raise DecodeError(f"truncated PNG ({len(data)} bytes)")
@@ -87,6 +89,7 @@ def parse(data: bytes) -> PngInfo:
     n = len(data)
     ihdr = None
     idat: list[bytes] = []
+    last = b""
     while True:
         if pos + 8 > n:
             raise DecodeError(f"truncated PNG: file ends at byte {n} before the IEND chunk")
@@ -99,18 +102,28 @@ def parse(data: bytes) -> PngInfo:
         body = data[pos + 8 : pos + 8 + length]
         if ctype[:1].isupper() and ctype not in _CRITICAL:
             raise DecodeError(f"damaged PNG: unknown critical chunk {_chunk_name(ctype)} at byte {pos}")
-        if ctype in _CRITICAL:
-            (crc,) = struct.unpack(">I", data[pos + 8 + length : end])
-            if zlib.crc32(body, zlib.crc32(ctype)) != crc:
-                raise DecodeError(f"damaged PNG: bad CRC in the {ctype.decode()} chunk at byte {pos}")
+        # every chunk's CRC, ancillary ones too: decoders differ on a bad ancillary CRC (libpng drops the chunk,
+        # others refuse the file), so the one container check refuses it for all of them
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : end])
+        if zlib.crc32(body, zlib.crc32(ctype)) != crc:
+            name = ctype.decode("ascii") if ctype.isalpha() and ctype.isascii() else "(invalid type)"
+            raise DecodeError(f"damaged PNG: bad CRC in the {name} chunk at byte {pos}")
         if ctype == b"IHDR":
+            if ihdr is not None or pos != 8:
+                raise DecodeError(f"damaged PNG: an IHDR chunk at byte {pos} that is not the first chunk")
             if length != 13:
                 raise DecodeError("damaged PNG: IHDR chunk of the wrong size")
             ihdr = struct.unpack(">IIBBBBB", body)
         elif ctype == b"IDAT":
+            if idat and last != b"IDAT":
+                raise DecodeError(
+                    f"damaged PNG: the IDAT chunks are not consecutive ({_chunk_name(last)} chunk before the IDAT "
+                    f"at byte {pos})"
+                )
             idat.append(body)
         elif ctype == b"IEND":
             break
+        last = ctype
         pos = end
     if ihdr is None:
         raise DecodeError("damaged PNG: no IHDR chunk")

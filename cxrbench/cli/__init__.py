@@ -72,19 +72,15 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, printing deliberate errors as one line with exit code 2."""
+    """Entry point and the one boundary where errors become one line: deliberate errors (CxrbenchError), usage
+    errors and what the user's files or machine cause (OSError: a missing file, a full or read-only disk, a
+    FIFO; MemoryError; RecursionError on hostile nesting) exit 2; anything else is an internal error, said in
+    one line with exit 1. `--debug` shows the traceback instead."""
     global _DEBUG
     args = sys.argv[1:] if argv is None else argv
     _DEBUG = "--debug" in args
     try:
         cli.main(args=args, prog_name="cxrbench", standalone_mode=False)
-    except CxrbenchError as e:
-        if _DEBUG:
-            raise
-        from cxrbench.console import get_display
-
-        get_display().error(_one_line(str(e)))
-        sys.exit(2)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
@@ -98,7 +94,56 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001 - the boundary: nothing leaves as a traceback
+        if _DEBUG:
+            raise
+        message, code = describe(e)
+        _error(message)
+        sys.exit(code)
     sys.exit(0)
+
+
+def describe(e: BaseException) -> tuple[str, int]:
+    """(one line, exit code) for an exception that reached the command line."""
+    if isinstance(e, CxrbenchError):
+        return str(e), 2
+    if isinstance(e, OSError):
+        from cxrbench.files import reason
+
+        where = f"{e.filename}: " if e.filename else ""
+        return f"{where}{reason(e)}", 2
+    if isinstance(e, MemoryError):
+        return "out of memory: the input is larger than this machine can hold", 2
+    if isinstance(e, RecursionError):
+        return "an input is nested too deeply to read", 2
+    if isinstance(e, RuntimeError) and str(e).startswith("Symlink loop from"):  # pathlib before Python 3.13
+        return f"{str(e).removeprefix('Symlink loop from ').strip(chr(39))}: a link that points to itself", 2
+    where = _innermost(e)
+    return (
+        f"internal error ({type(e).__name__}: {e}){where}; this is a cxrbench bug - please report it with the "
+        "command and `--debug`'s output",
+        1,
+    )
+
+
+def _innermost(e: BaseException) -> str:
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return ""
+    return f" at {tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
+
+
+def _error(message: str) -> None:
+    try:
+        from cxrbench.console import get_display
+
+        get_display().error(_one_line(message)[:2000])
+    except Exception:  # noqa: BLE001 - the terminal itself failed: say it plainly
+        sys.stderr.write(f"error: {_one_line(message)[:2000]}\n")
 
 
 def _one_line(message: str) -> str:

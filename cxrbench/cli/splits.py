@@ -17,7 +17,12 @@ from cxrbench.data.subset import SUBSET_RULES
     help="Dataset folder with the metadata CSV (images not needed).",
 )
 @click.option("--protocol", "protocol_name", default="paper-15c", show_default=True, help="Protocol id.")
-@click.option("--seed", type=int, default=None, help="Another draw: overrides the subset and split seeds.")
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**32 - 1),
+    default=None,
+    help="Another draw: overrides the subset and split seeds (0 to 2**32-1).",
+)
 @click.option(
     "--subset-rule",
     type=click.Choice(list(SUBSET_RULES)),
@@ -76,6 +81,7 @@ def splits(data_dir: str, protocol_name: str, seed: int | None, subset_rule: str
                     "dropped_singletons": int(len(s.dropped_singletons)),
                     "folds": [{"train": int(len(f.train)), "val": int(len(f.val))} for f in s.folds],
                     "leakage": leaks,
+                    "unlisted": s.unlisted,
                 },
                 indent=2,
             )
@@ -109,6 +115,8 @@ def splits(data_dir: str, protocol_name: str, seed: int | None, subset_rule: str
             'close to the targets" (2,000 per finding, 10,000 No Finding). Compare the readings with '
             "--subset-rule; benchmarks/table1_readings.py measures them all over seeds."
         )
+    if s.unlisted_note():
+        d.info(s.unlisted_note())
     if len(s.dropped_singletons):
         d.info(
             f"{len(s.dropped_singletons)} images with a string label that occurs once were dropped "

@@ -8,7 +8,13 @@ import click
 @click.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str), help="Folder to write.")
 @click.option("--n", "n", type=click.IntRange(min=1), default=500, show_default=True, help="Number of images.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed: the same seed gives the same set.")
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**32 - 1),
+    default=0,
+    show_default=True,
+    help="Seed: the same seed gives the same set.",
+)
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Processes (default: all cores).")
 @click.option("--no-odd", is_flag=True, help="Leave out the odd formats (RGBA, RGB, 16-bit images).")
 def synth(out: str, n: int, seed: int, workers: int | None, no_odd: bool) -> None:

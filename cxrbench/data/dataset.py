@@ -32,18 +32,24 @@ def open_dataset(data_dir: str | Path) -> Dataset:
 
 def splits_for(metadata: Metadata, layout: DatasetLayout | None, protocol, seed: int | None = None) -> SplitSet:
     """The splits a protocol defines, on this metadata (and the layout's lists, when given)."""
-    return make_splits(
-        metadata,
-        layout,
-        subset=protocol.subset,
-        subset_seed=protocol.subset_seed if seed is None else seed,
-        subset_rule=protocol.subset_rule,
-        lists=protocol.lists,
-        val=protocol.val,
-        n_folds=protocol.n_folds,
-        val_fraction=protocol.val_fraction,
-        seed=protocol.split_seed if seed is None else seed,
-    )
+    from cxrbench.data.splits import TooSmall
+    from cxrbench.errors import InputError
+
+    try:
+        return make_splits(
+            metadata,
+            layout,
+            subset=protocol.subset,
+            subset_seed=protocol.subset_seed if seed is None else seed,
+            subset_rule=protocol.subset_rule,
+            lists=protocol.lists,
+            val=protocol.val,
+            n_folds=protocol.n_folds,
+            val_fraction=protocol.val_fraction,
+            seed=protocol.split_seed if seed is None else seed,
+        )
+    except TooSmall as e:
+        raise InputError(None, f"the dataset is too small for protocol {protocol.key}: {e.reason}") from None
 
 
 def per_class_counts(metadata: Metadata, s: SplitSet) -> dict[str, dict[str, int]]:

@@ -95,9 +95,28 @@ def scan_images(root: Path) -> dict[str, Path]:
     for folder in folders:
         with os.scandir(folder) as it:
             for e in it:
-                if e.name.endswith(".png") and e.name not in out:
+                if not e.name.endswith(".png"):
+                    continue
+                first = out.get(e.name)
+                if first is None:
                     out[e.name] = Path(e.path)
+                elif not _same_bytes(first, Path(e.path)):
+                    raise InputError(
+                        root,
+                        f"image {e.name} is in two folders with different content: {first} and {e.path}; "
+                        "keep the right one and remove the other",
+                    )
     return out
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    """Whether two files hold the same bytes (a copy of one image in two folders is harmless)."""
+    import filecmp
+
+    try:
+        return filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
 
 
 def links_outside(root: Path, paths: dict[str, Path]) -> dict[str, Path]:

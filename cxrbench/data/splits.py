@@ -65,6 +65,16 @@ class SplitSet:
     folds: tuple[Fold, ...]
     dropped_singletons: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     leaks: tuple[Leak, ...] = ()
+    unlisted: int = 0  # images of the metadata in neither official list (left out of every split)
+
+    def unlisted_note(self) -> str | None:
+        """The one line that says how many images of the metadata no official list names (None: none)."""
+        if not self.unlisted:
+            return None
+        return (
+            f"{self.unlisted:,} image(s) of the metadata are in neither official list (train_val_list.txt, "
+            "test_list.txt): they are left out of every split"
+        )
 
     def table1(self, total: int) -> list[tuple[str, int, float]]:
         """The paper's Table 1 rows: (name, images, % of all images); train/val from the first fold."""
@@ -118,9 +128,20 @@ def stratified_folds(
     sss = StratifiedShuffleSplit(n_splits=n_splits, test_size=val_fraction, random_state=seed)
     y = label_strings[indices].astype(str)
     folds = []
-    for tr, va in sss.split(np.zeros(len(indices)), y):
-        folds.append(Fold(train=np.sort(indices[tr]), val=np.sort(indices[va])))
+    try:
+        for tr, va in sss.split(np.zeros(len(indices)), y):
+            folds.append(Fold(train=np.sort(indices[tr]), val=np.sort(indices[va])))
+    except ValueError as e:  # fewer validation images than label strings, or no images at all
+        raise TooSmall(
+            None,
+            f"{len(indices)} train+val images with {len(np.unique(y))} different label strings are too few for "
+            f"a stratified validation split of {val_fraction:g} (scikit-learn: {' '.join(str(e).split())[:200]})",
+        ) from None
     return tuple(folds)
+
+
+class TooSmall(InputError):
+    """A dataset too small for a split the protocol asks for."""
 
 
 def patient_folds(
@@ -268,4 +289,5 @@ def make_splits(
         folds=folds,
         dropped_singletons=dropped,
         leaks=tuple(leaks),
+        unlisted=len(metadata) - len(np.union1d(full_tv, full_te)) if source == "official lists" else 0,
     )

@@ -124,6 +124,35 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return _load_verified(path, CHECKPOINT_VERSION)
 
 
+def load_model_state(model: torch.nn.Module, state: Any, path: Path) -> None:
+    """`model.load_state_dict(state)`, where a checkpoint of another model (other layers or shapes) is a
+    TrainingError naming the file, not a traceback."""
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        first = " ".join(str(e).split())[:200]
+        raise TrainingError(
+            f"{path}: this checkpoint holds another model's weights ({first}); remove it to train this part "
+            "again, or start the run in another --out"
+        ) from None
+
+
+@contextmanager
+def resume_state(path: Path) -> Iterator[None]:
+    """Restoring a checkpoint's optimizer, RNG and history: a checkpoint that does not fit this run (another
+    model's, another optimizer's, another version's fields) is a TrainingError naming the file."""
+    try:
+        yield
+    except TrainingError:
+        raise
+    except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        first = " ".join(str(e).split())[:200]
+        raise TrainingError(
+            f"{path}: this checkpoint does not fit this run ({type(e).__name__}: {first}); remove it to train "
+            "this part again, or start the run in another --out"
+        ) from None
+
+
 class StepClock:
     """Wall time of the steps that are not steady-state work, counted apart from training and validation time:
     under torch.compile the steps that meet a batch shape (and train/eval mode) for the first time (compilation
@@ -299,18 +328,19 @@ def fit(
     start = 0
     if resume and ckpt is not None and ckpt.exists():
         ck = load_checkpoint(ckpt)
-        base.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        set_rng_state(ck["rng"])
-        state = FoldState(
-            [EpochLog(**h) for h in ck["history"]],
-            ck["step"],
-            ck["train_images"],
-            ck["train_seconds"],
-            **ck["timing"],
-            last_checkpoint_epoch=ck["epoch"],
-        )
-        start = ck["epoch"] + 1
+        with resume_state(ckpt):
+            load_model_state(base, ck["model"], ckpt)
+            opt.load_state_dict(ck["optimizer"])
+            set_rng_state(ck["rng"])
+            state = FoldState(
+                [EpochLog(**h) for h in ck["history"]],
+                ck["step"],
+                ck["train_images"],
+                ck["train_seconds"],
+                **ck["timing"],
+                last_checkpoint_epoch=ck["epoch"],
+            )
+            start = ck["epoch"] + 1
     model.train()
     graph = GraphStep(model, opt, cfg) if cfg.cuda_graphs else None  # emulated on the CPU (tests)
     compiled_before, clock_start = state.compile_seconds, clock.seconds

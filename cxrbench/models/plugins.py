@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from cxrbench.errors import ModelError
+from cxrbench.files import read_regular
 from cxrbench.models.registry import _REGISTRY, _ensure_builtins, _ensure_entry_points, loading_source
 
+MAX_PLUGIN_BYTES = 16 << 20  # a plugin is Python source
 _loaded_files: dict[str, str] = {}  # resolved path -> sha256
 
 
@@ -24,10 +26,13 @@ def load_plugin_file(path: str | Path) -> list[str]:
     """Import a Python file that registers models with `@register_model`; returns the names it added."""
     _ensure_builtins()
     _ensure_entry_points()
-    p = Path(path).resolve()
+    try:
+        p = Path(path).resolve()
+    except (RuntimeError, OSError):  # a link that points to itself (Python < 3.13 raises RuntimeError)
+        raise ModelError(f"plugin file {path}: a link that never reaches a file (a symlink loop)") from None
     if not p.is_file():
         raise ModelError(f"plugin file {path}: not found")
-    data = p.read_bytes()
+    data = read_regular(p, MAX_PLUGIN_BYTES, "plugin file", error=ModelError)
     sha = hashlib.sha256(data).hexdigest()
     if _loaded_files.get(str(p)) == sha:
         return [k for k, v in _REGISTRY.items() if v.source.get("path") == str(p)]

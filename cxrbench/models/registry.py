@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from cxrbench.errors import ModelError
+from cxrbench.errors import CxrbenchError, ModelError
 from cxrbench.models.entry_points import discover_entry_points, load_entry_point
 from cxrbench.models.spec import ENTRY_POINT_GROUP, ModelSpec, current_source, loading_source, who
 
@@ -156,7 +158,64 @@ def create_model(
         model.cxrbench_weights = {"pretrained": False}
     if check or (check is None and spec.source["kind"] != "built-in"):
         check_model(model, spec, num_classes)
+    if spec.source["kind"] != "built-in":
+        guard_outputs(model, spec, num_classes)
     return model
+
+
+def guard_outputs(model, spec: ModelSpec, num_classes: int) -> None:
+    """Check every forward of a plugin's model, not only `check_model`'s batch of 2: logits of another shape
+    than (batch, num_classes) are a ModelError naming the plugin (a forward hook, so any batch size)."""
+
+    def hook(module, inp, out) -> None:
+        logits = out[0] if isinstance(out, (tuple, list)) and out else out
+        batch = inp[0].shape[0] if inp and hasattr(inp[0], "shape") and len(inp[0].shape) else None
+        shape = tuple(getattr(logits, "shape", ()))
+        if batch is not None and shape != (batch, num_classes):
+            raise ModelError(
+                f"model {spec.name!r} ({spec.source_text}) returned output of shape {shape} for a batch of "
+                f"{batch}; expected ({batch}, {num_classes})"
+            )
+
+    model.register_forward_hook(hook)
+
+
+def _code_files(spec: ModelSpec) -> set[str]:
+    """The files a model's own code lives in: its plugin file and the module of its factory."""
+    import inspect
+
+    files = {str(spec.source["path"])} if spec.source.get("path") else set()
+    try:
+        files.add(str(Path(inspect.getfile(spec.factory)).resolve()))  # type: ignore[arg-type]
+    except (TypeError, OSError):
+        pass
+    return {str(Path(f).resolve()) for f in files}
+
+
+@contextmanager
+def plugin_errors(spec: ModelSpec, stage: str) -> Iterator[None]:
+    """An exception raised inside a plugin's code (at any batch size, in training, scoring or explaining)
+    becomes a ModelError naming the model, its plugin and where it failed; built-in models pass through."""
+    try:
+        yield
+    except (CxrbenchError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        if spec.source["kind"] == "built-in":
+            raise
+        files = _code_files(spec)
+        tb, where = e.__traceback__, None
+        while tb is not None:
+            f = str(Path(tb.tb_frame.f_code.co_filename).resolve())
+            if f in files:
+                where = f"{Path(f).name}:{tb.tb_lineno}"
+            tb = tb.tb_next
+        if where is None:
+            raise
+        msg = " ".join(str(e).split())[:300]
+        raise ModelError(
+            f"model {spec.name!r} ({spec.source_text}) failed while {stage} ({type(e).__name__} at {where}: {msg})"
+        ) from e
 
 
 def check_model(model, spec: ModelSpec, num_classes: int) -> None:

@@ -72,6 +72,7 @@ def run_many(runs: list, parallel: int | None, logs: Path, display=None) -> list
     if not runs:
         return []
     runs = list({run_dir(o): o for o in runs}.values())  # one process per run folder
+    _check(runs)  # every name, plugin and lr before anything trains; finished runs only if made as asked
     devices, child_device = device_plan(runs[0].device)
     if parallel is None and devices == [None]:
         parallel = 1  # a CPU run already uses every core
@@ -89,7 +90,6 @@ def run_many(runs: list, parallel: int | None, logs: Path, display=None) -> list
                 display.info(f"[run {i + 1}/{len(runs)}] {o.model} under {o.protocol}, lr {_lr(o):g}")
             out.append(run_or_reuse(o, display))
         return out
-    _check(runs)
     outcomes = pack(jobs(runs, child_device), parallel=parallel, devices=devices, logs=logs, display=display)
     failed = [o for o in outcomes if o.status != "finished" and o.status != "reused"]
     for o in failed:
@@ -112,14 +112,19 @@ def _lr(opts) -> float:
 
 
 def _check(runs: list) -> None:
-    """What every child would check first (plugins, model names, learning rates), checked once here."""
+    """What every child would check first (plugins, model names, learning rates), checked once here for every
+    run before any trains; and a finished run is reused only when it was made with the settings asked."""
     from cxrbench.models import get_spec
     from cxrbench.models.plugins import load_plugins
+    from cxrbench.run.pipeline import check_finished
 
     for o in runs:
         load_plugins(o.plugins)
         get_spec(o.model)
         _lr(o)
+    for o in runs:
+        if (run_dir(o) / "record.json").exists():
+            check_finished(o)
 
 
 def sweep(opts, models: list[str], parallel: int | None = 1, display=None) -> list[Path]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from cxrbench.results.record import (
     MAX_RECORD_BYTES,
     RunFiles,
     parse_json,
+    parse_predictions,
     read_regular,
     read_run_files,
     safe_name,
@@ -44,6 +47,8 @@ class Entry:
     marks: dict[str, str | None] = field(default_factory=dict)  # figure group -> re-derived / reported / None
     test: Predictions | None = None  # the parsed test predictions
     resampled: np.ndarray | None = None  # (R, C) test AUROCs over the protocol's patient resamples
+    declared: tuple[str, ...] = ()  # settings that differ from the protocol with a declared deviation
+    digest: str = ""  # the test predictions' content digest (verify.predictions_digest)
 
     @property
     def protocol_key(self) -> str:
@@ -83,22 +88,67 @@ def data_key(rec: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def content_key(rec: dict) -> str:
-    """Identity of a result, whatever its run id, creation time or own hash: model, protocol, data, lr, training
-    seed and predictions."""
-    from cxrbench.protocols import protocol_key
+LOCK = ".submit.lock"
+# two identical sets of predictions give the same point AUROCs (the record's are rounded to 6 digits and
+# re-derived): a filed entry whose figures differ by more than this cannot hold the same predictions
+_SAME_FIGURE = 2e-5
 
-    blob = json.dumps(
-        [
-            rec["model"]["name"],
-            protocol_key(rec["protocol"]["id"], rec["protocol"]["version"]),
-            data_key(rec),
-            rec["lr"],
-            rec["seeds"].get("train"),
-            rec["predictions"]["sha256"],
-        ]
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()
+
+def _figures(rec: dict) -> tuple[int, list[float | None]]:
+    t = rec["test"]
+    return t["n_images"], [t["per_class"][c]["auroc"] for c in sorted(t["per_class"])]
+
+
+def _may_be_same(a: dict, b: dict) -> bool:
+    """Whether two records' test figures allow the same predictions (a cheap test before parsing any file)."""
+    (na, fa), (nb, fb) = _figures(a), _figures(b)
+    if na != nb or len(fa) != len(fb):
+        return False
+    for x, y in zip(fa, fb):
+        if (x is None) != (y is None) or (x is not None and y is not None and abs(x - y) > _SAME_FIGURE):
+            return False
+    return True
+
+
+def filed_digest(path: Path, rec: dict) -> str | None:
+    """The content digest of a filed record's test predictions (None when its file is missing or altered: such
+    an entry is skipped when the board is read, so it cannot be the original of a duplicate either)."""
+    from cxrbench.results.verify import predictions_digest
+
+    try:
+        raw = read_regular(_predictions_file(path), MAX_PREDICTIONS_BYTES, "predictions")
+        if hashlib.sha256(raw).hexdigest() != rec["predictions"]["sha256"]:
+            return None
+        return predictions_digest(Predictions(*parse_predictions(raw, path)))
+    except CxrbenchError:
+        return None
+
+
+def find_duplicate(board: Path, rec: dict, digest: str) -> Path | None:
+    """The filed record whose test predictions have the same content (`digest`) as `rec`'s, whatever either
+    record says about its run id, lr, seed, model or file; only entries whose test figures allow it are
+    parsed."""
+    for path, other in _filed(board):
+        if _may_be_same(rec, other) and filed_digest(path, other) == digest:
+            return path
+    return None
+
+
+@contextmanager
+def board_lock(root: Path):
+    """An exclusive lock on the board (`ROOT/.submit.lock`, a regular file), held while a submit checks what
+    is filed and writes: two submits of one result cannot both pass the duplicate check."""
+    import fcntl
+
+    from cxrbench.files import make_dirs, open_lock
+
+    make_dirs(root)
+    fd = open_lock(root / LOCK)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
 
 
 def _fold_file(record_path: Path, k: int) -> Path:
@@ -160,28 +210,28 @@ def submit(
     root = Path(board)
     folder = root / "records" / pkey
     target = folder / f"{entry_id}.json"
-    mine = content_key(rec)
-    if root.exists():
+    with board_lock(root):  # the checks below and the writes after them, one submit at a time
         for other, orec in _filed(root):
             if orec["record_sha256"] == rec["record_sha256"]:
                 raise RecordError(
                     f"{src}: this record is already on the leaderboard ({other}); records are append-only"
                 )
-            if content_key(orec) == mine:
-                raise RecordError(
-                    f"{src}: the same result is already on the leaderboard ({other}): same model, "
-                    "protocol, data, lr, seed and predictions"
-                )
-    if target.exists() or target.is_symlink():
-        raise RecordError(f"{src}: {target} exists already; records are append-only")
-    from cxrbench.files import atomic_write, make_dirs
+        same = find_duplicate(root, rec, checked.digest)
+        if same is not None:
+            raise RecordError(
+                f"{src}: the same result is already on the leaderboard ({same}): its test predictions have "
+                "the same images and probabilities, whatever the run id, lr, seed, model or file says"
+            )
+        if target.exists() or target.is_symlink():
+            raise RecordError(f"{src}: {target} exists already; records are append-only")
+        from cxrbench.files import atomic_write, make_dirs
 
-    make_dirs(folder, root=root)  # records/ or its protocol folder a link (out of the board): refused here
-    writes = [(_within(_predictions_file(target), root, src), files.predictions)]
-    writes += [(_within(_fold_file(target, k), root, src), raw) for k, raw in sorted(files.folds.items())]
-    writes.append((_within(target, root, src), files.raw))  # the record last: a filed record has its files
-    for path, raw in writes:
-        atomic_write(path, raw, root=root)
+        make_dirs(folder, root=root)  # records/ or its protocol folder a link (out of the board): refused here
+        writes = [(_within(_predictions_file(target), root, src), files.predictions)]
+        writes += [(_within(_fold_file(target, k), root, src), raw) for k, raw in sorted(files.folds.items())]
+        writes.append((_within(target, root, src), files.raw))  # the record last: a filed record has its files
+        for path, raw in writes:
+            atomic_write(path, raw, root=root)
     return target
 
 
@@ -206,8 +256,8 @@ def _load_entry(path: Path) -> Entry:
         for k, f in enumerate(rec["validation"]["folds"])
         if "predictions" in f
     }
-    checked = verify(rec, raw, folds, path)
-    return Entry(path.name[: -len(".json")], rec, path, pred, checked.marks, checked.test, checked.resampled)
+    v = verify(rec, raw, folds, path)
+    return Entry(path.name[: -len(".json")], rec, path, pred, v.marks, v.test, v.resampled, v.declared, v.digest)
 
 
 def scan(board: str | Path = DEFAULT_BOARD) -> tuple[list[Entry], list[Skipped]]:
@@ -223,7 +273,17 @@ def scan(board: str | Path = DEFAULT_BOARD) -> tuple[list[Entry], list[Skipped]]
             skipped.append(Skipped(path, str(e)))
         except Exception as e:  # a file crafted to break a check it should have failed is skipped all the same
             skipped.append(Skipped(path, f"{path}: cannot be checked ({type(e).__name__}: {e})"))
-    return entries, skipped
+    first: dict[tuple[str, str, str], Entry] = {}
+    kept = []
+    for e in sorted(entries, key=lambda e: (e.record["created"], str(e.path))):
+        key = (e.protocol_key, e.data_key, e.digest)  # a duplicate that would be ranked beside its original
+        if key in first:  # filed by hand or by an older cxrbench: the earliest one stands
+            skipped.append(Skipped(e.path, f"{e.path}: the same test predictions as {first[key].path} (a duplicate)"))
+        else:
+            first[key] = e
+            kept.append(e)
+    kept.sort(key=lambda e: str(e.path))
+    return kept, skipped
 
 
 def load(board: str | Path = DEFAULT_BOARD, display=None) -> list[Entry]:

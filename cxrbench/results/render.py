@@ -230,7 +230,8 @@ def rows(g: Group, adj: AdjudicatedBoard | None = None) -> list[dict]:
                 "rank": f["rank"],
                 "model": f["model"] + ("" if f["model_source"] == "built-in" else " (plugin)"),
                 "lr": f"{f['lr']:g}",
-                "pretrained": "yes" if f["pretrained"] else "no",
+                "pretrained": ("yes" if f["pretrained"] else "no")
+                + (" (deviation)" if "pretrained" in e.declared else ""),
                 "weighted AUROC [95% CI]": _ci(r["test"]["weighted_mean"]),
                 "plain AUROC [95% CI]": _ci(r["test"]["plain_mean"]),
                 "vs best (paired)": vs,

@@ -56,6 +56,62 @@ def check_protocol(rec: dict, source: str | Path):
     return p
 
 
+# the words by which a record declares that it departs from the protocol's pretrained setting
+_PRETRAINED_WORDS = ("pretrained", "imagenet weights")
+
+
+def check_settings(rec: dict, protocol, source: str | Path) -> tuple[str, ...]:
+    """Every setting the board shows against the protocol the record names: the lr in its grid, the training,
+    subset, split and bootstrap seeds, the number of validation folds, the epochs each fold's history trained,
+    and `model.pretrained`. A contradiction is refused naming the field; only `pretrained` may differ, and only
+    with a deviation that says so (which the board shows marked). Returns the fields that deviate, declared."""
+    lr = rec["lr"]
+    if not any(abs(lr - x) < 1e-12 for x in protocol.lrs):
+        grid = ", ".join(f"{x:g}" for x in protocol.lrs)
+        raise RecordError(f"{source}: field lr is {lr:g}, which is not in {protocol.key}'s grid ({grid})")
+    want = {"train": protocol.seed, "subset": protocol.subset_seed, "split": protocol.split_seed}
+    want["bootstrap"] = protocol.seed
+    for key, value in want.items():
+        got = rec["seeds"].get(key)
+        if got != value:
+            raise RecordError(f"{source}: field seeds.{key} is {got}, {protocol.key} says {value}")
+    folds = rec["validation"]["folds"]
+    if len(folds) != protocol.n_folds:
+        raise RecordError(
+            f"{source}: field validation.folds has {len(folds)} fold(s), {protocol.key} trains {protocol.n_folds}"
+        )
+    for k, f in enumerate(folds):
+        if "history" in f and [h["epoch"] for h in f["history"]] != list(range(protocol.epochs)):
+            raise RecordError(
+                f"{source}: field validation.folds[{k}].history holds {len(f['history'])} epoch(s), not "
+                f"{protocol.key}'s {protocol.epochs} (numbered 0 to {protocol.epochs - 1})"
+            )
+    declared: list[str] = []
+    if rec["model"]["pretrained"] != protocol.pretrained:
+        said = [d for d in rec["deviations"] if any(w in d.lower() for w in _PRETRAINED_WORDS)]
+        if not said:
+            raise RecordError(
+                f"{source}: field model.pretrained is {str(rec['model']['pretrained']).lower()}, "
+                f"{protocol.key} says {str(protocol.pretrained).lower()}, and no deviation declares it"
+            )
+        declared.append("pretrained")
+    return tuple(declared)
+
+
+def predictions_digest(pred: Predictions) -> str:
+    """The identity of a set of predictions by their parsed content: sha256 over the image names and each
+    image's probabilities (float64, rows in name order, the classes in their order), whatever the file's
+    compression, row order or number formatting."""
+    import hashlib
+
+    order = sorted(range(len(pred.names)), key=pred.names.__getitem__)
+    h = hashlib.sha256()
+    h.update("\n".join(pred.classes).encode() + b"\0")
+    h.update("\n".join(pred.names[i] for i in order).encode() + b"\0")
+    h.update(np.ascontiguousarray(pred.p[order], dtype="<f8").tobytes())
+    return h.hexdigest()
+
+
 def _same(want: Any, got: float | None) -> bool:
     if want is None or got is None:
         return want is None and got is None
@@ -177,12 +233,15 @@ class Verified:
     test: Predictions
     folds: dict[int, Predictions]
     resampled: np.ndarray  # (R, C) test AUROCs over the protocol's patient resamples
+    declared: tuple[str, ...] = ()  # settings that differ from the protocol with a declared deviation
+    digest: str = ""  # predictions_digest of the test predictions
 
 
 def verify(rec: dict, predictions: bytes, folds: dict[int, bytes], source: str | Path) -> Verified:
-    """Re-derive everything the board shows from the predictions; marks each group of figures re-derived,
-    reported, or None when the record has none."""
+    """Check every setting the board shows against the protocol and re-derive every figure from the
+    predictions; marks each group of figures re-derived, reported, or None when the record has none."""
     protocol = check_protocol(rec, source)
+    declared = check_settings(rec, protocol, source)
     test = Predictions(*parse_predictions(predictions, f"{source} (its predictions)"))
     resampled = rederive_test(rec, protocol, test, source)
     fold_preds = {
@@ -198,7 +257,7 @@ def verify(rec: dict, predictions: bytes, folds: dict[int, bytes], source: str |
         "localization": REPORTED if "localization" in rec else None,
         "reproducibility": REPORTED if ("deterministic" in env or "bitwise_reproducible" in env) else None,
     }
-    return Verified(marks, test, fold_preds, resampled)
+    return Verified(marks, test, fold_preds, resampled, declared, predictions_digest(test))
 
 
 # ------------------------------------------------------------------------------------------------ the data

@@ -53,6 +53,9 @@ def bind(opts: RunOptions, display=None, dist=None, build_model: bool = True) ->
         display=display if dist is None or dist.rank == 0 else None,
         clock=clock,
     )
+    note = bound.splits.unlisted_note()
+    if note and build_model:  # said once, by the run that trains (not by readers of a finished run)
+        ctx.info(note)
     if build_model:
         ctx.prepared = prepare_model(ctx, protocol.seed)
         ctx.weights_info = getattr(ctx.prepared.model, "cxrbench_weights", {"pretrained": False})

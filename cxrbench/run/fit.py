@@ -62,7 +62,7 @@ def fit_folds(ctx: RunContext, images: Images) -> Trained:
 
     trainings = plan(ctx)
     scorer = "final" if ctx.protocol.final_run else "fold0"
-    todo = [t.name for t in trainings if not t.result_file(ctx.dir).exists()]
+    todo = [t.name for t in trainings if not finished(ctx, t)]
     epochs = ctx.protocol.epochs
     total = 0
     for t in (t for t in trainings if t.name in todo):  # images still to train on (for the whole-run bar)
@@ -95,6 +95,34 @@ def fit_folds(ctx: RunContext, images: Images) -> Trained:
         stages=stages,
         trained_now=todo,
     )
+
+
+def finished(ctx: RunContext, t: Training) -> bool:
+    """Whether a training is finished: its result file exists and the validation predictions it names are
+    there, a regular file with the sha256 the result gives (a deleted or truncated one is made again: the
+    training resumes from its checkpoint and is scored again)."""
+    import hashlib
+
+    from cxrbench.errors import CxrbenchError
+    from cxrbench.files import read_regular
+    from cxrbench.results.record import MAX_PREDICTIONS_BYTES
+    from cxrbench.run.folder import read_result
+
+    if not t.result_file(ctx.dir).exists():
+        return False
+    result, _ = read_result(t.result_file(ctx.dir))
+    named = result.get("predictions")
+    if not isinstance(named, dict):
+        return True  # a final run (or an older cxrbench's fold) names no predictions
+    path = ctx.dir / str(named.get("path"))
+    try:
+        ok = hashlib.sha256(read_regular(path, MAX_PREDICTIONS_BYTES, "validation predictions")).hexdigest()
+        ok = ok == named.get("sha256")
+    except CxrbenchError:
+        ok = False
+    if not ok:
+        ctx.info(f"{path} is missing or not what {t.result_file(ctx.dir).name} names: {t.name} is done again")
+    return ok
 
 
 def build_model(ctx: RunContext, seed: int):
@@ -241,7 +269,7 @@ def load_trained(ctx: RunContext, t: Training):
     """The model of a finished training, from its verified checkpoint, on the run's device."""
     import torch
 
-    from cxrbench.engine.train import load_checkpoint
+    from cxrbench.engine.train import load_checkpoint, load_model_state
     from cxrbench.run.bind import new_model
 
     ck = load_checkpoint(t.checkpoint(ctx.dir))
@@ -254,7 +282,7 @@ def load_trained(ctx: RunContext, t: Training):
         )
     model = ctx.prepared.model if ctx.prepared is not None else new_model(ctx, False)
     ctx.prepared = None
-    model.load_state_dict(ck["model"])
+    load_model_state(model, ck["model"], t.checkpoint(ctx.dir))
     model.to(ctx.device)
     if ctx.device.startswith("cuda"):
         model = model.to(memory_format=torch.channels_last)

@@ -55,14 +55,18 @@ def _stages(ctx: RunContext) -> Path | None:
     ctx.stage = "load"
     with ctx.clock.stage("load"):
         images = load.load(ctx)
+    from cxrbench.models.registry import plugin_errors
+
     ctx.stage = "fit"
-    trained = _fit(ctx, images)
+    with plugin_errors(ctx.spec, "training"):
+        trained = _fit(ctx, images)
     ctx.stage = "score"
-    scored = score.score(ctx, images, trained)
+    with plugin_errors(ctx.spec, "scoring"):
+        scored = score.score(ctx, images, trained)
     if not ctx.is_main:
         return None
     ctx.stage = "explain"
-    with ctx.clock.stage("explain"):
+    with ctx.clock.stage("explain"), plugin_errors(ctx.spec, "explaining"):
         localization = explain.explain(ctx, images, trained, scored)
     ctx.stage = "record"
     with ctx.clock.stage("record"):
@@ -107,7 +111,62 @@ def run_or_reuse(opts: RunOptions, display=None) -> Path | None:
 
     folder = run_dir(opts)
     if (folder / "record.json").exists():
+        check_finished(opts)
         if display is not None:
             display.info(f"      {folder} is finished already")
         return folder / "record.json"
     return run(replace(opts, resume=folder.exists()), display)
+
+
+def asked_settings(opts: RunOptions) -> dict:
+    """The settings a run with `opts` would record in its run.json (cxrbench.run.folder.config), found without
+    binding the run: protocol and its hash, lr, pretrained, weights, the cache's fingerprint, the model source."""
+    from cxrbench.cache.store import open_cache
+    from cxrbench.models import get_spec
+    from cxrbench.models.plugins import load_plugins
+    from cxrbench.protocols import get_protocol
+
+    p = get_protocol(opts.protocol)
+    load_plugins(opts.plugins)
+    return {
+        "model": opts.model,
+        "protocol": p.key,
+        "protocol_hash": p.content_hash,
+        "lr": p.lr(opts.lr),
+        "pretrained": bool(p.pretrained if opts.pretrained is None else opts.pretrained),
+        "weights": opts.weights,
+        "cache_fingerprint": open_cache(opts.cache).fingerprint,
+        "model_source": get_spec(opts.model).source,
+    }
+
+
+def check_finished(opts: RunOptions) -> None:
+    """A finished run in the folder `opts` names is reused only when it was made with what is asked: its
+    run.json and its record must agree with `asked_settings` (cache fingerprint, protocol hash, model source,
+    weights, lr, pretrained); else a ConfigError names the folder and what differs."""
+    from cxrbench.errors import ConfigError, CxrbenchError
+    from cxrbench.files import read_json
+    from cxrbench.results.record import read_record
+
+    folder = run_dir(opts)
+    want = asked_settings(opts)
+    try:
+        had = read_json(folder / "run.json", 1 << 20, "run.json")
+        rec = read_record(folder, check_predictions=False)
+    except CxrbenchError as e:
+        raise ConfigError(f"{folder} holds a finished run that cannot be checked ({e}); give another --out") from None
+    if not isinstance(had, dict):
+        raise ConfigError(f"{folder}/run.json is not a JSON object; give another --out")
+    recorded = {
+        "protocol_hash": rec["protocol"]["hash"],
+        "cache_fingerprint": rec["data"]["cache_fingerprint"],
+        "model_source": rec["model"]["source"],
+        "lr": rec["lr"],
+    }
+    diff = [k for k in want if had.get(k) != want[k] or (k in recorded and recorded[k] != want[k])]
+    if diff:
+        said = "; ".join(f"{k}: finished with {had.get(k)!r}, asked {want[k]!r}" for k in diff[:3])
+        raise ConfigError(
+            f"{folder} holds a finished run made with other settings ({said}); it is not reused - give another "
+            "--out, or remove that folder to run it again"
+        )

@@ -31,8 +31,11 @@ def build(
     p, b, o = ctx.protocol, ctx.bound, ctx.opts
     scores = scored.scores  # first: waits for the bootstrap thread, whose time is one of the stages below
     deviations = []
-    if p.pretrained and not ctx.pretrained:
+    had_weights = bool(ctx.weights_info.get("pretrained"))  # what the record states as model.pretrained
+    if p.pretrained and not had_weights:
         deviations.append("trained without the ImageNet weights the protocol asks for (--no-pretrained)")
+    if had_weights and not p.pretrained:
+        deviations.append("trained from pretrained weights; the protocol trains from scratch (--pretrained)")
     if images.mode == "stream":
         deviations.append("images streamed from the cache (chunk-level shuffle), not resident")
     if b.excluded:
@@ -66,7 +69,7 @@ def build(
             "name": o.model,
             "source": ctx.spec.source,
             "parameters": count_parameters(unwrap(trained.model)),
-            "pretrained": bool(ctx.weights_info.get("pretrained")),
+            "pretrained": had_weights,
             "weights": ctx.weights_info,
         },
         "lr": float(ctx.lr),
@@ -100,10 +103,39 @@ def build(
 
 
 def write(ctx: RunContext, record: dict) -> Path:
-    """Seal and write record.json atomically; returns its path."""
+    """Check every file the record names, then seal and write record.json atomically; returns its path."""
     from cxrbench.results.record import write_record
 
+    check_files(ctx.dir, record)
     return write_record(ctx.dir, record)
+
+
+def check_files(run_dir: Path, record: dict) -> None:
+    """Every file a record will name (test predictions, each fold's validation predictions) is a regular file
+    in the run folder with the sha256 the record gives; else a TrainingError, and nothing is sealed (a sealed
+    record that `submit` refuses could never be resumed)."""
+    import hashlib
+
+    from cxrbench.errors import CxrbenchError, TrainingError
+    from cxrbench.results.record import MAX_PREDICTIONS_BYTES, inside, read_regular
+
+    named = [("test predictions", record["predictions"])]
+    named += [
+        (f"fold {k} validation predictions", f["predictions"])
+        for k, f in enumerate(record["validation"]["folds"])
+        if "predictions" in f
+    ]
+    for what, f in named:
+        try:
+            path = inside(run_dir, f["path"], f"{what} path", run_dir / "record.json")
+            ok = hashlib.sha256(read_regular(path, MAX_PREDICTIONS_BYTES, what)).hexdigest() == f["sha256"]
+        except CxrbenchError as e:
+            raise TrainingError(f"{e}; the record is not sealed - run again with --resume to make it") from None
+        if not ok:
+            raise TrainingError(
+                f"{path}: {what} changed after it was written (sha256 differs); the record is not sealed - "
+                "run again with --resume to make it"
+            )
 
 
 def _mean(xs: list[float]) -> float | None:
