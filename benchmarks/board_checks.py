@@ -35,8 +35,9 @@ def main() -> None:
     from cxrbench.data.dataset import splits_for
     from cxrbench.metrics.auroc import per_class_auroc, plain_mean, score, weighted_mean
     from cxrbench.protocols import get_protocol
+    from cxrbench.results.predictions import Predictions
     from cxrbench.results.record import split_hashes
-    from cxrbench.results.verify import Predictions, check_data, open_tables, rederive_test
+    from cxrbench.results.verify import check_data, open_tables, rederive_test
 
     protocol = get_protocol(args.protocol)
     with tempfile.TemporaryDirectory() as tmp:

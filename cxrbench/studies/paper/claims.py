@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrbench.data.labels import FINDINGS
+from cxrbench.results.predictions import Predictions
 from cxrbench.studies.paper.design import NEGLIGIBLE, PAPER_SAYS, RunSpec, Study
 
 INCONCLUSIVE = "inconclusive at 95%"
@@ -86,10 +87,8 @@ def _combine(verdicts: list[str]) -> str:
 # ------------------------------------------------------------------------------------------------ evidence
 
 
-def _preds(d: Path):
-    from cxrbench.results.record import read_predictions
-
-    return read_predictions(d / "predictions.csv.gz")
+def _preds(d: Path) -> Predictions:
+    return Predictions.read(d / "predictions.csv.gz")
 
 
 def run_record(d: Path) -> dict:
@@ -127,9 +126,10 @@ class Evidence:
         """Paired weighted-mean comparison a - b on the same test images (optionally restricted to classes)."""
         from cxrbench.metrics.auroc import compare
 
-        na, pat, ya, pa, ca = _preds(a)
-        nb, _, yb, pb, cb = _preds(b)
-        if na != nb:
+        a_, b_ = _preds(a), _preds(b)
+        pat, ya, pa, ca = a_.patients, a_.labels, a_.probabilities, a_.classes
+        pb, cb = b_.probabilities, b_.classes
+        if a_.images != b_.images:
             from cxrbench.errors import RecordError
 
             raise RecordError(f"{a} and {b} were scored on different test images; they cannot be compared")
@@ -144,7 +144,7 @@ class Evidence:
 
         preds = [_preds(d) for d in runs]
         b = self.boot(protocol)
-        pts, boots = bootstrap_means(preds[0][2], [p[3] for p in preds], preds[0][1], **b)
+        pts, boots = bootstrap_means(preds[0].labels, [p.probabilities for p in preds], preds[0].patients, **b)
         return contrast(pts - offset, boots - offset, np.array(coef), b["resamples"], "weighted", b["seed"]).to_dict()
 
 
