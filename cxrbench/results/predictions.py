@@ -73,7 +73,7 @@ class Predictions:
             raise RecordError(f"{source}: probabilities (p:...) must be numbers ({str(e)[:120]})") from None
         if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
             raise RecordError(f"{source}: probabilities (p:...) must be finite numbers in [0, 1]")
-        return cls(names, pat.astype(np.int64).to_numpy(), (yv.to_numpy() == "1").astype(np.uint8), p, ys)
+        return cls(names, pat.to_numpy().astype(np.int64), (yv.to_numpy() == "1").astype(np.uint8), p, ys)
 
     @classmethod
     def read(cls, path: str | Path) -> Predictions:
