@@ -14,6 +14,7 @@ import numpy as np
 
 from cxrbench.data.labels import FINDINGS
 from cxrbench.results.predictions import Predictions
+from cxrbench.results.types import Metric, Record
 from cxrbench.studies.paper.design import NEGLIGIBLE, PAPER_SAYS, RunSpec, Study
 
 INCONCLUSIVE = "inconclusive at 95%"
@@ -91,14 +92,13 @@ def _preds(d: Path) -> Predictions:
     return Predictions.read(d / "predictions.csv.gz")
 
 
-def run_record(d: Path) -> dict:
-    from cxrbench.results.record import read_record
-
-    return read_record(d)
+def run_record(d: Path) -> Record:
+    return Record.read(d)
 
 
-def _fmt_ci(m: dict) -> str:
-    return "undefined" if m["auroc"] is None else f"{m['auroc']:.4f} [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]"
+def _fmt_ci(m: Metric) -> str:
+    lo, hi = m.ci95
+    return "undefined" if m.auroc is None or lo is None or hi is None else f"{m.auroc:.4f} [{lo:.4f}, {hi:.4f}]"
 
 
 class Evidence:
@@ -120,7 +120,7 @@ class Evidence:
 
     def weighted(self, d: Path) -> str:
         """A run's weighted test AUROC with its CI, as the report prints it."""
-        return _fmt_ci(run_record(d)["test"]["weighted_mean"])
+        return _fmt_ci(run_record(d).test.weighted_mean)
 
     def pair(self, a: Path, b: Path, protocol: str, classes: list[str] | None = None) -> dict:
         """Paired weighted-mean comparison a - b on the same test images (optionally restricted to classes)."""
