@@ -106,13 +106,11 @@ def load_run(run_dir: str | Path, cache: str | None = None, plugins: tuple[str, 
             f"{cache_path}: this is not the cache the run used (fingerprint "
             f"{runner.store.fingerprint} vs {rec['data']['cache_fingerprint']}); pass --cache"
         )
-    ckpt = run_dir / ("final.pt" if runner.protocol.final_run else "fold0.pt")
-    from cxrbench.engine.train import load_checkpoint
-    from cxrbench.models import create_model
+    from cxrbench.run.scorer import load_scored_model
 
-    model = create_model(opts.model, num_classes=runner.protocol.num_classes, pretrained=False)
-    model.load_state_dict(load_checkpoint(ckpt)["model"])
-    model.to(runner.device).eval()
+    model = load_scored_model(
+        run_dir, opts.model, runner.protocol.num_classes, runner.protocol.final_run, str(runner.device)
+    )
     b = runner.bound
     test_rows = b.local(b.splits.test)
     pred = Predictions.read(run_dir / rec["predictions"]["path"])
