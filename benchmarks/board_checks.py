@@ -44,8 +44,9 @@ def main() -> None:
     from cxrbench.data.dataset import splits_for
     from cxrbench.metrics.auroc import per_class_auroc, plain_mean, score, weighted_mean
     from cxrbench.protocols import get_protocol
+    from cxrbench.results.predictions import Predictions
     from cxrbench.results.record import split_hashes
-    from cxrbench.results.verify import Predictions, check_data, open_tables, rederive_test
+    from cxrbench.results.verify import check_data, open_tables, rederive_test
 
     protocol = get_protocol(args.protocol)
     with tempfile.TemporaryDirectory() as tmp:
@@ -142,13 +143,15 @@ def _content_checks(folder: Path, rec: dict, pred, entries: int, best):
     import json
 
     from cxrbench.results.leaderboard import _may_be_same
-    from cxrbench.results.record import parse_predictions, read_regular, write_predictions
+    from cxrbench.results.record import read_regular, write_predictions
     from cxrbench.results.verify import Predictions, predictions_digest
     from cxrbench.run.record import check_files
 
     board = folder / "board"
     board.mkdir()
-    sha = write_predictions(board / "0.csv.gz", pred.names, pred.patients, pred.y, pred.p, tuple(pred.classes))
+    sha = write_predictions(
+        board / "0.csv.gz", pred.images, pred.patients, pred.labels, pred.probabilities, tuple(pred.classes)
+    )
     size = (board / "0.csv.gz").stat().st_size
     for i in range(1, entries):
         shutil.copy(board / "0.csv.gz", board / f"{i}.csv.gz")
@@ -163,9 +166,9 @@ def _content_checks(folder: Path, rec: dict, pred, entries: int, best):
     def parsed_digest(path: Path, r: dict) -> str:
         raw = read_regular(path, 256 << 20, "predictions")
         assert hashlib.sha256(raw).hexdigest() == r["predictions"]["sha256"]
-        return predictions_digest(Predictions(*parse_predictions(raw, path)))
+        return predictions_digest(Predictions.parse(raw, path))
 
-    sub = Predictions(*parse_predictions((board / "0.csv.gz").read_bytes(), "submission"))  # as submit parses it
+    sub = Predictions.parse((board / "0.csv.gz").read_bytes(), "submission")  # as submit parses it
     mine = predictions_digest(sub)
 
     def every() -> None:

@@ -44,7 +44,8 @@ def main() -> None:
     from cxrbench.data.synth import generate
     from cxrbench.metrics.auroc import compare
     from cxrbench.protocols import PROTOCOLS, get_protocol
-    from cxrbench.results.record import read_predictions, read_record
+    from cxrbench.results.predictions import Predictions
+    from cxrbench.results.record import read_record
     from cxrbench.run import RunOptions, run
 
     work = args.work or Path(tempfile.mkdtemp(prefix="cxr-resample-"))
@@ -75,8 +76,10 @@ def main() -> None:
                     else work / "runs" / opts.run_id / "record.json"
                 )
                 recs[r] = read_record(rec_path.parent)
-                preds[r] = read_predictions(rec_path.parent / recs[r]["predictions"]["path"])
-            (nb, pb, yb, prb, _), (nl, _, yl, prl, _) = preds["box"], preds["bilinear"]
+                preds[r] = Predictions.read(rec_path.parent / recs[r]["predictions"]["path"])
+            box, bil = preds["box"], preds["bilinear"]
+            nb, pb, yb, prb = box.images, box.patients, box.labels, box.probabilities
+            nl, yl, prl = bil.images, bil.labels, bil.probabilities
             assert list(nb) == list(nl) and np.array_equal(yb, yl), "the two runs must score the same test images"
             c = compare(yb, prl, prb, pb, resamples=args.resamples)
             row = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import textwrap
+from dataclasses import astuple
 from pathlib import Path
 
 
@@ -48,10 +49,11 @@ def forge(run_dir: Path, copy: Path, edit) -> Path:
     data can catch it."""
     from cxrbench.metrics.auroc import score
     from cxrbench.protocols import get_protocol, protocol_key
-    from cxrbench.results.record import read_predictions, seal, write_predictions
+    from cxrbench.results.predictions import Predictions
+    from cxrbench.results.record import seal, write_predictions
 
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("gallery"))
-    names, patients, y, p, classes = read_predictions(copy / "predictions.csv.gz")
+    names, patients, y, p, classes = astuple(Predictions.read(copy / "predictions.csv.gz"))
     names, patients, y, p = edit(list(names), patients.copy(), y.copy(), p.copy())
     sha = write_predictions(copy / "predictions.csv.gz", names, patients, y, p, tuple(classes))
     rec = json.loads((copy / "record.json").read_text())

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import shutil
+from dataclasses import astuple
 
 import pytest
 from click.testing import CliRunner
@@ -18,7 +19,7 @@ from cxrbench.protocols import get_protocol
 from cxrbench.results import leaderboard as board_mod
 from cxrbench.results.adjudicated import ADJUDICATED_FINDINGS, COLUMNS, DEFAULT_MAPPING
 from cxrbench.results.leaderboard import submit
-from cxrbench.results.record import read_predictions
+from cxrbench.results.predictions import Predictions
 
 from .board_runs import filed_board, finished_runs, forge
 from .conftest import NIH
@@ -41,7 +42,7 @@ def board(runs, tmp_path):
 
 
 def _test_images(run_dir):
-    names, patients, *_ = read_predictions(run_dir / "predictions.csv.gz")
+    names, patients, *_ = astuple(Predictions.read(run_dir / "predictions.csv.gz"))
     return list(names), patients
 
 

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+from dataclasses import astuple
 
 import numpy as np
 import pytest
@@ -19,7 +20,8 @@ from cxrbench.files import WriteError
 from cxrbench.protocols import get_protocol
 from cxrbench.results import record as record_mod
 from cxrbench.results.leaderboard import load, rank, submit
-from cxrbench.results.record import read_predictions, read_record, seal, write_predictions
+from cxrbench.results.predictions import Predictions
+from cxrbench.results.record import read_record, seal, write_predictions
 
 from .board_runs import filed_board, finished_runs, forge
 
@@ -251,7 +253,7 @@ def test_validation_figures_are_rederived_from_their_predictions(runs, synth_cac
         pass
 
     swapped = _with_validation_predictions(runs["tiny"], synth_cache, tmp_path, "swapped-val", shuffled)
-    names, pat, y, p, classes = read_predictions(swapped / "fold0-val.csv.gz")
+    names, pat, y, p, classes = astuple(Predictions.read(swapped / "fold0-val.csv.gz"))
     y[0] = 1 - y[0]
     sha = write_predictions(swapped / "fold0-val.csv.gz", names, pat, y, p, tuple(classes))
     rec = json.loads((swapped / "record.json").read_text())
@@ -440,14 +442,14 @@ def test_predictions_round_trip_and_refuse_bad_names(tmp_path):
     y = np.array([[0, 1], [1, 0]], np.uint8)
     p = np.array([[0.1, 0.9], [0.8, 0.2]])
     write_predictions(path, ["00000001_000.png", "00000002_000.png"], np.array([1, 2]), y, p, ("A", "B"))
-    names, pat, y2, p2, classes = read_predictions(path)
+    names, pat, y2, p2, classes = astuple(Predictions.read(path))
     assert names == ["00000001_000.png", "00000002_000.png"] and classes == ["A", "B"]
     assert np.array_equal(y, y2) and np.allclose(p, p2)
     write_predictions(path, ['a,"b".png', "00000002_000.png"], np.array([1, 2]), y, p, ("A", "B"))
     with gzip.open(path, "rt") as fh:
         assert '"a,""b"".png"' in fh.read()  # quoted on write: the file stays a two-row table
     with pytest.raises(RecordError, match="is not a ChestX-ray14 file name"):
-        read_predictions(path)
+        Predictions.read(path)
 
 
 # ------------------------------------------------------------------------------------ 8. a board that is not there
@@ -626,7 +628,7 @@ def test_oversized_files_are_refused(runs, tmp_path, monkeypatch):
     bomb = gzip.compress(b"image,patient\n" + b"0" * 5_000_000, mtime=0)  # 5 MB from a few KB
     monkeypatch.setattr(record_mod, "MAX_PREDICTIONS_BYTES", 1_000_000)
     with pytest.raises(RecordError, match="inflates to more than"):
-        record_mod.parse_predictions(bomb, "bomb")
+        Predictions.parse(bomb, "bomb")
 
 
 def _csv_bytes(lines):
@@ -650,7 +652,7 @@ def _csv_bytes(lines):
 )
 def test_malformed_predictions_are_refused(lines, message):
     with pytest.raises(RecordError, match=message):
-        record_mod.parse_predictions(_csv_bytes(lines), "preds")
+        Predictions.parse(_csv_bytes(lines), "preds")
 
 
 @pytest.mark.parametrize(
@@ -673,7 +675,7 @@ def test_wrong_types_in_nested_fields_are_refused(runs, tmp_path, edit, message)
 
 def test_reordered_classes_in_predictions_are_refused(runs, tmp_path):
     crafted = _copy(runs["tiny"], tmp_path, "reordered")
-    names, pat, y, p, classes = read_predictions(crafted / "predictions.csv.gz")
+    names, pat, y, p, classes = astuple(Predictions.read(crafted / "predictions.csv.gz"))
     sha = write_predictions(crafted / "predictions.csv.gz", names, pat, y[:, ::-1], p[:, ::-1], tuple(classes[::-1]))
     rec = json.loads((crafted / "record.json").read_text())
     rec["predictions"]["sha256"] = sha

@@ -3,6 +3,7 @@ the paired scores, and `cxrbench rescore` on a finished run."""
 
 import gzip
 import json
+from dataclasses import astuple
 
 import numpy as np
 import pytest
@@ -161,14 +162,15 @@ def test_paired_scores_show_label_noise(tmp_path):
 
 def test_rescore_a_finished_run(synth_cache, tmp_path):
     from cxrbench.cli import cli
-    from cxrbench.results.record import read_predictions, read_record
+    from cxrbench.results.predictions import Predictions
+    from cxrbench.results.record import read_record
     from cxrbench.run import RunOptions, run
 
     run_dir = run(
         RunOptions(model="tiny", protocol="smoke", cache=str(synth_cache), out=str(tmp_path / "runs"), device="cpu")
     ).parent
     rec = read_record(run_dir)
-    names, patients, y, _, classes = read_predictions(run_dir / "predictions.csv.gz")
+    names, patients, y, _, classes = astuple(Predictions.read(run_dir / "predictions.csv.gz"))
     table = {
         "Fracture": np.zeros(len(names), bool),
         "Pneumothorax": y[:, classes.index("Pneumothorax")] > 0,
@@ -203,14 +205,15 @@ def test_a_run_with_rewritten_labels_is_not_rescored(synth_cache, tmp_path):
     import shutil
 
     from cxrbench.errors import RecordError
-    from cxrbench.results.record import read_predictions, seal, write_predictions
+    from cxrbench.results.predictions import Predictions
+    from cxrbench.results.record import seal, write_predictions
     from cxrbench.results.rescore import rescore_run
     from cxrbench.run import RunOptions, run
 
     run_dir = run(
         RunOptions(model="tiny", protocol="smoke", cache=str(synth_cache), out=str(tmp_path / "runs"), device="cpu")
     ).parent
-    names, patients, y, p, classes = read_predictions(run_dir / "predictions.csv.gz")
+    names, patients, y, p, classes = astuple(Predictions.read(run_dir / "predictions.csv.gz"))
     table = {f: np.zeros(len(names), bool) for f in ADJUDICATED_FINDINGS}
     table["Pneumothorax"][0] = True
     labels = _labels(tmp_path, names, patients, table)

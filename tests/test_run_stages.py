@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from contextlib import contextmanager
+from dataclasses import astuple
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ import pytest
 import torch
 
 from cxrbench.errors import ConfigError, ModelError, TrainingError, WeightsUnavailable
-from cxrbench.results.record import read_predictions, read_record
+from cxrbench.results.predictions import Predictions
+from cxrbench.results.record import read_record
 from cxrbench.run import RunOptions, run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -199,11 +201,11 @@ def test_validation_predictions_are_saved_and_listed(shown):
     assert fold["predictions"]["path"] == "fold0-val.csv.gz"
     path = run_dir / fold["predictions"]["path"]
     assert file_sha256(path) == fold["predictions"]["sha256"]
-    names, patients, y, p, classes = read_predictions(path)
+    names, patients, y, p, classes = astuple(Predictions.read(path))
     assert classes == rec["data"]["classes"] and len(names) == len(set(names)) > 0
     with gzip.open(run_dir / "predictions.csv.gz", "rt") as fh:  # the same format as the test predictions
         assert fh.readline() == gzip.decompress(path.read_bytes()).decode().splitlines(keepends=True)[0]
-    assert not set(names) & set(read_predictions(run_dir / "predictions.csv.gz")[0])
+    assert not set(names) & set(Predictions.read(run_dir / "predictions.csv.gz").images)
     assert weighted_mean(per_class_auroc(y, p), y) == pytest.approx(fold["weighted_auroc"], abs=1e-5)
 
 

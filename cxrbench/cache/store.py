@@ -432,28 +432,6 @@ def read_manifest(path: Path) -> dict | None:
     return m
 
 
-def _check_layout(p: Path, m: dict) -> None:
-    """Refuse a manifest whose layout this reader cannot decode (chunking, codecs, sizes)."""
-    try:
-        params, n = m["params"], int(m["n_images"])
-        size, c, count = int(params["size"]), int(params["chunk_images"]), int(m["chunks"]["count"])
-        ok = (
-            params.get("codecs") == CODECS
-            and c == CHUNK_IMAGES
-            and 8 <= size <= 4096
-            and n >= 0
-            and count == (n + c - 1) // c
-            and isinstance(m["chunks"]["checksums"], dict)
-        )
-    except (KeyError, TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise CacheError(
-            f"{p}/{MANIFEST}: damaged manifest (its parameters, counts or checksums are not what "
-            "cxrbench writes); rebuild the cache"
-        )
-
-
 def open_cache(path: str | Path) -> CacheStore:
     """Open a complete cache; incomplete, foreign, newer or edited stores are refused with the reason.
 
@@ -464,19 +442,9 @@ def open_cache(path: str | Path) -> CacheStore:
     if not p.is_dir():
         raise CacheError(f"{p}: no cache here (build one with `cxrbench cache build`)")
     m = read_manifest(p)
-    if m is None or m.get("format") != FORMAT:
-        raise CacheError(f"{p}: not a cxrbench cache (no {MANIFEST})")
-    if m.get("format_version") != FORMAT_VERSION:
-        raise CacheError(
-            f"{p}: cache format version {m.get('format_version')} is not supported by this "
-            f"cxrbench (reads version {FORMAT_VERSION}); rebuild it"
-        )
-    if not m.get("complete"):
-        raise CacheError(
-            f"{p}: the cache is not complete (its build was interrupted or failed); run "
-            "`cxrbench cache build` again with the same options to finish it"
-        )
-    _check_layout(p, m)
+    from cxrbench.cache.manifest import Manifest
+
+    Manifest.from_dict(m, p)  # the one parser: a cxrbench cache, this format version, complete, a known layout
     problems = check_tables(p, m)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -511,7 +479,9 @@ def inspect_cache(path: str | Path, progress=None) -> Damage:
     notes: list[str] = []
     if not m.get("complete"):
         problems.append(f"{p}: the build is not complete")
-    _check_layout(p, m)
+    from cxrbench.cache.manifest import check_layout
+
+    check_layout(m, p)
     damaged: set[int] = set()
     sums = m["chunks"]["checksums"]
     if _checksums(m, "original_shape") is None:

@@ -98,9 +98,12 @@ def read_payload(path: Path) -> bytes:
     return data
 
 
-def load_checkpoint(path: Path, version: int | None = None) -> dict[str, Any]:
-    """A verified checkpoint's payload (`torch.load(weights_only=True)` on CPU); with `version`, the payload's
-    own `version` field must equal it."""
+CHECKPOINT_VERSION = 2  # the payload layout a training checkpoint has (engine/train.py writes it)
+
+
+def load_checkpoint(path: Path, version: int | None = CHECKPOINT_VERSION) -> dict[str, Any]:
+    """The one checkpoint loader: a verified checkpoint's payload (`torch.load(weights_only=True)` on CPU)
+    whose own `version` field equals `version` (the training checkpoint's unless told; None skips the check)."""
     import torch
 
     data = read_payload(path)

@@ -69,7 +69,8 @@ def model_code(rec: dict, plugins: tuple[str, ...], source: str | Path) -> tuple
 def load_run(run_dir: str | Path, cache: str | None = None, plugins: tuple[str, ...] = ()) -> Loaded:
     """Rebuild a finished run's trained model and its test split from the run folder (a plugin model only from
     a `plugins` file whose sha256 the record names)."""
-    from cxrbench.results.record import parse_json, read_predictions, read_record, read_regular
+    from cxrbench.results.predictions import Predictions
+    from cxrbench.results.record import parse_json, read_record, read_regular
     from cxrbench.run import RunOptions
     from cxrbench.run.bind import bind
 
@@ -105,18 +106,17 @@ def load_run(run_dir: str | Path, cache: str | None = None, plugins: tuple[str, 
             f"{cache_path}: this is not the cache the run used (fingerprint "
             f"{runner.store.fingerprint} vs {rec['data']['cache_fingerprint']}); pass --cache"
         )
-    ckpt = run_dir / ("final.pt" if runner.protocol.final_run else "fold0.pt")
-    from cxrbench.engine.train import load_checkpoint
-    from cxrbench.models import create_model
+    from cxrbench.run.scorer import load_scored_model
 
-    model = create_model(opts.model, num_classes=runner.protocol.num_classes, pretrained=False)
-    model.load_state_dict(load_checkpoint(ckpt)["model"])
-    model.to(runner.device).eval()
+    model = load_scored_model(
+        run_dir, opts.model, runner.protocol.num_classes, runner.protocol.final_run, str(runner.device)
+    )
     b = runner.bound
     test_rows = b.local(b.splits.test)
-    names, _, _, p, _ = read_predictions(run_dir / rec["predictions"]["path"])
+    pred = Predictions.read(run_dir / rec["predictions"]["path"])
+    p = pred.probabilities
     want = [str(n) for n in b.metadata.names[b.rows[test_rows]]]
-    if names != want:
+    if pred.images != want:
         raise RecordError(f"{run_dir}: its predictions do not list the test images of this cache in order")
     return Loaded(runner, model, rec, test_rows, p)
 

@@ -167,8 +167,7 @@ def score_board(groups: list, labels: AdjudicatedLabels, mapping: Mapping, displ
     comparable entries. An adjudicated row whose patient differs from an entry's is an InputError naming the
     line and the entry."""
     from cxrbench.protocols import get_protocol
-    from cxrbench.results.record import read_predictions
-    from cxrbench.results.verify import Predictions
+    from cxrbench.results.predictions import Predictions
 
     results: dict[str, dict] = {}
     cohorts: dict[str, str] = {}
@@ -181,13 +180,13 @@ def score_board(groups: list, labels: AdjudicatedLabels, mapping: Mapping, displ
             proto = get_protocol(g.protocol)
             together: dict[str, list[str]] = {}  # covered image set -> ids of the entries ranked on it
             for e in g.entries:
-                t = e.test or Predictions(*read_predictions(e.predictions))
+                t = e.test or Predictions.read(e.predictions)
                 try:
                     results[e.id] = rescore(
-                        t.names,
+                        t.images,
                         t.patients,
-                        t.y,
-                        t.p,
+                        t.labels,
+                        t.probabilities,
                         list(t.classes),
                         labels,
                         mapping,
@@ -197,7 +196,7 @@ def score_board(groups: list, labels: AdjudicatedLabels, mapping: Mapping, displ
                     )
                 except InputError as err:
                     raise InputError(err.path, f"{err.reason} of leaderboard entry {e.id}", line=err.line) from None
-                names = sorted(labels.names[k] for k in covered(labels, t.names, SETS))
+                names = sorted(labels.names[k] for k in covered(labels, t.images, SETS))
                 cohorts[e.id] = hashlib.sha256("\n".join(names).encode()).hexdigest()[:12] if names else ""
                 means[e.id] = _mean(results[e.id])
                 ranks[e.id] = None

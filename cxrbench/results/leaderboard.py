@@ -20,18 +20,18 @@ from pathlib import Path
 import numpy as np
 
 from cxrbench.errors import CxrbenchError, InputError, RecordError
+from cxrbench.results.predictions import Predictions
 from cxrbench.results.record import (
     MAX_PREDICTIONS_BYTES,
     MAX_RECORD_BYTES,
     RunFiles,
     parse_json,
-    parse_predictions,
     read_regular,
     read_run_files,
     safe_name,
     validate,
 )
-from cxrbench.results.verify import Predictions, check_data, open_tables, recorded_cache, verify
+from cxrbench.results.verify import check_data, open_tables, recorded_cache, verify
 
 DEFAULT_BOARD = Path("leaderboard")
 
@@ -119,7 +119,7 @@ def filed_digest(path: Path, rec: dict) -> str | None:
         raw = read_regular(_predictions_file(path), MAX_PREDICTIONS_BYTES, "predictions")
         if hashlib.sha256(raw).hexdigest() != rec["predictions"]["sha256"]:
             return None
-        return predictions_digest(Predictions(*parse_predictions(raw, path)))
+        return predictions_digest(Predictions.parse(raw, path))
     except CxrbenchError:
         return None
 
@@ -305,7 +305,6 @@ def rank(entries: list[Entry], protocol: str | None = None) -> list[Group]:
     resamples drawn when the entries were checked are reused)."""
     from cxrbench.metrics.auroc import bootstrap_aurocs, compare_resampled
     from cxrbench.protocols import get_protocol
-    from cxrbench.results.record import read_predictions
 
     groups: dict[tuple[str, str], list[Entry]] = {}
     for e in entries:
@@ -320,22 +319,29 @@ def rank(entries: list[Entry], protocol: str | None = None) -> list[Group]:
 
         def resampled(e: Entry, t: Predictions, proto=proto) -> np.ndarray:
             if e.resampled is None:
-                e.resampled = bootstrap_aurocs(t.y, t.p, t.patients, proto.bootstrap, proto.seed)
+                e.resampled = bootstrap_aurocs(t.labels, t.probabilities, t.patients, proto.bootstrap, proto.seed)
             return e.resampled
 
-        best = es[0].test or Predictions(*read_predictions(es[0].predictions))
-        order = {name: i for i, name in enumerate(best.names)}
+        best = es[0].test or Predictions.read(es[0].predictions)
+        order = {name: i for i, name in enumerate(best.images)}
         for e in es[1:]:
-            t = e.test or Predictions(*read_predictions(e.predictions))
-            if set(t.names) != set(order):
+            t = e.test or Predictions.read(e.predictions)
+            if set(t.images) != set(order):
                 continue  # not the same test images: no paired comparison
-            idx = np.array([order[n] for n in t.names])
-            y, p = np.empty_like(best.y), np.empty_like(t.p)
-            y[idx], p[idx] = t.y, t.p
-            if not np.array_equal(y, best.y) or not np.array_equal(best.patients[idx], t.patients):
+            idx = np.array([order[n] for n in t.images])
+            y, p = np.empty_like(best.labels), np.empty_like(t.probabilities)
+            y[idx], p[idx] = t.labels, t.probabilities
+            if not np.array_equal(y, best.labels) or not np.array_equal(best.patients[idx], t.patients):
                 continue  # other labels or patients for the same images: no paired comparison
             c = compare_resampled(
-                best.y, p, best.p, resampled(e, t), resampled(es[0], best), "weighted", proto.bootstrap, proto.seed
+                best.labels,
+                p,
+                best.probabilities,
+                resampled(e, t),
+                resampled(es[0], best),
+                "weighted",
+                proto.bootstrap,
+                proto.seed,
             )  # entry - best
             g.comparisons[e.id] = c.to_dict()
         out.append(g)

@@ -397,59 +397,6 @@ def _gunzip(raw: bytes, limit: int, source: str | Path) -> bytes:
     return files.gunzip(raw, limit, source, RecordError)
 
 
-def parse_predictions(
-    raw: bytes, source: str | Path
-) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """(names, patients, y (N, C), p (N, C), classes) from a predictions file's bytes, checked strictly: the
-    columns image, patient, y:<class>..., p:<class>... (same classes, same order), image names as the metadata
-    allows them and each once, whole-number patients, labels 0 or 1, probabilities in [0, 1]."""
-    import pandas as pd
-
-    from cxrbench.data.metadata import IMAGE_NAME
-
-    text = _gunzip(raw, MAX_PREDICTIONS_BYTES, source)
-    try:
-        df = pd.read_csv(io.BytesIO(text), dtype=str, keep_default_na=False, na_filter=False, engine="c")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
-        raise RecordError(f"{source}: not a readable predictions CSV ({' '.join(str(e).split())[:200]})") from None
-    cols = [str(c) for c in df.columns]
-    ys = [c[2:] for c in cols if c.startswith("y:")]
-    want = ["image", "patient", *(f"y:{c}" for c in ys), *(f"p:{c}" for c in ys)]
-    if cols != want or not ys:
-        raise RecordError(
-            f"{source}: columns must be image, patient, y:<class>..., p:<class>... with the same "
-            f"classes in the same order (found {', '.join(cols)[:300]})"
-        )
-    if len(df) == 0:
-        raise RecordError(f"{source}: no predictions")
-    names = df["image"].tolist()
-    bad = next((n for n in names if not IMAGE_NAME.fullmatch(n)), None)
-    if bad is not None:
-        raise RecordError(f"{source}: image name {bad[:80]!r} is not a ChestX-ray14 file name")
-    if len(set(names)) != len(names):
-        dup = pd.Series(names)[pd.Series(names).duplicated()].iloc[0]
-        raise RecordError(f"{source}: image {dup!r} is listed twice")
-    pat = df["patient"]
-    if not pat.str.fullmatch(r"\d{1,12}").all():
-        raise RecordError(f"{source}: patient ids must be whole numbers")
-    yv = df[[f"y:{c}" for c in ys]]
-    if not yv.isin(["0", "1"]).all().all():
-        raise RecordError(f"{source}: labels (y:...) must be 0 or 1")
-    try:
-        p = df[[f"p:{c}" for c in ys]].astype(np.float64).to_numpy()
-    except ValueError as e:
-        raise RecordError(f"{source}: probabilities (p:...) must be numbers ({str(e)[:120]})") from None
-    if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
-        raise RecordError(f"{source}: probabilities (p:...) must be finite numbers in [0, 1]")
-    return names, pat.astype(np.int64).to_numpy(), (yv.to_numpy() == "1").astype(np.uint8), p, ys
-
-
-def read_predictions(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """(names, patients, y (N, C), p (N, C), classes) from a predictions file (see `parse_predictions`)."""
-    path = Path(path)
-    return parse_predictions(read_regular(path, MAX_PREDICTIONS_BYTES, "predictions"), path)
-
-
 def names_hash(names: Any) -> str:
     """The 16-hex-digit hash a record stores for a set of image names (order does not matter)."""
     return hashlib.sha256("\n".join(sorted(str(n) for n in names)).encode()).hexdigest()[:16]

@@ -37,14 +37,15 @@ def rescore_run(
     recorded), with the metadata's labels and patients, before anything is scored."""
     from cxrbench.files import WriteError, atomic_write
     from cxrbench.results.adjudicated import DEFAULT_MAPPING, read_adjudicated, read_mapping, rescore
-    from cxrbench.results.record import canonical, parse_predictions, read_run_files
-    from cxrbench.results.verify import Predictions, check_data, check_protocol, open_tables, recorded_cache
+    from cxrbench.results.predictions import Predictions
+    from cxrbench.results.record import canonical, read_run_files
+    from cxrbench.results.verify import check_data, check_protocol, open_tables, recorded_cache
 
     run_dir = Path(run)
     files = read_run_files(run_dir)
     rec = files.record
     protocol = check_protocol(rec, files.source)
-    test = Predictions(*parse_predictions(files.predictions, files.source))
+    test = Predictions.parse(files.predictions, files.source)
     tables_path = Path(data) if data is not None else recorded_cache(run_dir)
     if tables_path is None:
         raise RecordError(
@@ -56,10 +57,10 @@ def rescore_run(
     labels = read_adjudicated(adjudicated, tables.dataset.metadata)
     m = DEFAULT_MAPPING if mapping is None else read_mapping(mapping)
     result = rescore(
-        test.names,
+        test.images,
         test.patients,
-        test.y,
-        test.p,
+        test.labels,
+        test.probabilities,
         list(test.classes),
         labels,
         m,

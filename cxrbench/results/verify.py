@@ -13,24 +13,16 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from cxrbench.errors import CxrbenchError, RecordError
-from cxrbench.results.record import parse_predictions
+from cxrbench.results.predictions import Predictions
 
 TOLERANCE = 1e-5
 REDERIVED = "re-derived"
 REPORTED = "reported"
-
-
-class Predictions(NamedTuple):
-    names: list[str]
-    patients: np.ndarray
-    y: np.ndarray
-    p: np.ndarray
-    classes: list[str]
 
 
 def check_protocol(rec: dict, source: str | Path):
@@ -104,11 +96,11 @@ def predictions_digest(pred: Predictions) -> str:
     compression, row order or number formatting."""
     import hashlib
 
-    order = sorted(range(len(pred.names)), key=pred.names.__getitem__)
+    order = sorted(range(len(pred.images)), key=pred.images.__getitem__)
     h = hashlib.sha256()
     h.update("\n".join(pred.classes).encode() + b"\0")
-    h.update("\n".join(pred.names[i] for i in order).encode() + b"\0")
-    h.update(np.ascontiguousarray(pred.p[order], dtype="<f8").tobytes())
+    h.update("\n".join(pred.images[i] for i in order).encode() + b"\0")
+    h.update(np.ascontiguousarray(np.asarray(pred.probabilities)[order], dtype="<f8").tobytes())
     return h.hexdigest()
 
 
@@ -136,9 +128,11 @@ def rederive_test(rec: dict, protocol, pred: Predictions, source: str | Path) ->
         raise RecordError(
             f"{source}: its test CIs were bootstrapped with {t['bootstrap']}, not {protocol.key}'s {boot}"
         )
-    if len(pred.names) != t["n_images"]:
-        raise RecordError(f"{source}: {len(pred.names)} predictions, but the record scores {t['n_images']}")
-    s, resampled = score_with_resamples(pred.y, pred.p, pred.patients, protocol.bootstrap, protocol.seed)
+    if len(pred.images) != t["n_images"]:
+        raise RecordError(f"{source}: {len(pred.images)} predictions, but the record scores {t['n_images']}")
+    s, resampled = score_with_resamples(
+        pred.labels, pred.probabilities, pred.patients, protocol.bootstrap, protocol.seed
+    )
     got = s.to_dict(tuple(pred.classes))
     if got["n_patients"] != t["n_patients"]:
         raise RecordError(
@@ -171,8 +165,8 @@ def rederive_validation(rec: dict, folds: dict[int, Predictions], source: str | 
         f = v["folds"][k]
         if pred.classes != rec["data"]["classes"]:
             raise RecordError(f"{source}: fold {k}'s validation predictions have other classes than the record")
-        a = per_class_auroc(pred.y, pred.p)
-        got = {"weighted_auroc": _none(weighted_mean(a, pred.y)), "plain_auroc": _none(plain_mean(a))}
+        a = per_class_auroc(pred.labels, pred.probabilities)
+        got = {"weighted_auroc": _none(weighted_mean(a, pred.labels)), "plain_auroc": _none(plain_mean(a))}
         checks = [
             (f"fold {k} validation AUROC of {c}", f["per_class"][c], _none(a[i]))
             for i, c in enumerate(pred.classes)
@@ -242,12 +236,9 @@ def verify(rec: dict, predictions: bytes, folds: dict[int, bytes], source: str |
     predictions; marks each group of figures re-derived, reported, or None when the record has none."""
     protocol = check_protocol(rec, source)
     declared = check_settings(rec, protocol, source)
-    test = Predictions(*parse_predictions(predictions, f"{source} (its predictions)"))
+    test = Predictions.parse(predictions, f"{source} (its predictions)")
     resampled = rederive_test(rec, protocol, test, source)
-    fold_preds = {
-        k: Predictions(*parse_predictions(raw, f"{source} (fold {k} validation predictions)"))
-        for k, raw in folds.items()
-    }
+    fold_preds = {k: Predictions.parse(raw, f"{source} (fold {k} validation predictions)") for k, raw in folds.items()}
     env = rec["environment"]
     marks = {
         "test": REDERIVED,
@@ -314,26 +305,26 @@ def _differ(what: str, got: list[str], want: set[str]) -> str:
 def _check_rows(
     pred: Predictions, expected: set[str], tables: Tables, num_classes: int, what: str, source: str | Path
 ) -> None:
-    if set(pred.names) != expected:
+    if set(pred.images) != expected:
         raise RecordError(
-            f"{source}: {_differ(f'its {what} predictions are not the protocol split', pred.names, expected)}"
+            f"{source}: {_differ(f'its {what} predictions are not the protocol split', pred.images, expected)}"
         )
     md = tables.dataset.metadata
-    rows = md.indices(pred.names, tables.source)
+    rows = md.indices(pred.images, tables.source)
     truth = md.labels(num_classes)[rows]
-    wrong = np.argwhere(truth != pred.y)
+    wrong = np.argwhere(truth != pred.labels)
     if len(wrong):
         i, c = wrong[0]
         raise RecordError(
-            f"{source}: its {what} predictions give {pred.names[i]} the label {pred.classes[c]}="
-            f"{int(pred.y[i, c])}, the metadata says {int(truth[i, c])} ({len(wrong)} label(s) differ)"
+            f"{source}: its {what} predictions give {pred.images[i]} the label {pred.classes[c]}="
+            f"{int(pred.labels[i, c])}, the metadata says {int(truth[i, c])} ({len(wrong)} label(s) differ)"
         )
     pats = md.patients[rows]
     bad = np.flatnonzero(pats != pred.patients)
     if len(bad):
         i = int(bad[0])
         raise RecordError(
-            f"{source}: its {what} predictions give {pred.names[i]} patient {int(pred.patients[i])}, "
+            f"{source}: its {what} predictions give {pred.images[i]} patient {int(pred.patients[i])}, "
             f"the metadata says {int(pats[i])}"
         )
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from cxrbench.data.labels import FINDINGS
+from cxrbench.results.predictions import Predictions
+from cxrbench.results.types import Metric, Record
 from cxrbench.studies.paper.design import NEGLIGIBLE, PAPER_SAYS, RunSpec, Study
 
 INCONCLUSIVE = "inconclusive at 95%"
@@ -86,20 +88,17 @@ def _combine(verdicts: list[str]) -> str:
 # ------------------------------------------------------------------------------------------------ evidence
 
 
-def _preds(d: Path):
-    from cxrbench.results.record import read_predictions
-
-    return read_predictions(d / "predictions.csv.gz")
+def _preds(d: Path) -> Predictions:
+    return Predictions.read(d / "predictions.csv.gz")
 
 
-def run_record(d: Path) -> dict:
-    from cxrbench.results.record import read_record
-
-    return read_record(d)
+def run_record(d: Path) -> Record:
+    return Record.read(d)
 
 
-def _fmt_ci(m: dict) -> str:
-    return "undefined" if m["auroc"] is None else f"{m['auroc']:.4f} [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]"
+def _fmt_ci(m: Metric) -> str:
+    lo, hi = m.ci95
+    return "undefined" if m.auroc is None or lo is None or hi is None else f"{m.auroc:.4f} [{lo:.4f}, {hi:.4f}]"
 
 
 class Evidence:
@@ -121,15 +120,16 @@ class Evidence:
 
     def weighted(self, d: Path) -> str:
         """A run's weighted test AUROC with its CI, as the report prints it."""
-        return _fmt_ci(run_record(d)["test"]["weighted_mean"])
+        return _fmt_ci(run_record(d).test.weighted_mean)
 
     def pair(self, a: Path, b: Path, protocol: str, classes: list[str] | None = None) -> dict:
         """Paired weighted-mean comparison a - b on the same test images (optionally restricted to classes)."""
         from cxrbench.metrics.auroc import compare
 
-        na, pat, ya, pa, ca = _preds(a)
-        nb, _, yb, pb, cb = _preds(b)
-        if na != nb:
+        a_, b_ = _preds(a), _preds(b)
+        pat, ya, pa, ca = a_.patients, a_.labels, a_.probabilities, a_.classes
+        pb, cb = b_.probabilities, b_.classes
+        if a_.images != b_.images:
             from cxrbench.errors import RecordError
 
             raise RecordError(f"{a} and {b} were scored on different test images; they cannot be compared")
@@ -144,7 +144,7 @@ class Evidence:
 
         preds = [_preds(d) for d in runs]
         b = self.boot(protocol)
-        pts, boots = bootstrap_means(preds[0][2], [p[3] for p in preds], preds[0][1], **b)
+        pts, boots = bootstrap_means(preds[0].labels, [p.probabilities for p in preds], preds[0].patients, **b)
         return contrast(pts - offset, boots - offset, np.array(coef), b["resamples"], "weighted", b["seed"]).to_dict()
 
 

@@ -29,7 +29,7 @@ def figures(study: Study, runs: dict[RunSpec, Path], folder: Path) -> dict[str, 
         for name, s in specs:
             d = runs.get(s)
             if d is not None:
-                out.append((name, {c: v["auroc"] for c, v in run_record(d)["test"]["per_class"].items()}, False))
+                out.append((name, {c: v.auroc for c, v in run_record(d).test.per_class.items()}, False))
         return out
 
     figs = {}

@@ -45,16 +45,16 @@ def attention_finding(study: Study, cache: str, runs: dict[RunSpec, Path]) -> di
 
     from cxrbench.cache.store import open_cache
     from cxrbench.engine.loader import Transform, View
-    from cxrbench.engine.train import load_checkpoint
     from cxrbench.explain.gradcam import GradCAM
     from cxrbench.models import create_model
+    from cxrbench.run.scorer import load_scored_model, scoring_checkpoint
 
     torch.manual_seed(0)
     model = create_model("densenet121_attA", num_classes=15)
     source = "seeded, untrained densenet121_attA"
     d = runs.get(RunSpec(study.p15, "densenet121_attA", study.high_lr))
-    if d is not None and (d / "final.pt").exists():
-        model.load_state_dict(load_checkpoint(d / "final.pt")["model"])
+    if d is not None and scoring_checkpoint(d, final_run=True).exists():
+        model = load_scored_model(d, "densenet121_attA", 15, final_run=True)
         source = f"trained densenet121_attA ({d.name})"
     model.eval()
     store = open_cache(cache)
