@@ -25,7 +25,10 @@ COMMANDS: dict[str, str] = {
     "sweep": "cxrbench.cli.sweep:sweep",
     "reproduce": "cxrbench.cli.reproduce:reproduce",
     "rescore": "cxrbench.cli.rescore:rescore",
+    "doctor": "cxrbench.cli.doctor:doctor",
 }
+# commands that build models: torch and torchvision are checked before they run (one line, nothing written)
+NEEDS_TORCHVISION = {"models", "run", "sweep", "reproduce", "quickstart", "gallery"}
 
 _DEBUG = False
 
@@ -77,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     _DEBUG = "--debug" in args
     try:
+        _check_install(args)
         cli.main(args=args, prog_name="cxrbench", standalone_mode=False)
     except CxrbenchError as e:
         if _DEBUG:
@@ -99,6 +103,15 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
     sys.exit(0)
+
+
+def _check_install(args: list[str]) -> None:
+    """Before a command that builds models runs (not for its --help): torch and torchvision work."""
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command in NEEDS_TORCHVISION and not {"-h", "--help"} & set(args):
+        from cxrbench.doctor import require_torchvision
+
+        require_torchvision()
 
 
 def _one_line(message: str) -> str:
