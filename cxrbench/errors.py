@@ -47,3 +47,7 @@ class TrainingError(CxrbenchError):
 
 class RecordError(CxrbenchError):
     """A run record that does not validate, or a leaderboard operation that is refused."""
+
+
+class InstallError(CxrbenchError):
+    """A component of the installation (torch, torchvision, numba, zarr, a decoder) is missing or broken."""

@@ -417,7 +417,7 @@ def test_markdown_cells_cannot_make_links_or_columns():
     from cxrbench.results.render import md_cell
 
     cell = md_cell("[x](javascript:alert(1)) a|b `c` *d*\nnext")
-    assert cell == "\\[x\\](javascript:alert(1)) a\\|b \\`c\\` \\*d\\* next"
+    assert cell == "\\[x\\](javascript\\:alert(1)) a\\|b \\`c\\` \\*d\\* next"
 
 
 @pytest.mark.parametrize("name", ["a,b.png", 'a"b.png', "a b.png", "../x.png", ".x.png", "sub/x.png"])

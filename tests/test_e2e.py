@@ -49,7 +49,7 @@ def test_readme_quickstart_and_plugin_path(tmp_path):
 
     outputs = {shlex.split(cmd)[1]: _run(cmd, tmp_path) for cmd in plugin}
     board = outputs["leaderboard"].stdout
-    assert "mynet" in board and "tiny_attn" in board and "(plugin)" in board
+    assert "mynet" in board and "tiny_attn" in board and "a plugin model" in board
     run_dir = out / "runs" / "mynet__smoke@v1__lr0.1__seed0"
     rec = json.loads((run_dir / "record.json").read_text())
     assert rec["model"]["source"]["kind"] == "file" and rec["model"]["source"]["path"].endswith("my_model.py")

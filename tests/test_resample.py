@@ -166,17 +166,26 @@ def test_run_refuses_a_cache_of_another_resampling_and_records_the_deviation(syn
     with pytest.raises(CacheError, match="resampled with bilinear, protocol smoke@v1 needs box"):
         bind(open_cache(bil_cache), smoke)
     bind(open_cache(bil_cache), bilinear_smoke)  # matching: accepted
-    # a box protocol's record says that its images were not resampled as the paper's were; a bilinear one's doesn't
-    PROTOCOLS[bilinear_smoke.key] = bilinear_smoke
+    # a box protocol that names the paper says in its record that its images were not resampled as the paper's
+    # were; a bilinear one's doesn't, and neither does one that makes no claim to be the paper's (smoke)
+    paper_box = replace(smoke, id="paper-box-test")
+    for proto in (bilinear_smoke, paper_box):
+        PROTOCOLS[proto.key] = proto
     try:
         recs = {}
-        for proto, cache in ((smoke, synth_cache), (bilinear_smoke, bil_cache)):
+        for name, proto, cache in (
+            ("box", paper_box, synth_cache),
+            ("bilinear", bilinear_smoke, bil_cache),
+            ("smoke", smoke, synth_cache),
+        ):
             opts = RunOptions(
                 model="tiny", protocol=proto.key, cache=str(cache), out=str(tmp_path / "runs"), device="cpu"
             )
-            recs[proto.resample] = read_record(run(replace(opts, run_id=f"r-{proto.resample}")).parent)
+            recs[name] = read_record(run(replace(opts, run_id=f"r-{name}")).parent)
     finally:
-        del PROTOCOLS[bilinear_smoke.key]
+        for proto in (bilinear_smoke, paper_box):
+            del PROTOCOLS[proto.key]
+    assert not [d for d in recs["smoke"]["deviations"] if "resampled" in d]
     box_dev = [d for d in recs["box"]["deviations"] if "resampled" in d]
     assert box_dev == [
         "images resampled with box (exact area mean (4x4 block mean for 1024 -> 256, area-weighted "

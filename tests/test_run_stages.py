@@ -6,11 +6,9 @@ import ast
 import gzip
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from contextlib import contextmanager
 from dataclasses import astuple
 from pathlib import Path
@@ -317,10 +315,9 @@ def test_failed_start_does_not_block_a_retry(synth_cache, tmp_path, monkeypatch)
 
     monkeypatch.setattr(load_stage, "load", no_load)
     out = tmp_path / "runs"
-    t = time.perf_counter()
     with pytest.raises(WeightsUnavailable, match="CXRBENCH_OFFLINE=1.*--no-pretrained"):
         run(_opts(synth_cache, out, model="densenet121", pretrained=True, run_id="r"))
-    assert time.perf_counter() - t < 60 and not (out / "r").exists()  # refused before any image or folder
+    assert not (out / "r").exists()  # refused before any image (no_load) or folder
     with pytest.raises(AssertionError, match="stop: the images would load now"):  # the retry gets past the folder
         run(_opts(synth_cache, out, model="densenet121", pretrained=False, run_id="r"))
     assert (out / "r" / "run.json").exists() and not training_state(out / "r")
@@ -472,66 +469,28 @@ def _untimed(x):
     return x
 
 
-SLOW = textwrap.dedent("""
-    import time
-    from torch import nn
-    from cxrbench.models import register_model
-
-    class Slow(nn.Module):
-        def __init__(self, n):
-            super().__init__()
-            self.body = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU())
-            self.fc = nn.Linear(4, n)
-
-        def forward(self, x):
-            if self.training:
-                time.sleep(0.1)
-            return self.fc(self.body(x).mean((2, 3)))
-
-    @register_model(cam_layer="body", input_size=64)
-    def slownet(num_classes=15, pretrained=False):
-        return Slow(num_classes)
-""")
-
-
 def test_ctrl_c_says_where_the_run_stopped_and_resume_continues(synth_cache, tmp_path):
-    plugin = tmp_path / "slow.py"
-    plugin.write_text(SLOW)
+    """The interrupt arrives at a point the test controls (the run signals itself once epoch 1's checkpoint is
+    written), so the test cannot pass or fail by timing."""
+    from cxrbench.engine.train import INTERRUPT_AFTER_EPOCH
+
     out = tmp_path / "runs"
-    args = [
-        sys.executable,
-        "-m",
-        "cxrbench",
-        "run",
-        "--plugin",
-        str(plugin),
-        "--model",
-        "slownet",
-        "--protocol",
-        "smoke",
-        "--cache",
-        str(synth_cache),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-    ]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ck = out / "slownet__smoke@v1__lr0.1__seed0" / "fold0.pt"
-    deadline = time.time() + 240
-    while not ck.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    assert ck.exists(), proc.communicate()[1][-2000:]
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    args = [sys.executable, "-m", "cxrbench", "run", "--model", "tiny", "--protocol", "smoke"]
+    args += ["--cache", str(synth_cache), "--out", str(out), "--device", "cpu"]
+    ck = out / "tiny__smoke@v1__lr0.1__seed0" / "fold0.pt"
+    r = subprocess.run(
+        args, capture_output=True, text=True, timeout=300, env={**os.environ, INTERRUPT_AFTER_EPOCH: "1"}
+    )
+    err = r.stderr
+    assert r.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "Aborted" not in err
     msg = err.strip().splitlines()[-1]
     assert msg.startswith("error: interrupted in fold0 epoch "), msg
-    assert f"last checkpoint {ck} (after epoch " in " ".join(err.split()) and "--resume" in msg
+    assert f"last checkpoint {ck} (after epoch 2" in " ".join(err.split()) and "--resume" in msg
     r = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert read_record(ck.parent)["validation"]["folds"][0]["history"][-1]["epoch"] == 19
+    history = read_record(ck.parent)["validation"]["folds"][0]["history"]
+    assert [h["epoch"] for h in history] == list(range(20))
 
 
 @pytest.mark.slow

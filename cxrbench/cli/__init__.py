@@ -25,7 +25,10 @@ COMMANDS: dict[str, str] = {
     "sweep": "cxrbench.cli.sweep:sweep",
     "reproduce": "cxrbench.cli.reproduce:reproduce",
     "rescore": "cxrbench.cli.rescore:rescore",
+    "doctor": "cxrbench.cli.doctor:doctor",
 }
+# commands that build models: torch and torchvision are checked before they run (one line, nothing written)
+NEEDS_TORCHVISION = {"models", "run", "sweep", "reproduce", "quickstart", "gallery"}
 
 _DEBUG = False
 
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     _DEBUG = "--debug" in args
     try:
+        _check_install(args)
         cli.main(args=args, prog_name="cxrbench", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
@@ -144,6 +148,15 @@ def _error(message: str) -> None:
         get_display().error(_one_line(message)[:2000])
     except Exception:  # noqa: BLE001 - the terminal itself failed: say it plainly
         sys.stderr.write(f"error: {_one_line(message)[:2000]}\n")
+
+
+def _check_install(args: list[str]) -> None:
+    """Before a command that builds models runs (not for its --help): torch and torchvision work."""
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command in NEEDS_TORCHVISION and not {"-h", "--help"} & set(args):
+        from cxrbench.doctor import require_torchvision
+
+        require_torchvision()
 
 
 def _one_line(message: str) -> str:

@@ -55,6 +55,14 @@ def submit(run: str, board: str, allow_dirty: bool, data: str | None) -> None:
     default=None,
     help="Write to this file instead of the terminal (html: plots go beside it).",
 )
+@click.option(
+    "--show",
+    default=None,
+    metavar="COLUMNS",
+    help="Table: add these columns to the compact view (comma-separated: rank, model, lr, seed, pretrained, "
+    "weighted, plain, vs-best, validation, params, speed, pointing, bitwise, notes, entry).",
+)
+@click.option("--wide", is_flag=True, help="Table: every column, as wide as they need.")
 @click.option("--write", is_flag=True, help="Regenerate <leaderboard>/LEADERBOARD.md and index.html with plots.")
 @click.option(
     "--adjudicated",
@@ -78,6 +86,8 @@ def leaderboard(
     protocol: str | None,
     fmt: str,
     out: str | None,
+    show: str | None,
+    wide: bool,
     write: bool,
     adjudicated: str | None,
     mapping: str | None,
@@ -85,12 +95,16 @@ def leaderboard(
     """Rank the filed records within each protocol version and data fingerprint. Paired comparisons use the
     protocol's bootstrap resamples and seed; a filed record that fails its checks is named and left out.
 
+    The table shows what an entry is ranked by, one line per entry (--show adds columns, --wide shows all);
+    md, html, csv and json have every column.
+
     With --adjudicated, each entry also shows its AUROCs against radiologist-adjudicated labels, computed from
     its filed predictions as `cxrbench rescore` computes them, with bootstrap CIs.
 
     \b
     Example:
-      cxrbench leaderboard
+      cxrbench leaderboard --leaderboard cxrbench-quickstart/leaderboard
+      cxrbench leaderboard --show plain,params,speed
       cxrbench leaderboard --protocol paper-15c --format md
       cxrbench leaderboard --format csv --out board.csv
       cxrbench leaderboard --write
@@ -104,9 +118,18 @@ def leaderboard(
     d = get_display()
     root = Path(board)
     if not root.is_dir():
-        raise InputError(root, f"no leaderboard here; `cxrbench submit RUN --leaderboard {board}` makes one")
+        raise InputError(
+            root,
+            f"no leaderboard here; point at another with --leaderboard PATH (the quickstart's is "
+            f"cxrbench-quickstart/leaderboard), or `cxrbench submit RUN --leaderboard {board}` makes one",
+        )
     if out is not None and Path(out).name in ("", ".", ".."):
         raise ConfigError(f"--out {out!r}: give a file name (for example leaderboard.md)")
+    keys = [k.strip() for k in show.split(",") if k.strip()] if show else None
+    if keys is not None or wide:
+        if fmt != "table" or out is not None or write:
+            raise ConfigError("--show and --wide choose the table's columns; md, html, csv and json have them all")
+        render.view_columns(keys, wide)  # an unknown column is refused before the board is read
     if mapping is not None and adjudicated is None:
         raise ConfigError("--mapping applies to the adjudicated columns: pass --adjudicated FILE with it")
     labels = m = None
@@ -116,6 +139,16 @@ def leaderboard(
         labels = read_adjudicated(adjudicated)
         m = DEFAULT_MAPPING if mapping is None else read_mapping(mapping)
     groups = rank(load(root, d), protocol)
+    if not groups:
+        where = root.resolve()
+        d.info(
+            f"the leaderboard is empty: {where} holds no entries"
+            + (f" for protocol {protocol}" if protocol else "")
+            + "; point at another with --leaderboard PATH (the quickstart's is cxrbench-quickstart/leaderboard)"
+        )
+    elif fmt == "table" and out is None and not write:
+        n = sum(len(g.entries) for g in groups)
+        d.info(f"leaderboard {root.resolve()}: {n} entr{'y' if n == 1 else 'ies'} (--leaderboard PATH reads another)")
     adj = None
     if labels is not None:
         from cxrbench.results.adjudicated_board import score_board
@@ -136,7 +169,7 @@ def leaderboard(
         d.info(f"wrote {root / 'LEADERBOARD.md'} and {root / 'index.html'}")
         return
     if fmt == "table" and out is None:
-        render.to_table(groups, d, adj)
+        render.to_table(groups, d, adj, keys, wide)
         return
     if fmt == "html":
         page = Path(out or "leaderboard.html")

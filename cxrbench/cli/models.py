@@ -45,19 +45,19 @@ def models(as_json: bool, pattern: str | None, plugins: tuple[str, ...]) -> None
         click.echo(json.dumps(rows, indent=2))
         return
     get_display().table(
-        ["model", "params (15 classes)", "CAM layer", "input", "non-image", "attention", "source"],
+        ["model", "params", "input", "CAM layer", "extras", "source"],
         [
             [
                 r["name"],
                 f"{r['parameters_15c']:,}",
-                r["cam_layer"],
                 r["input_size"],
-                "yes" if r["nonimage"] else "",
-                "yes" if r["attention"] else "",
+                r["cam_layer"],
+                ", ".join(k for k in ("attention", "nonimage") if r[k]).replace("nonimage", "non-image"),
                 r["source"],
             ]
             for r in rows
         ],
-        title="Registered models",
-        justify=["left", "right", "left", "right", "left", "left", "left"],
+        title="Registered models (params: with 15 classes)",
+        justify=["left", "right", "right", "left", "left", "left"],
+        no_wrap=["model", "params"],
     )

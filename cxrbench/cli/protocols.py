@@ -22,13 +22,26 @@ def protocols(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({p.key: {**p.to_dict(), "hash": p.content_hash} for p in PROTOCOLS.values()}, indent=2))
         return
+    d = get_display()
     names = [f for f in protocol_fields() if f not in ("id", "description")]
     ps = list(PROTOCOLS.values())
-    rows = [[f, *(_fmt(getattr(p, f)) for p in ps)] for f in names]
-    rows.append(["hash", *(p.content_hash for p in ps)])
-    get_display().table(["setting", *(p.key for p in ps)], rows, title="Protocols")
+
+    def table(chunk):
+        rows = [[f, *(_fmt(getattr(p, f)) for p in chunk)] for f in names]
+        return ["setting", *(p.key for p in chunk)], [*rows, ["hash", *(p.content_hash for p in chunk)]]
+
+    # as many protocols side by side as the width holds, in as many tables as it takes
+    chunks: list[list] = []
     for p in ps:
-        get_display().text(f"{p.key}: {p.description}")
+        if chunks and d.fits(*table([*chunks[-1], p])):
+            chunks[-1].append(p)
+        else:
+            chunks.append([p])
+    for i, chunk in enumerate(chunks):
+        title = "Protocols" + (f" ({i + 1} of {len(chunks)})" if len(chunks) > 1 else "")
+        d.table(*table(chunk), title=title)
+    for p in ps:
+        d.prose(f"{p.key}: {p.description}", indent="    ")
 
 
 def _fmt(v) -> str:

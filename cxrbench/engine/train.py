@@ -10,7 +10,9 @@ the CPU, ends with the same weights and metrics. A non-finite loss stops the run
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +40,10 @@ __all__ = [
     "save_checkpoint",
     "unwrap",
 ]
+
+# Tests set this to an epoch number: the main process then sends itself SIGINT once that epoch's checkpoint is
+# written, the Ctrl-C of a user at a point the test controls rather than one a timer guesses.
+INTERRUPT_AFTER_EPOCH = "CXRBENCH_INTERRUPT_AFTER_EPOCH"
 
 
 @dataclass(frozen=True)
@@ -437,6 +443,8 @@ def fit(
             save_cost = time.perf_counter() - t_save
             state.checkpoint_seconds += save_cost
             last_save = time.perf_counter()
+        if is_main and os.environ.get(INTERRUPT_AFTER_EPOCH) == str(epoch):
+            os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C at a point a test controls (see INTERRUPT_AFTER_EPOCH)
         if barrier is not None:
             barrier()
     return state

@@ -12,6 +12,7 @@ def _plt():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
+    matplotlib.rcParams["text.parse_math"] = False  # names are untrusted text: `$...$` is drawn, never parsed
     import matplotlib.pyplot as plt
 
     return plt

@@ -11,7 +11,6 @@ import csv
 import html
 import io
 import json
-import re
 from pathlib import Path
 
 from cxrbench.results import adjudicated_board as adj_board
@@ -25,6 +24,7 @@ COLUMNS = [
     "rank",
     "model",
     "lr",
+    "seed",
     "pretrained",
     "weighted AUROC [95% CI]",
     "plain AUROC [95% CI]",
@@ -54,6 +54,30 @@ EXPLAIN = (
     "reproducibility). Every other figure is re-derived from the predictions, which were checked against the "
     "protocol's test split and labels when the record was filed.",
 )
+# the columns each paragraph of EXPLAIN is about (a view prints the paragraphs of the columns it shows)
+EXPLAINS = (("weighted", "plain"), ("vs-best",), ("pointing",), (MARK,))
+# short names of the people's columns, for `leaderboard --show`
+KEYS = {
+    "rank": "rank",
+    "model": "model",
+    "lr": "lr",
+    "seed": "seed",
+    "pretrained": "pretrained",
+    "weighted": "weighted AUROC [95% CI]",
+    "plain": "plain AUROC [95% CI]",
+    "vs-best": "vs best (paired)",
+    "validation": "validation AUROC",
+    "params": "params",
+    "speed": "train images/s",
+    "pointing": "pointing (centre)",
+    "bitwise": "bitwise reproducible",
+    "notes": "notes",
+    "entry": "entry",
+}
+# the terminal's default view: what an entry is ranked by and what tells entries apart
+COMPACT = ("rank", "model", "lr", "seed", "weighted", "vs-best", "notes", "entry")
+# what goes first when the compact view is too wide for the terminal (rank, model, weighted AUROC always stay)
+DROP_FIRST = ("entry", "notes", "seed", "lr", "vs-best")
 IOBB = ("iobb@0.1", "iobb@0.25", "iobb@0.5")
 # the machine-readable fields of an entry, in CSV column order
 FIELDS = [
@@ -65,6 +89,7 @@ FIELDS = [
     "model",
     "model_source",
     "lr",
+    "seed",
     "pretrained",
     "weighted_auroc",
     "weighted_ci_low",
@@ -113,6 +138,19 @@ def _ci(m: dict) -> str:
     return f"{_f(m['auroc'])} [{_f(lo)}, {_f(hi)}]"
 
 
+def p_text(p: float | None, resamples: int | None = None) -> str:
+    """A bootstrap p-value as text: `p=0.012`, `p<0.001`, never `p=0.000`. A p of 0 from R resamples says only
+    that p < 2/R (the smallest two-sided value R resamples can give), and is written so."""
+    if p is None or p != p:
+        return "p=n/a"
+    if p == 0 and resamples:
+        bound = 2 / resamples
+        return "p<0.001" if bound <= 0.001 else f"p<{bound:.2g}"
+    if p < 0.001:
+        return "p<0.001"
+    return f"p={p:.3f}"
+
+
 def _marked(text: str, mark: str | None) -> str:
     return f"{text} {MARK}" if mark == REPORTED and text != "—" else text
 
@@ -156,6 +194,7 @@ def entry_fields(g: Group, adj: AdjudicatedBoard | None = None) -> list[dict]:
                 "model": r["model"]["name"],
                 "model_source": r["model"]["source"]["kind"],
                 "lr": r["lr"],
+                "seed": r["seeds"].get("train"),
                 "pretrained": r["model"]["pretrained"],
                 "weighted_auroc": t["weighted_mean"]["auroc"],
                 "weighted_ci_low": t["weighted_mean"]["ci95"][0],
@@ -202,34 +241,63 @@ def entry_fields(g: Group, adj: AdjudicatedBoard | None = None) -> list[dict]:
     return out
 
 
-def rows(g: Group, adj: AdjudicatedBoard | None = None) -> list[dict]:
-    """One dict per entry with display strings (people's views)."""
+def notes(g: Group) -> tuple[list[str], dict[str, list[int]]]:
+    """The group's distinct notes (each once, numbered from 1 in order of first use) and each entry's note
+    numbers: a plugin model, code outside a clean git tree, the record's deviations."""
+    distinct: list[str] = []
+    marks: dict[str, list[int]] = {}
+    for e in g.entries:
+        r = e.record
+        mine = []
+        if r["model"]["source"]["kind"] != "built-in":
+            mine.append("a plugin model (not built into cxrbench)")
+        if r["code"]["git_dirty"] is not False:
+            mine.append("run from a modified git tree" if r["code"]["git_dirty"] else "run from code outside git")
+        mine += [" ".join(str(d).split()) for d in r["deviations"]]
+        for n in mine:
+            if n not in distinct:
+                distinct.append(n)
+        marks[e.id] = sorted({distinct.index(n) + 1 for n in mine})
+    return distinct, marks
+
+
+def _markers(numbers: list[int]) -> str:
+    return " ".join(f"[{k}]" for k in numbers)
+
+
+def rows(g: Group, adj: AdjudicatedBoard | None = None, compact: bool = False) -> list[dict]:
+    """One dict per entry with display strings (people's views); `notes` holds markers of `notes(g)`. Compact:
+    the short entry id and the comparison without its CI, for a terminal."""
     out = []
+    _, marks = notes(g)
+    resamples = None
     for e, f in zip(g.entries, entry_fields(g)):
         r, m = e.record, e.marks
         c = g.comparisons.get(e.id)
         if f["rank"] == 1:
             vs = "best"
         elif c is None:
-            vs = "— (other test images)"
+            vs = "not paired" if compact else "— (other test images)"
         else:
-            sig = "significant" if c["significant"] else "n.s."
-            vs = f"{c['diff']:+.4f} [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] p={c['p_value']:.3f} {sig}"
+            resamples = c.get("resamples")
+            p = p_text(c["p_value"], resamples)
+            if compact:
+                vs = f"{c['diff']:+.4f} {p}"
+            else:
+                sig = "significant" if c["significant"] else "n.s."
+                vs = f"{c['diff']:+.4f} [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] {p} {sig}"
         point = (
             "—"
             if f["pointing"] is None and f["centre_pointing"] is None
             else f"{_f(f['pointing'])} ({_f(f['centre_pointing'])})"
         )
-        notes = []
-        if r["code"]["git_dirty"] is not False:
-            notes.append("dirty tree" if r["code"]["git_dirty"] else "no git")
-        notes += r["deviations"]
         bitwise = {True: "yes", False: "no", None: "—"}[f["bitwise_reproducible"]]
         out.append(
             {
                 "rank": f["rank"],
-                "model": f["model"] + ("" if f["model_source"] == "built-in" else " (plugin)"),
+                "model": f["model"],
                 "lr": f"{f['lr']:g}",
+                "seed": "—" if f["seed"] is None else str(f["seed"]),
                 "pretrained": ("yes" if f["pretrained"] else "no")
                 + (" (deviation)" if "pretrained" in e.declared else ""),
                 "weighted AUROC [95% CI]": _ci(r["test"]["weighted_mean"]),
@@ -240,12 +308,17 @@ def rows(g: Group, adj: AdjudicatedBoard | None = None) -> list[dict]:
                 "train images/s": _marked(f"{f['train_images_per_s']:,.0f} ({f['device']})", m.get("timing")),
                 "pointing (centre)": _marked(point, m.get("localization")),
                 "bitwise reproducible": _marked(bitwise, m.get("reproducibility")),
-                "notes": "; ".join(notes),
-                "entry": e.id,
+                "notes": _markers(marks[e.id]),
+                "entry": short_id(e.id) if compact else e.id,
                 **(adj.cells(e.id) if adj is not None else {}),
             }
         )
     return out
+
+
+def short_id(entry_id: str) -> str:
+    """An entry's short id: the record-hash part of its name (`<run id>-<8 hex>`), unique on a board."""
+    return entry_id.rsplit("-", 1)[-1]
 
 
 def reference_rows() -> list[dict]:
@@ -265,27 +338,129 @@ def title(g: Group) -> str:
     return f"{g.protocol} · data {g.data_key} · {len(g.entries)} entr{'y' if len(g.entries) == 1 else 'ies'}"
 
 
-def to_table(groups: list[Group], display, adj: AdjudicatedBoard | None = None) -> None:
+def _explained(shown: list[str], cells: list[str], adj: AdjudicatedBoard | None) -> list[str]:
+    """The paragraphs of EXPLAIN about the shown columns (the dagger's only when a shown cell has one)."""
+    keys = {k for k, h in KEYS.items() if h in shown}
+    if any(MARK in c for c in cells):
+        keys.add(MARK)
+    out = [x for x, about in zip(EXPLAIN, EXPLAINS) if keys & set(about)]
+    return out if adj is None else [*out, *adj.explain()]
+
+
+def view_columns(show: list[str] | None = None, wide: bool = False) -> list[str]:
+    """The short names of the terminal view's columns: the compact ones, those named by `show`, or all."""
+    if wide:
+        return list(KEYS)
+    keys = list(COMPACT)
+    for k in show or ():
+        if k not in KEYS:
+            from cxrbench.errors import ConfigError
+
+            raise ConfigError(f"--show {k}: no such column; the columns are {', '.join(KEYS)}")
+        if k not in keys:
+            keys.append(k)
+    return [k for k in KEYS if k in keys]  # in the board's order
+
+
+def to_table(
+    groups: list[Group],
+    display,
+    adj: AdjudicatedBoard | None = None,
+    show: list[str] | None = None,
+    wide: bool = False,
+) -> None:
+    """The board for a terminal: per group one line per entry with what it is ranked by (more with `show` or
+    `wide`), columns dropped (and named) rather than wrapped when the terminal is too narrow, each distinct
+    note once below the table, and the paragraphs that explain the columns shown, wrapped at the width."""
     if not groups:
-        display.info("the leaderboard is empty")
-        return
-    cols = columns(adj)
+        return  # the caller says which folder it read
+    keys = view_columns(show, wide)
+    asked = set(show or ())
+    shown_all: list[str] = []
+    cells: list[str] = []
     for g in groups:
-        display.table(cols, [[r[c] for c in cols] for r in rows(g, adj)], title=title(g))
-    ref = reference_rows()
-    display.table(list(ref[0]), [list(r.values()) for r in ref], title="Reported elsewhere (not ranked)")
-    for line in explain(adj):
-        display.text(line)
-
-
-_MD_SPECIAL = re.compile(r"([\\`*\[\]|])")
+        distinct, _ = notes(g)
+        rs = rows(g, adj, compact=not wide)
+        ks = list(keys)
+        if not wide and "seed" not in asked and len({r["seed"] for r in rs}) < 2:
+            ks.remove("seed")  # one seed: nothing to tell apart
+        if not distinct and "notes" in ks and "notes" not in asked:
+            ks.remove("notes")
+        cols = [KEYS[k] for k in ks]
+        dropped = []
+        if not wide:
+            for k in DROP_FIRST:
+                if display.fits(cols, [[r[c] for c in cols] for r in rs]):
+                    break
+                if k in ks:
+                    cols.remove(KEYS[k])
+                    dropped.append(k)
+        display.text("")
+        display.table(cols, [[r[c] for c in cols] for r in rs], title=title(g), no_wrap=cols, natural=wide)
+        if dropped:
+            display.prose(
+                f"left out at {display.width} columns: {', '.join(dropped)} (a wider terminal, "
+                f"`--show {','.join(dropped)}` or `--wide` shows them)"
+            )
+        for k, n in enumerate(distinct, 1):
+            display.prose(f"[{k}] {n}", indent="    ")
+        if adj is not None:
+            acols = ["rank", "model", *adj_board.COLUMNS]
+            display.text("")
+            display.table(acols, [[r[c] for c in acols] for r in rs], title=f"{title(g)} · adjudicated labels")
+        shown_all += [c for c in cols if c not in shown_all]
+        cells += [str(r[c]) for r in rs for c in cols]
+    if any("paper" in g.protocol for g in groups):  # the papers' numbers belong beside real-data results
+        ref = reference_rows()
+        display.text("")
+        display.table(list(ref[0]), [list(r.values()) for r in ref], title="Reported elsewhere (not ranked)")
+    display.text("")
+    for line in _explained(shown_all, cells, adj):
+        display.prose(line)
 
 
 def md_cell(s) -> str:
-    """Text safe in a Markdown table cell: <, > and & HTML-escaped (no tag can open), Markdown syntax and pipes
-    backslash-escaped, line breaks as spaces."""
-    text = " ".join(str(s).split())
-    return _MD_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))  # quotes open nothing once < is escaped
+    """Text safe in Markdown (a table cell or a paragraph): <, > and & HTML-escaped (no tag can open), control
+    and bidi characters shown as <U+XXXX>, Markdown syntax and pipes backslash-escaped, line breaks as spaces,
+    and nothing a renderer would turn into a link by itself: no bare URL (`http:`, `www.`), e-mail address or
+    entry id (`x@v1...`) stays unbroken."""
+    from cxrbench.console import plain
+
+    text = html.escape(" ".join(plain(s).split()), quote=False)  # quotes open nothing once < is escaped
+    out = []
+    for i, ch in enumerate(text):
+        # escape what may start an autolink: '@' always; ':' and '.' only where a link could begin
+        syntax = ch in "\\`*[]|" or (ch == "_" and _word_edge(text, i))
+        if syntax or ch == "@" or (ch in ":." and _linkish(text, i)):
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _word_edge(text: str, i: int) -> bool:
+    """An underscore that could open or close emphasis (not one inside a word such as `tiny_attn`)."""
+    before = text[i - 1] if i else " "
+    after = text[i + 1] if i + 1 < len(text) else " "
+    return not (before.isalnum() and after.isalnum())
+
+
+def _linkish(text: str, i: int) -> bool:
+    """A ':' that ends a URL scheme (`http://`, `mailto:`) or the '.' of `www.`."""
+    if text[i] == ":":
+        j = i
+        while j and (text[j - 1].isalnum() or text[j - 1] in "+-."):
+            j -= 1
+        scheme = text[j:i].lower()
+        return bool(scheme) and scheme[0].isalpha() and (text[i + 1 : i + 2] == "/" or scheme in _SCHEMES)
+    return text[max(0, i - 3) : i].lower() == "www"
+
+
+_SCHEMES = {"mailto", "xmpp", "javascript", "vbscript", "data", "tel", "file", "irc"}
+
+
+def _md_notes(distinct: list[str]) -> list[str]:
+    return [line for k, n in enumerate(distinct, 1) for line in (f"\\[{k}\\] {md_cell(n)}", "")]
 
 
 def to_markdown(groups: list[Group], generated_by: str = WRITTEN, adj: AdjudicatedBoard | None = None) -> str:
@@ -301,6 +476,7 @@ def to_markdown(groups: list[Group], generated_by: str = WRITTEN, adj: Adjudicat
         for r in rows(g, adj):
             out.append("| " + " | ".join(md_cell(r[c]) for c in cols) + " |")
         out.append("")
+        out += _md_notes(notes(g)[0])
     ref = reference_rows()
     out += [
         "## Reported elsewhere (not ranked)",
@@ -383,9 +559,11 @@ def plots(groups: list[Group], folder: Path) -> dict[str, list[Path]]:
     made: dict[str, list[Path]] = {}
     for g in groups:
         classes = g.entries[0].record["data"]["classes"]
+        from cxrbench.console import plain
+
         series = [
             (
-                f"{e.record['model']['name']} lr {e.record['lr']:g}",
+                f"{plain(e.record['model']['name'])} lr {e.record['lr']:g}",
                 {c: v["auroc"] for c, v in e.record["test"]["per_class"].items()},
                 False,
             )
@@ -398,7 +576,7 @@ def plots(groups: list[Group], folder: Path) -> dict[str, list[Path]]:
         curves = training_curves(
             folder / f"{stem}-curves.png",
             [
-                (e.record["model"]["name"], e.record["validation"]["folds"][0].get("history", []))
+                (plain(e.record["model"]["name"]), e.record["validation"]["folds"][0].get("history", []))
                 for e in g.entries[:8]
                 if e.record["validation"]["folds"]
             ],
@@ -413,7 +591,10 @@ _PAGE = """<!doctype html>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }}
-th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }}
+tr.entry td {{ white-space: nowrap; }}
+.scroll {{ overflow-x: auto; }}
+ol.notes {{ color: #444; font-size: 0.9em; max-width: 70em; margin-top: 0; }}
 th {{ background: #f0f0f0; }}
 td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 img {{ max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }}
@@ -438,16 +619,27 @@ window.addEventListener("load", function () {{
 def to_html(
     groups: list[Group], figures: dict[str, list[Path]], page: Path, adj: AdjudicatedBoard | None = None
 ) -> str:
-    e = html.escape
+    from cxrbench.console import plain
+
+    def e(x) -> str:
+        return html.escape(plain(str(x)))
+
     parts = []
     if not groups:
         parts.append("<p>No records yet.</p>")
     cols = columns(adj)
     for g in groups:
-        parts.append(f"<h2>{e(title(g))}</h2><table><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>")
+        parts.append(
+            f'<h2>{e(title(g))}</h2><div class="scroll"><table><tr>'
+            + "".join(f"<th>{e(c)}</th>" for c in cols)
+            + "</tr>"
+        )
         for r in rows(g, adj):
-            parts.append('<tr class="entry">' + "".join(f"<td>{e(str(r[c]))}</td>" for c in cols) + "</tr>")
-        parts.append("</table>")
+            parts.append('<tr class="entry">' + "".join(f"<td>{e(r[c])}</td>" for c in cols) + "</tr>")
+        parts.append("</table></div>")
+        distinct = notes(g)[0]
+        if distinct:  # each note once, below its table; the rows carry its number
+            parts.append('<ol class="notes">' + "".join(f"<li>{e(n)}</li>" for n in distinct) + "</ol>")
         for fig in figures.get(_stem(g), []):
             rel = Path(fig).resolve().relative_to(page.parent.resolve()).as_posix()
             parts.append(f'<p><a href="{e(rel)}"><img src="{e(rel)}" alt="{e(fig.name)}"></a></p>')
@@ -458,7 +650,7 @@ def to_html(
         + "</tr>"
     )
     for r in ref:
-        parts.append("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in r.values()) + "</tr>")
+        parts.append("<tr>" + "".join(f"<td>{e(v)}</td>" for v in r.values()) + "</tr>")
     parts.append("</table>")
-    notes = "\n".join(f'<p class="explain">{e(x)}</p>' for x in explain(adj))
-    return _PAGE.format(explain=notes, body="\n".join(parts))
+    prose = "\n".join(f'<p class="explain">{e(x)}</p>' for x in explain(adj))
+    return _PAGE.format(explain=prose, body="\n".join(parts))

@@ -40,7 +40,7 @@ def build(
         deviations.append("images streamed from the cache (chunk-level shuffle), not resident")
     if b.excluded:
         deviations.append(f"{b.excluded} images excluded (recorded as undecodable by the cache build)")
-    if p.resample != PAPER_RESAMPLE:
+    if p.resample != PAPER_RESAMPLE and "paper" in p.id:  # a note only where the protocol names the paper
         deviations.append(
             f"images resampled with {p.resample} ({RESAMPLES[p.resample]}), not with the reference "
             f"paper's {PAPER_RESAMPLE} ({RESAMPLES[PAPER_RESAMPLE]})"

@@ -186,8 +186,7 @@ def _markdown(study, claims, t1, t2, finding, runs) -> str:
         if c.tests:
             L += ["| contrast | difference [95% CI] | p |", "|---|---|---|"]
             L += [
-                f"| {n} | {t['diff']:+.4f} [{t['ci95'][0]:+.4f}, {t['ci95'][1]:+.4f}] | {t['p_value']:.3f} |"
-                for n, t in c.tests
+                f"| {n} | {t['diff']:+.4f} [{t['ci95'][0]:+.4f}, {t['ci95'][1]:+.4f}] | {_p(t)} |" for n, t in c.tests
             ] + [""]
         if c.figure:
             L += [f"![{c.title}]({c.figure})", ""]
@@ -243,7 +242,7 @@ def _html(study, claims, t1, t2, finding, runs) -> str:
                 "<table><tr><th>contrast</th><th>difference [95% CI]</th><th>p</th></tr>"
                 + "".join(
                     f"<tr><td>{e(n)}</td><td>{t['diff']:+.4f} [{t['ci95'][0]:+.4f}, {t['ci95'][1]:+.4f}]</td>"
-                    f"<td>{t['p_value']:.3f}</td></tr>"
+                    f"<td>{e(_p(t))}</td></tr>"
                     for n, t in c.tests
                 )
                 + "</table>"
@@ -270,3 +269,10 @@ def _html(study, claims, t1, t2, finding, runs) -> str:
         ".every(function(i){return i.complete&&i.naturalWidth>0});document.body.setAttribute('data-images',"
         "ok?'ok':'broken')});</script></body></html>\n"
     )
+
+
+def _p(t: dict) -> str:
+    """A contrast's p-value as the board writes it (`p<0.001`, never `p=0.000`)."""
+    from cxrbench.results.render import p_text
+
+    return p_text(t["p_value"], t.get("resamples")).removeprefix("p=")
