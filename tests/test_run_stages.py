@@ -470,8 +470,9 @@ def _untimed(x):
 
 
 def test_ctrl_c_says_where_the_run_stopped_and_resume_continues(synth_cache, tmp_path):
-    """The interrupt arrives at a point the test controls (the run signals itself once epoch 1's checkpoint is
-    written), so the test cannot pass or fail by timing."""
+    """The interrupt arrives at a point the test controls: the run signals itself once the first epoch's
+    checkpoint is written (the first is always written; later ones only when the checkpoint budget allows, which
+    depends on speed), so the test cannot pass or fail by timing."""
     from cxrbench.engine.train import INTERRUPT_AFTER_EPOCH
 
     out = tmp_path / "runs"
@@ -479,14 +480,14 @@ def test_ctrl_c_says_where_the_run_stopped_and_resume_continues(synth_cache, tmp
     args += ["--cache", str(synth_cache), "--out", str(out), "--device", "cpu"]
     ck = out / "tiny__smoke@v1__lr0.1__seed0" / "fold0.pt"
     r = subprocess.run(
-        args, capture_output=True, text=True, timeout=300, env={**os.environ, INTERRUPT_AFTER_EPOCH: "1"}
+        args, capture_output=True, text=True, timeout=300, env={**os.environ, INTERRUPT_AFTER_EPOCH: "0"}
     )
     err = r.stderr
     assert r.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "Aborted" not in err
     msg = err.strip().splitlines()[-1]
     assert msg.startswith("error: interrupted in fold0 epoch "), msg
-    assert f"last checkpoint {ck} (after epoch 2" in " ".join(err.split()) and "--resume" in msg
+    assert f"last checkpoint {ck} (after epoch 1)" in " ".join(err.split()) and "--resume" in msg
     r = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     history = read_record(ck.parent)["validation"]["folds"][0]["history"]
