@@ -12,7 +12,8 @@ import pytest
 
 from cxrbench.errors import RecordError
 from cxrbench.results.leaderboard import load, rank, scan, submit
-from cxrbench.results.record import read_predictions, seal, write_predictions
+from cxrbench.results.predictions import Predictions
+from cxrbench.results.record import seal, write_predictions
 
 PLUGIN_NAME = "semantics_plugin"
 
@@ -137,7 +138,8 @@ def test_a_forged_setting_planted_on_the_board_is_skipped_when_read(run_dir, tmp
 
 
 def _rewrite_predictions(dst, how):
-    names, patients, y, p, classes = read_predictions(dst / "predictions.csv.gz")
+    _pr = Predictions.read(dst / "predictions.csv.gz")
+    names, patients, y, p, classes = _pr.images, _pr.patients, _pr.labels, _pr.probabilities, _pr.classes
     if how == "shuffled":
         order = np.random.default_rng(0).permutation(len(names))
         names, patients, y, p = [names[i] for i in order], patients[order], y[order], p[order]

@@ -263,14 +263,14 @@ def test_checkpoint_full_disk_is_one_line_and_leaves_the_old_file(tmp_path, monk
     from cxrbench.engine.checkpoint import load_checkpoint, save_checkpoint
 
     path = tmp_path / "fold0.pt"
-    save_checkpoint(path, {"version": 1, "x": 1})
+    save_checkpoint(path, {"version": 2, "x": 1})
 
     def full(fd):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(files.os, "fsync", full)
     with pytest.raises(files.WriteError) as e:
-        save_checkpoint(path, {"version": 1, "x": 2})
+        save_checkpoint(path, {"version": 2, "x": 2})
     assert str(e.value) == f"{path}: cannot write (no space left on the device)"
     monkeypatch.undo()
     assert load_checkpoint(path)["x"] == 1 and [p.name for p in tmp_path.iterdir()] == ["fold0.pt"]
@@ -401,9 +401,10 @@ def test_gallery_with_planted_links(finished, tmp_path, outside, capsys, planted
 
 def _adjudicated(run_dir: Path, path: Path) -> Path:
     from cxrbench.results.adjudicated import ADJUDICATED_FINDINGS, COLUMNS
-    from cxrbench.results.record import read_predictions
+    from cxrbench.results.predictions import Predictions
 
-    names, patients, y, _, classes = read_predictions(run_dir / "predictions.csv.gz")
+    _pr = Predictions.read(run_dir / "predictions.csv.gz")
+    names, patients = _pr.images, _pr.patients
     rows = [",".join(COLUMNS)]
     for i, (n, pid) in enumerate(zip(names, patients, strict=True)):
         vals = ["YES" if (i + k) % 3 == 0 else "NO" for k, _ in enumerate(ADJUDICATED_FINDINGS)]

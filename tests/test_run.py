@@ -123,7 +123,7 @@ def test_checkpoint_survives_a_failure_mid_save(tmp_path, monkeypatch):
     from cxrbench.engine import checkpoint
 
     path = tmp_path / "ck.pt"
-    checkpoint.save_checkpoint(path, {"version": 1, "w": torch.arange(5)})
+    checkpoint.save_checkpoint(path, {"version": 2, "w": torch.arange(5)})
 
     def disk_full(fd):
         raise OSError("disk full")
@@ -132,7 +132,7 @@ def test_checkpoint_survives_a_failure_mid_save(tmp_path, monkeypatch):
 
     monkeypatch.setattr(files.os, "fsync", disk_full)  # the new file is written, then cannot be synced
     with pytest.raises(files.WriteError, match="ck.pt: cannot write \\(disk full\\)"):
-        checkpoint.save_checkpoint(path, {"version": 1, "w": torch.zeros(5)})
+        checkpoint.save_checkpoint(path, {"version": 2, "w": torch.zeros(5)})
     monkeypatch.undo()
     assert torch.equal(checkpoint.load_checkpoint(path)["w"], torch.arange(5))
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
