@@ -14,7 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from cxrbench.cache.store import CHUNK_IMAGES, CODECS, FORMAT, FORMAT_VERSION, MANIFEST
+from cxrbench.cache.constants import CHUNK_IMAGES, CODECS, FORMAT, FORMAT_VERSION, MANIFEST
 from cxrbench.errors import CacheError
 
 

@@ -21,21 +21,20 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrbench.cache.constants import (  # noqa: F401  (re-exported: the store's readers name them here)
+    CHUNK_IMAGES,
+    CODECS,
+    FORMAT,
+    FORMAT_VERSION,
+    LOCK,
+    MANIFEST,
+    MAX_CHUNK_BYTES,
+    TABLES,
+)
+from cxrbench.cache.manifest import Manifest, check_layout
 from cxrbench.errors import CacheError
 from cxrbench.files import TMP_PATTERN, atomic_write, make_dirs, read_json, read_regular_stat
 from cxrbench.hashing import content_sha256
-
-FORMAT = "cxrbench-cache"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-TABLES = "tables"
-LOCK = ".lock"
-# chosen by measurement (benchmarks/results/cache_layout-*.json): 64 images (4 MiB raw) per chunk, a
-# byte-delta filter (pixel minus its left neighbour) and zstd level 1 - 45% smaller than zstd alone on
-# the real PNGs at the same encode cost
-CHUNK_IMAGES = 64
-CODECS = "delta+zstd1"
-MAX_CHUNK_BYTES = 2 << 30  # 64 images of at most 4096 x 4096 px are 1 GiB raw; a regular file, never a FIFO
 
 
 def chunk_checksum(block: np.ndarray) -> str:
@@ -442,7 +441,6 @@ def open_cache(path: str | Path) -> CacheStore:
     if not p.is_dir():
         raise CacheError(f"{p}: no cache here (build one with `cxrbench cache build`)")
     m = read_manifest(p)
-    from cxrbench.cache.manifest import Manifest
 
     Manifest.from_dict(m, p)  # the one parser: a cxrbench cache, this format version, complete, a known layout
     problems = check_tables(p, m)
@@ -479,7 +477,6 @@ def inspect_cache(path: str | Path, progress=None) -> Damage:
     notes: list[str] = []
     if not m.get("complete"):
         problems.append(f"{p}: the build is not complete")
-    from cxrbench.cache.manifest import check_layout
 
     check_layout(m, p)
     damaged: set[int] = set()
