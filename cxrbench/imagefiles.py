@@ -138,11 +138,12 @@ def dicom_gray(data: bytes, source: str | Path = "image") -> np.ndarray:
     if raw.ndim != 2:
         raise InputError(source, f"has an image of shape {raw.shape}; one 2-D radiograph is needed")
     try:
-        v = np.asarray(apply_modality_lut(raw, ds), dtype=np.float64)
-        if "VOILUTSequence" in ds:
-            lut = ds.VOILUTSequence[0]
-            bits = int(lut.LUTDescriptor[2])
-            out = np.asarray(apply_voi_lut(v, ds), dtype=np.float64) * (255.0 / (2**bits - 1))
+        m = np.asarray(apply_modality_lut(raw, ds))
+        v = m.astype(np.float64)
+        if "VOILUTSequence" in ds:  # a LUT is indexed by whole modality values
+            bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+            idx = m if m.dtype.kind in "iu" else np.rint(v).astype(np.int64)
+            out = np.asarray(apply_voi_lut(idx, ds), dtype=np.float64) * (255.0 / (2**bits - 1))
         elif "WindowCenter" in ds and "WindowWidth" in ds:
             out = window(v, _first(ds.WindowCenter), _first(ds.WindowWidth))
         else:

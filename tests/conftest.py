@@ -121,3 +121,21 @@ def synth300_cache(tmp_path_factory) -> Path:
 def synth1000_cache(tmp_path_factory) -> Path:
     """A 1000-image phantom set in a cache: enough for stable comparisons between runs."""
     return _synth_cache(tmp_path_factory, 1000, 1)
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
+    """(run folder, image name -> original PNG): 24 images laid out as NIH does, each a hard link to one of the
+    four real originals in tests/data (three 8-bit grey, one RGBA), cached and trained on under smoke."""
+    from benchmarks.paper_size import lay_out
+    from cxrbench.cache.build import build_cache
+    from cxrbench.run import RunOptions, run
+
+    root = tmp_path_factory.mktemp("api_real")
+    lay_out(root / "nih", REAL_ORIGINALS, n=24)
+    build_cache(root / "nih", root / "cache", workers=1)
+    rec = run(
+        RunOptions(model="tiny", protocol="smoke", cache=str(root / "cache"), out=str(root / "runs"), device="cpu")
+    )
+    files = {p.name: p for p in (root / "nih").glob("images_*/images/*.png")}
+    return rec.parent, files

@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,25 +14,7 @@ import cxrbench
 from cxrbench.errors import ConfigError, InputError, RecordError
 
 from .board_runs import forge
-from .conftest import REAL_ORIGINALS, REAL_RGBA, REPO
-
-
-@pytest.fixture(scope="session")
-def real_run(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
-    """(run folder, image name -> original PNG): 24 images laid out as NIH does, each a hard link to one of the
-    four real originals in tests/data (three 8-bit grey, one RGBA), cached and trained on under smoke."""
-    from benchmarks.paper_size import lay_out
-    from cxrbench.cache.build import build_cache
-    from cxrbench.run import RunOptions, run
-
-    root = tmp_path_factory.mktemp("api_real")
-    lay_out(root / "nih", REAL_ORIGINALS, n=24)
-    build_cache(root / "nih", root / "cache", workers=1)
-    rec = run(
-        RunOptions(model="tiny", protocol="smoke", cache=str(root / "cache"), out=str(root / "runs"), device="cpu")
-    )
-    files = {p.name: p for p in (root / "nih").glob("images_*/images/*.png")}
-    return rec.parent, files
+from .conftest import REAL_RGBA, REPO
 
 
 def test_import_cxrbench_stays_cheap():

@@ -26,9 +26,10 @@ COMMANDS: dict[str, str] = {
     "reproduce": "cxrbench.cli.reproduce:reproduce",
     "rescore": "cxrbench.cli.rescore:rescore",
     "doctor": "cxrbench.cli.doctor:doctor",
+    "predict": "cxrbench.cli.predict:predict",
 }
 # commands that build models: torch and torchvision are checked before they run (one line, nothing written)
-NEEDS_TORCHVISION = {"models", "run", "sweep", "reproduce", "quickstart", "gallery"}
+NEEDS_TORCHVISION = {"models", "run", "sweep", "reproduce", "quickstart", "gallery", "predict"}
 
 _DEBUG = False
 
