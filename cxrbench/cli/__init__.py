@@ -27,9 +27,10 @@ COMMANDS: dict[str, str] = {
     "rescore": "cxrbench.cli.rescore:rescore",
     "doctor": "cxrbench.cli.doctor:doctor",
     "predict": "cxrbench.cli.predict:predict",
+    "export": "cxrbench.cli.export:export",
 }
 # commands that build models: torch and torchvision are checked before they run (one line, nothing written)
-NEEDS_TORCHVISION = {"models", "run", "sweep", "reproduce", "quickstart", "gallery", "predict"}
+NEEDS_TORCHVISION = {"models", "run", "sweep", "reproduce", "quickstart", "gallery", "predict", "export"}
 
 _DEBUG = False
 
