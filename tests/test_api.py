@@ -136,3 +136,28 @@ def test_compare_and_load_leaderboard_are_the_boards_paired_test(real_run, tmp_p
     assert df["diff_vs_best"].isna()[0]
     with pytest.raises(InputError, match="no leaderboard here"):
         cxrbench.load_leaderboard(tmp_path / "none")
+
+
+def test_history_csv_is_the_training_curve(real_run, tmp_path):
+    """Every epoch of the run's training: the record's losses and AUROCs, the lr, the speed, and a validation
+    loss that is the mean BCE of the validation predictions the last epoch wrote."""
+    from cxrbench.results.predictions import Predictions
+    from cxrbench.run.fit import HISTORY_COLUMNS, bce
+
+    folder, _ = real_run
+    run = cxrbench.load_run(folder)
+    h = run.history
+    assert tuple(h.columns) == HISTORY_COLUMNS
+    assert h["training"].tolist() == ["fold0"] * 20 and h["epoch"].tolist() == list(range(1, 21))
+    recorded = run.record.folds[0].history
+    assert h["train_loss"].tolist() == pytest.approx([e.train_loss for e in recorded])
+    assert h["val_weighted_auroc"].tolist() == pytest.approx([e.val_weighted_auroc for e in recorded], nan_ok=True)
+    assert (h["lr"] == 0.1).all() and (h["images_per_s"] > 0).all() and (h["seconds"] > 0).all()
+    val = Predictions.read(folder / "fold0-val.csv.gz")
+    assert h["val_loss"].iloc[-1] == pytest.approx(bce(val.labels, val.probabilities), abs=1e-5)
+    assert h["val_loss"].iloc[-1] != h["val_loss"].iloc[0]
+    copy = tmp_path / "run"
+    shutil.copytree(folder, copy)
+    (copy / "history.csv").write_text((folder / "history.csv").read_text().replace("fold0", "../x", 1))
+    with pytest.raises(RecordError, match="fold<k> or final"):
+        _ = cxrbench.load_run(copy).history

@@ -73,6 +73,8 @@ class EpochLog:
     images_per_s: float
     val_weighted_auroc: float | None = None
     val_plain_auroc: float | None = None
+    val_loss: float | None = None  # mean BCE on validation (set by the caller's epoch callback)
+    lr: float | None = None  # the learning rate of the epoch
 
 
 @dataclass
@@ -396,7 +398,7 @@ def fit(
         if reduce is not None:  # every rank's share of the epoch
             total_loss, seen_f = reduce(total_loss, float(seen))
             seen = int(seen_f)
-        log = EpochLog(epoch, total_loss / max(seen, 1), seconds, seen / max(seconds, 1e-9))
+        log = EpochLog(epoch, total_loss / max(seen, 1), seconds, seen / max(seconds, 1e-9), lr=cfg.lr)
         state.train_images += seen
         state.train_seconds += seconds
         if evaluate is not None:
