@@ -9,26 +9,21 @@ The Python API (`cxrbench.api`) loads on first use, so `import cxrbench` stays c
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
 _API = ("Run", "load_run", "load_leaderboard", "compare")
 __all__ = ["__version__", *_API]
 
-if TYPE_CHECKING:
-    from cxrbench.api import Run as Run
-    from cxrbench.api import compare as compare
-    from cxrbench.api import load_leaderboard as load_leaderboard
-    from cxrbench.api import load_run as load_run
-
 
 def __getattr__(name: str) -> Any:
-    """The API's names, imported from `cxrbench.api` when first asked for."""
+    """The API's names, imported from `cxrbench.api` when first asked for (by name, at call time: the API sits
+    above the modules that read `cxrbench.__version__`, so the package root must not import it statically)."""
     if name in _API:
-        from cxrbench import api
+        import importlib
 
-        return getattr(api, name)
+        return getattr(importlib.import_module("cxrbench.api"), name)
     raise AttributeError(f"module 'cxrbench' has no attribute {name!r}")
 
 
