@@ -161,3 +161,14 @@ def test_history_csv_is_the_training_curve(real_run, tmp_path):
     (copy / "history.csv").write_text((folder / "history.csv").read_text().replace("fold0", "../x", 1))
     with pytest.raises(RecordError, match="fold<k> or final"):
         _ = cxrbench.load_run(copy).history
+
+
+def test_gallery_shows_the_training_curve(real_run, tmp_path):
+    from PIL import Image
+
+    from cxrbench.explain.gallery import CURVE, build_gallery
+
+    page = build_gallery(real_run[0], out=tmp_path / "g", n=1)
+    assert f"<img src='{CURVE}' alt='training curves'>" in page.read_text()
+    with Image.open(tmp_path / "g" / CURVE) as im:
+        assert im.format == "PNG" and im.width > 400

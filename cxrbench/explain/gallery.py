@@ -247,6 +247,7 @@ def build_gallery(
     feats = torch.as_tensor(r.features[L.test_rows[pick]], dtype=torch.float32)
     scale = DISPLAY / p.crop
     legend = _scale_png(out, root)
+    curve = _curve_png(Path(run_dir), out, rec)
     cards = []
     with GradCAM(L.model, spec.cam_layer, spec.nonimage) as cam:
         for k, i in enumerate(pick):
@@ -308,7 +309,7 @@ def build_gallery(
             if progress is not None:
                 progress.advance(1)
     page = out / "index.html"
-    text = _html(rec, cards, classes + (" (with No Finding)" if no_finding else ""), legend)
+    text = _html(rec, cards, classes + (" (with No Finding)" if no_finding else ""), legend, curve)
     atomic_write_text(page, text, root=root)
     return page
 
@@ -335,12 +336,42 @@ figure { margin: 0; width: 256px; font-size: 0.8em; }
 figure img { width: 256px; height: 256px; display: block; }
 figure.scale { width: 512px; margin: 0 0 1em 0; }
 figure.scale img { width: 512px; height: 24px; }
+figure.curve { width: 800px; margin: 0 0 1em 0; }
+figure.curve img { width: 800px; height: auto; }
 .degenerate { color: #a00; font-weight: bold; }
 .meta { color: #555; font-size: 0.85em; }
 """
 
 
-def _html(rec: dict, cards: list[dict], classes: str, legend: str) -> str:
+CURVE = "training-curve.png"
+
+
+def _curve_png(run_dir: Path, out: Path, rec: dict) -> str | None:
+    """The run's training curves (history.csv, checked) as a picture in the gallery folder; None for a run
+    without a history (made before cxrbench wrote one)."""
+    from cxrbench.api import read_history
+    from cxrbench.results.plots import training_curves
+
+    if not (run_dir / "history.csv").is_file():
+        return None
+    h = read_history(run_dir / "history.csv")
+    runs = []
+    for name, g in h.groupby("training", sort=False):
+        rows = g.to_dict("records")
+        hist = [
+            {
+                "epoch": int(r["epoch"]) - 1,
+                "train_loss": r["train_loss"],
+                "val_weighted_auroc": None if np.isnan(r["val_weighted_auroc"]) else r["val_weighted_auroc"],
+            }
+            for r in rows
+        ]
+        runs.append((str(name), hist))
+    training_curves(out / CURVE, runs, f"{rec['run_id']}: training curves (history.csv)")
+    return CURVE
+
+
+def _html(rec: dict, cards: list[dict], classes: str, legend: str, curve: str | None = None) -> str:
     e = html.escape
     from cxrbench.protocols import protocol_key
 
@@ -354,6 +385,11 @@ def _html(rec: dict, cards: list[dict], classes: str, legend: str) -> str:
         "colour scale: 0 (no colour) to each map's own maximum (red); Grad-CAM maps are scaled one by one, so "
         "colours compare regions within a map, not maps with each other.</figcaption></figure>"
     )
+    if curve is not None:
+        head += (
+            f"<figure class='curve'><img src='{e(curve)}' alt='training curves'><figcaption>Training loss and "
+            "validation AUROC per epoch of every training of the run (its history.csv).</figcaption></figure>"
+        )
     body = []
     for c in cards:
         figs = []
