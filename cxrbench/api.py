@@ -152,7 +152,7 @@ class Run:
         p = self.protocol
         if isinstance(image, bytes):
             return decode_bytes(image, p.image_size, p.resample)
-        return read_gray(image, p.image_size, p.resample)
+        return read_gray(Path(image), p.image_size, p.resample)
 
     def model(self, device: str = "cpu") -> torch.nn.Module:
         """The model that scored the test set, with the weights of its verified checkpoint, in eval mode on
@@ -303,7 +303,7 @@ def load_run(path: str | os.PathLike, plugins: Iterable[str] = ()) -> Run:
     from cxrbench.results.types import Record
     from cxrbench.results.verify import check_protocol, verify
 
-    files = read_run_files(path)
+    files = read_run_files(Path(path))
     folder = files.source.parent
     v = verify(files.record, files.predictions, files.folds, files.source)
     record = Record.from_dict(files.record, files.source)
@@ -373,7 +373,7 @@ def load_leaderboard(path: str | os.PathLike = "leaderboard") -> pd.DataFrame:
 
     from cxrbench.results.leaderboard import rank, scan
 
-    entries, skipped = scan(path)
+    entries, skipped = scan(Path(path))
     for s in skipped:
         warnings.warn(f"skipped {s.path}: {s.reason.removeprefix(f'{s.path}: ')}", stacklevel=2)
     rows = []

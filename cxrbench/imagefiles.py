@@ -75,9 +75,7 @@ def _jpeg(data: bytes) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            if im.mode not in ("L", "RGB"):
-                im = im.convert("RGB")
-            return to_gray(np.asarray(im))
+            return to_gray(np.asarray(im if im.mode in ("L", "RGB") else im.convert("RGB")))
     except DecodeError:
         raise
     except Exception as e:

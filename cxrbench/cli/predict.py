@@ -83,8 +83,8 @@ def predict(
                     pixels_kept.append(stack)
     if not names:
         raise InputError(None, f"none of the {len(paths)} file(s) could be read (each is named above)")
-    p = np.concatenate(probs)
-    text = render(names, p, list(r.classes), fmt)
+    prob = np.concatenate(probs)
+    text = render(names, prob, list(r.classes), fmt)
     if out is None:
         click.echo(text, nl=False)
     else:
@@ -93,7 +93,7 @@ def predict(
         folder = make_dirs(out)
         path = atomic_write_text(Path(folder) / f"predictions.{fmt}", text)
         if cam:
-            write_cams(r, net, np.concatenate(pixels_kept), p, names, Path(folder) / "cam")
+            write_cams(r, net, np.concatenate(pixels_kept), prob, names, Path(folder) / "cam")
         d.info(f"wrote {path} ({len(names)} image(s){f', {skipped} skipped' if skipped else ''})")
     if skipped and out is None:
         d.info(f"{len(names)} image(s) predicted, {skipped} skipped")

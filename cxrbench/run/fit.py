@@ -180,7 +180,7 @@ def train_one(ctx: RunContext, images: Images, t: Training, bar) -> tuple[dict, 
         if not ctx.is_main:
             return None, None
         a = per_class_auroc(yv, p)
-        last["loss"] = bce(yv, p)
+        last["loss"] = None if yv is None else bce(yv, p)
         return finite_or_none(weighted_mean(a, yv)), finite_or_none(plain_mean(a))
 
     def on_epoch(log):
