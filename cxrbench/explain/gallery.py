@@ -52,6 +52,12 @@ def model_code(rec: dict, plugins: tuple[str, ...], source: str | Path) -> tuple
                 "another model's code"
             )
         return tuple(plugins)
+    if src["kind"] == "timm":  # timm's architecture by name: built by timm, no code of the record's
+        from cxrbench.models import get_spec
+
+        if get_spec(name).source.get("architecture") != src.get("architecture"):
+            raise RecordError(f"{source}: its model {name!r} is not timm's {src.get('architecture')!r}")
+        return tuple(plugins)
     spec = _all().get(name) if src["kind"] in ("built-in", "entry point") else None
     if (
         spec is None

@@ -128,6 +128,10 @@ def get_spec(name: str) -> ModelSpec:
     """The spec of a registered model (loading its plugin if needed); unknown names suggest the closest."""
     reg = _all()
     spec = reg.get(name)
+    if spec is None and name.startswith("timm/"):  # any timm architecture, made on first use
+        from cxrbench.models.timm_models import timm_spec
+
+        spec = _REGISTRY[name] = timm_spec(name)
     if spec is None:
         close = difflib.get_close_matches(name, list(reg), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
