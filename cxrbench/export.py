@@ -1,8 +1,8 @@
-"""A finished run's model as one self-contained TorchScript file: a uint8 grey batch (B, S, S) at the cache's size
-in, probabilities (B, C) out, with the run's preprocessing inside - the loader's own `Transform` (resize, centre
-crop, grey to three channels, ImageNet normalisation), traced, not re-implemented - and a JSON beside it that says
-what goes in and comes out. The export checks itself: the loaded file against the PyTorch model on the run's test
-images, read from the run's cache, and the largest difference is stated."""
+"""A finished run's model as one self-contained TorchScript (or ONNX) file: a uint8 grey batch (B, S, S) at the
+cache's size in, probabilities (B, C) out, with the run's preprocessing inside - the loader's own `Transform`
+(resize, centre crop, grey to three channels, ImageNet normalisation), traced, not re-implemented - and a JSON
+beside it that says what goes in and comes out. The export checks itself: the written file, loaded back, against
+the PyTorch model on the run's test images, read from the run's cache, and the largest difference is stated."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from torch import nn
 
 from cxrbench.errors import ConfigError, RecordError
 
-FORMATS = ("torchscript",)
+FORMATS = ("torchscript", "onnx")
 CHECK_IMAGES = 64  # test images the check runs on at most (spread over the test split)
 
 
@@ -81,11 +81,13 @@ def export_run(
     """Export `run` (a `cxrbench.api.Run`) to `out` (the model) and `out` with suffix .json (what it is), then
     load the file back and compare it with the PyTorch model on the run's test images."""
     from cxrbench import __version__
-    from cxrbench.files import atomic_open, atomic_write_text
+    from cxrbench.files import atomic_write_text
     from cxrbench.models import get_spec
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r} (known: {', '.join(FORMATS)})")
+    if fmt == "onnx":
+        _onnx_modules()  # asked for before anything is built or written
     if get_spec(run.record.model.name).nonimage:
         raise ConfigError(
             f"model {run.record.model.name} also takes the non-image features; an image-only export of it is "
@@ -99,17 +101,10 @@ def export_run(
     net = run.model("cpu")
     packaged = Packaged(net, p.image_size, p.resize, p.crop).eval()
     example = torch.from_numpy(pixels[: min(2, len(pixels))].copy())
-    with warnings.catch_warnings():  # torch 2.9+ marks TorchScript deprecated; it is what loads without Python code
-        warnings.simplefilter("ignore", FutureWarning)
-        with torch.no_grad():
-            traced = torch.jit.trace(packaged, example, check_trace=False)
-        with atomic_open(out) as fh:
-            torch.jit.save(traced, fh)
-        loaded = torch.jit.load(str(out), map_location="cpu")
-    with torch.no_grad():
-        got = np.concatenate(
-            [loaded(torch.from_numpy(pixels[i : i + 16].copy())).numpy() for i in range(0, len(pixels), 16)]
-        )
+    if fmt == "onnx":
+        got = _onnx(packaged, example, out, pixels)
+    else:
+        got = _torchscript(packaged, example, out, pixels)
     want = run.probabilities(net, pixels, "cpu")
     diff = float(np.abs(got - want).max())
     rec = run.record
@@ -137,6 +132,68 @@ def export_run(
         "check": {"test_images": len(names), "max_abs_diff_vs_pytorch": diff},
         "cxrbench_version": __version__,
     }
+    if fmt == "onnx":
+        info["onnx"] = {"opset": ONNX_OPSET, "input_name": "images", "output_name": "probabilities"}
     info_path = out.with_suffix(".json")
     atomic_write_text(info_path, json.dumps(info, indent=1) + "\n")
     return Exported(out, info_path, len(names), diff)
+
+
+ONNX_OPSET = 17
+
+
+def _batches(fn, pixels: np.ndarray) -> np.ndarray:
+    return np.concatenate([fn(pixels[i : i + 16]) for i in range(0, len(pixels), 16)])
+
+
+def _torchscript(packaged: Packaged, example: torch.Tensor, out: Path, pixels: np.ndarray) -> np.ndarray:
+    """Trace, save (atomically), load back; the loaded file's probabilities on `pixels`."""
+    from cxrbench.files import atomic_open
+
+    with warnings.catch_warnings():  # torch 2.9+ marks TorchScript deprecated; it is what loads without Python code
+        warnings.simplefilter("ignore", FutureWarning)
+        with torch.no_grad():
+            traced = torch.jit.trace(packaged, example, check_trace=False)
+        with atomic_open(out) as fh:
+            torch.jit.save(traced, fh)
+        loaded = torch.jit.load(str(out), map_location="cpu")
+    with torch.no_grad():
+        return _batches(lambda x: loaded(torch.from_numpy(x.copy())).numpy(), pixels)
+
+
+def _onnx_modules():
+    """(onnx, onnxruntime), or a ConfigError that says how to install them."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        raise ConfigError("ONNX export needs onnx and onnxruntime: pip install 'cxrbench[onnx]'") from None
+    return onnx, onnxruntime
+
+
+def _onnx(packaged: Packaged, example: torch.Tensor, out: Path, pixels: np.ndarray) -> np.ndarray:
+    """Export with a dynamic batch (torch's TorchScript-based exporter), check the graph, save it atomically and
+    run it with onnxruntime on `pixels`."""
+    import io
+
+    from cxrbench.files import atomic_write
+
+    onnx, ort = _onnx_modules()
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notices
+        torch.onnx.export(
+            packaged,
+            (example,),
+            buf,  # type: ignore[arg-type]  # the exporter writes to a file object too (torch's stub says path)
+            dynamo=False,
+            input_names=["images"],
+            output_names=["probabilities"],
+            dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
+            opset_version=ONNX_OPSET,
+        )
+    raw = buf.getvalue()
+    onnx.checker.check_model(onnx.load_from_string(raw))
+    atomic_write(out, raw)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    return _batches(lambda x: session.run(None, {"images": np.ascontiguousarray(x)})[0], pixels)

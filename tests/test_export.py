@@ -76,3 +76,32 @@ def test_export_refuses_without_the_cache_before_writing(real_run, tmp_path):
     assert not (tmp_path / "m.pt").exists()
     with pytest.raises(ConfigError, match="must not end in .json"):
         export_run(load_run(copy), tmp_path / "m.json")
+
+
+def test_export_onnx_runs_in_onnxruntime_with_any_batch(real_run, tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from cxrbench.api import load_run
+    from cxrbench.cache.store import open_cache
+    from cxrbench.export import export_run
+
+    run = load_run(real_run[0])
+    e = export_run(run, tmp_path / "m.onnx", "onnx", check_images=4)
+    info = json.loads(e.info.read_text())
+    assert info["format"] == "onnx" and info["onnx"]["input_name"] == "images" and e.max_abs_diff < 1e-5
+    store = open_cache(run.settings["cache_path"])
+    pos = {str(k): i for i, k in enumerate(store.names())}
+    x = store.read(np.array([pos[k] for k in run.test.images[:3]]))
+    got = ort.InferenceSession(str(e.model), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+    assert got.shape == (3, 15) and np.abs(got - run.test.probabilities[:3]).max() < 1e-5
+
+
+def test_export_onnx_without_onnx_says_what_to_install(real_run, tmp_path, monkeypatch):
+    from cxrbench.api import load_run
+    from cxrbench.errors import ConfigError
+    from cxrbench.export import export_run
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if it were not installed
+    with pytest.raises(ConfigError, match=r"pip install 'cxrbench\[onnx\]'"):
+        export_run(load_run(real_run[0]), tmp_path / "m.onnx", "onnx")
+    assert not (tmp_path / "m.onnx").exists()

@@ -9,12 +9,13 @@ from cxrbench.cli._options import plugin_option
 
 @click.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=str))
-@click.option("--format", "fmt", type=click.Choice(["torchscript"]), default="torchscript", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["torchscript", "onnx"]), default="torchscript", show_default=True)
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=str),
     default=None,
-    help="The model file (default: <run id>.torchscript.pt here); its description goes beside it as .json.",
+    help="The model file (default: <run id>.torchscript.pt or <run id>.onnx here); its description goes "
+    "beside it as .json.",
 )
 @click.option(
     "--cache",
@@ -32,7 +33,8 @@ from cxrbench.cli._options import plugin_option
 @plugin_option
 def export(run: str, fmt: str, out: str | None, cache: str | None, check_images: int, plugins: tuple[str, ...]) -> None:
     """Export RUN's model with its preprocessing inside: a uint8 grey batch (B, S, S) at the cache's size in,
-    probabilities per class out. Loads with torch.jit.load alone (no cxrbench needed). The file is checked
+    probabilities per class out. TorchScript loads with torch.jit.load alone (no cxrbench needed); ONNX
+    (`pip install 'cxrbench[onnx]'`) runs in onnxruntime, with a dynamic batch. The file is checked
     against the PyTorch model on the run's test images and the largest difference is printed.
 
     \b
@@ -46,7 +48,8 @@ def export(run: str, fmt: str, out: str | None, cache: str | None, check_images:
 
     d = get_display()
     r = load_run(run, plugins)
-    e = export_run(r, out or f"{r.record.run_id}.torchscript.pt", fmt, cache, check_images)
+    default = f"{r.record.run_id}.{'onnx' if fmt == 'onnx' else 'torchscript.pt'}"
+    e = export_run(r, out or default, fmt, cache, check_images)
     d.info(
         f"wrote {e.model} and {e.info}; checked on {e.checked_images} test image(s) against the PyTorch model: "
         f"largest difference in a probability {e.max_abs_diff:.2e}"
