@@ -133,6 +133,8 @@ class Run:
 
             >>> run.history.plot(x="epoch", y=["train_loss", "val_loss"])
         """
+        from cxrbench.results.history import read_history
+
         return read_history(self.path / "history.csv")
 
     @property
@@ -238,42 +240,6 @@ class Run:
         if x.dtype != np.uint8 or x.ndim != 2:
             raise ConfigError(f"an image array must be 2-D uint8 grey (decoded), not {x.dtype} of shape {x.shape}")
         return x if x.shape == (s, s) else resize(x, s, self.protocol.resample)
-
-
-def read_history(path: Path) -> pd.DataFrame:
-    """A history.csv (cxrbench.run.fit.write_history), checked: its columns, trainings named fold<k> or final,
-    whole epochs from 1, finite numbers or empty cells."""
-    import io
-    import re
-
-    import pandas as pd
-
-    from cxrbench.files import read_regular
-    from cxrbench.run.fit import HISTORY_COLUMNS
-
-    if not path.exists() and not path.is_symlink():
-        raise RecordError(f"{path}: no training history (runs write history.csv since cxrbench 0.1.0's API)")
-    raw = read_regular(path, 64 << 20, "training history", lambda m: RecordError(m))
-    try:
-        df = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
-        raise RecordError(f"{path}: not a readable history CSV ({' '.join(str(e).split())[:200]})") from None
-    if tuple(df.columns) != HISTORY_COLUMNS:
-        raise RecordError(f"{path}: columns must be {', '.join(HISTORY_COLUMNS)}")
-    if not df["training"].map(lambda t: re.fullmatch(r"fold\d{1,3}|final", t) is not None).all():
-        raise RecordError(f"{path}: trainings must be named fold<k> or final")
-    if not df["epoch"].str.fullmatch(r"[1-9]\d{0,5}").all():
-        raise RecordError(f"{path}: epochs must be whole numbers from 1")
-    out = pd.DataFrame({"training": df["training"], "epoch": df["epoch"].astype(int)})
-    for c in HISTORY_COLUMNS[2:]:
-        try:
-            v = pd.to_numeric(df[c].replace("", "nan"), errors="raise").astype(float)
-        except (ValueError, TypeError):
-            raise RecordError(f"{path}: column {c} must hold numbers") from None
-        if np.isinf(v).any():
-            raise RecordError(f"{path}: column {c} holds an infinite number")
-        out[c] = v
-    return out
 
 
 def predictions_frame(pred: Predictions) -> pd.DataFrame:

@@ -141,8 +141,9 @@ def test_compare_and_load_leaderboard_are_the_boards_paired_test(real_run, tmp_p
 def test_history_csv_is_the_training_curve(real_run, tmp_path):
     """Every epoch of the run's training: the record's losses and AUROCs, the lr, the speed, and a validation
     loss that is the mean BCE of the validation predictions the last epoch wrote."""
+    from cxrbench.results.history import HISTORY_COLUMNS
     from cxrbench.results.predictions import Predictions
-    from cxrbench.run.fit import HISTORY_COLUMNS, bce
+    from cxrbench.run.fit import bce
 
     folder, _ = real_run
     run = cxrbench.load_run(folder)

@@ -355,7 +355,7 @@ CURVE = "training-curve.png"
 def _curve_png(run_dir: Path, out: Path, rec: dict) -> str | None:
     """The run's training curves (history.csv, checked) as a picture in the gallery folder; None for a run
     without a history (made before cxrbench wrote one)."""
-    from cxrbench.api import read_history
+    from cxrbench.results.history import read_history
     from cxrbench.results.plots import training_curves
 
     if not (run_dir / "history.csv").is_file():

@@ -87,6 +87,8 @@ def fit_folds(ctx: RunContext, images: Images) -> Trained:
     if model is None:
         model = scoring_model(ctx)
     if ctx.is_main:
+        from cxrbench.results.history import HISTORY, write_history
+
         write_history(ctx.dir / HISTORY, [(t.name, results[t.name]) for t in trainings])
     folds = [results[t.name] for t in trainings if t.name != "final"]
     return Trained(
@@ -303,20 +305,6 @@ def _f(x: float | None) -> str:
     return "undefined" if x is None else f"{x:.4f}"
 
 
-HISTORY = "history.csv"
-HISTORY_COLUMNS = (
-    "training",
-    "epoch",
-    "train_loss",
-    "val_loss",
-    "val_weighted_auroc",
-    "val_plain_auroc",
-    "lr",
-    "images_per_s",
-    "seconds",
-)
-
-
 def bce(y: np.ndarray, p: np.ndarray) -> float | None:
     """Mean binary cross-entropy of probabilities `p` against labels `y` (the training loss, from the sigmoid's
     output; probabilities clipped to [1e-7, 1 - 1e-7]); None for no rows."""
@@ -325,22 +313,3 @@ def bce(y: np.ndarray, p: np.ndarray) -> float | None:
     q = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
     yy = np.asarray(y, np.float64)
     return round(float(-(yy * np.log(q) + (1 - yy) * np.log1p(-q)).mean()), 6)
-
-
-def write_history(path: Path, trainings: list[tuple[str, dict]]) -> None:
-    """history.csv: one row per epoch (numbered from 1) of every training (fold0, ..., final), with the training
-    and validation loss, validation AUROCs, learning rate, images/s and seconds (empty where not measured, e.g.
-    validation of the final training, or epochs trained by a cxrbench that did not record them)."""
-    import csv
-    import io
-
-    from cxrbench.files import atomic_write_text
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(HISTORY_COLUMNS)
-    for name, result in trainings:
-        for h in result.get("history", []):
-            row = {**h, "training": name, "epoch": int(h["epoch"]) + 1}
-            w.writerow(["" if row.get(c) is None else row.get(c) for c in HISTORY_COLUMNS])
-    atomic_write_text(path, buf.getvalue())
