@@ -182,6 +182,7 @@ def test_subgroup_aurocs_rates_and_too_few(ties):
         assert e["groups"]["X"] == {
             "images": 0,
             "positives": 0,
+            "negatives": 0,
             "auroc": None,
             "too_few": e["groups"]["X"]["too_few"],
             "tpr": None,

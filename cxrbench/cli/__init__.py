@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "sweep": "cxrbench.cli.sweep:sweep",
     "reproduce": "cxrbench.cli.reproduce:reproduce",
     "rescore": "cxrbench.cli.rescore:rescore",
+    "evaluate": "cxrbench.cli.evaluate:evaluate",
     "doctor": "cxrbench.cli.doctor:doctor",
 }
 # commands that build models: torch and torchvision are checked before they run (one line, nothing written)

@@ -345,7 +345,7 @@ def subgroups(
             boots = rs.aurocs(y, p, rows) if ok.any() and len(rows) else None
             rates = confusion_rates(y[rows], p[rows], youden, _sub(rs, rows)) if len(rows) else None
             for i, c in enumerate(classes):
-                e: dict = {"images": int(len(rows)), "positives": int(pos[i])}
+                e: dict = {"images": int(len(rows)), "positives": int(pos[i]), "negatives": int(neg[i])}
                 if ok[i]:
                     a = auroc(yb[rows, i], p[rows, i])
                     e["auroc"] = _value(a, _ci_cols(boots[:, i : i + 1])[0])  # type: ignore[index]
