@@ -155,19 +155,39 @@ def _value(point: float, ci: np.ndarray) -> dict:
 
 def confusion_rates(y: np.ndarray, p: np.ndarray, thresholds: np.ndarray, rs: Resampler) -> dict[str, tuple]:
     """Sensitivity, specificity, PPV, NPV and F1 of calling p >= threshold (one per column; NaN: none)
-    on the test labels y, each (point (K,), CI (K, 2)) on the patient resamples."""
+    on the test labels y, each (point (K,), CI (K, 2)) on the patient resamples. The four counts are
+    resampled together (one matrix product) and every rate is a ratio of them."""
     y = np.asarray(y).astype(np.float64)
     called = (np.asarray(p) >= thresholds[None, :]).astype(np.float64)
     called[:, ~np.isfinite(thresholds)] = np.nan
-    tp, fp = called * y, called * (1 - y)
-    fn, tn = (1 - called) * y, (1 - called) * (1 - y)
-    return {
-        "sensitivity": rs.ratio(tp, tp + fn),
-        "specificity": rs.ratio(tn, tn + fp),
-        "ppv": rs.ratio(tp, tp + fp),
-        "npv": rs.ratio(tn, tn + fn),
-        "f1": rs.ratio(2 * tp, 2 * tp + fp + fn),
-    }
+    k = y.shape[1]
+    cells = np.concatenate([called * y, called * (1 - y), (1 - called) * y, (1 - called) * (1 - y)], axis=1)
+    sums = rs.sums(cells)
+    out = {}
+    for name, (pt, boots) in _rates(sums.sum(0)[None, :], rs.counts @ sums, k).items():
+        out[name] = (pt[0], _ci_cols(boots))
+    return out
+
+
+def _rates(point: np.ndarray, boots: np.ndarray, k: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The five rates from (.., 4K) counts laid out as TP, FP, FN, TN: (point, resampled) per rate."""
+
+    def split(a):
+        return a[:, :k], a[:, k : 2 * k], a[:, 2 * k : 3 * k], a[:, 3 * k :]
+
+    out = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for which, a in (("point", point), ("boots", boots)):
+            tp, fp, fn, tn = split(a)
+            for name, v in (
+                ("sensitivity", tp / (tp + fn)),
+                ("specificity", tn / (tn + fp)),
+                ("ppv", tp / (tp + fp)),
+                ("npv", tn / (tn + fn)),
+                ("f1", 2 * tp / (2 * tp + fp + fn)),
+            ):
+                out.setdefault(name, {})[which] = v
+    return {name: (v["point"], v["boots"]) for name, v in out.items()}
 
 
 def thresholds(val_y: np.ndarray, val_p: np.ndarray, rule: str, target: float = DEFAULT_TARGET) -> np.ndarray:
