@@ -204,3 +204,61 @@ def test_a_run_with_a_rewritten_label_is_not_evaluated(smoke_run, tmp_path):
     (forged / "record.json").write_text(json.dumps(seal(rec)))
     with pytest.raises(RecordError, match="fold 0 validation predictions give .* the label"):
         evaluate_run(forged)
+
+
+def test_the_board_rederives_the_evaluation_columns(smoke_run, synth_cache, tmp_path):
+    """`leaderboard --show ece,worst-group,underdiagnosis` and `--evaluation` in the exports: the figures of
+    `cxrbench evaluate`, re-derived from the filed predictions, never read from a stored result."""
+    from cxrbench.cli import cli
+    from cxrbench.results.leaderboard import submit
+
+    board = tmp_path / "board"
+    submit(smoke_run, board, allow_dirty=True, data=str(synth_cache))
+    want = json.loads(_evaluate(smoke_run, "--format", "json", "--no-pictures", "--out", tmp_path / "e"))
+    r = CliRunner().invoke(
+        cli,
+        ["leaderboard", "--leaderboard", str(board), "--format", "json", "--evaluation", "--data", str(synth_cache)],
+    )
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    entry = out["groups"][0]["entries"][0]
+    assert entry["ev_ece"] == want["calibration"]["pooled"]["ece"]
+    assert entry["ev_brier"] == want["calibration"]["pooled"]["brier"]
+    assert entry["ev_thresholds_from"] == "fold0-val.csv.gz"
+    full = out["evaluation"]["entries"][entry["entry"]]
+    assert full["subgroups"] == want["subgroups"] and full["underdiagnosis"] == want["underdiagnosis"]
+    r = CliRunner().invoke(
+        cli, ["leaderboard", "--leaderboard", str(board), "--show", "ece,underdiagnosis", "--data", str(synth_cache)]
+    )
+    assert r.exit_code == 0, r.output
+    assert "ECE (pooled)" in r.stdout and "underdiagnosis gap" in r.stdout and f"{entry['ev_ece']:.4f}" in r.stdout
+    r = CliRunner().invoke(cli, ["leaderboard", "--leaderboard", str(board), "--data", str(synth_cache)])
+    assert r.exit_code != 0 and "--evaluation" in str(r.exception)
+
+
+def test_worst_group_and_underdiagnosis_gap_of_the_board():
+    from cxrbench.results.evaluation_board import largest_underdiagnosis_gap, worst_group
+
+    def a(v):
+        return None if v is None else {"value": v, "ci95": [None, None]}
+
+    sub = {
+        "sex": {
+            "groups": ["F", "M"],
+            "per_class": {
+                "x": {"groups": {"F": {"auroc": a(0.7)}, "M": {"auroc": a(0.8)}}},
+                "y": {"groups": {"F": {"auroc": a(0.9)}, "M": {"auroc": None}}},  # not in every group: left out
+            },
+        },
+        "age": {
+            "groups": ["0-19", "80+"],
+            "per_class": {
+                "x": {"groups": {"0-19": {"auroc": None}, "80+": {"auroc": a(0.6)}}},  # one group only: no ranking
+                "y": {"groups": {"0-19": {"auroc": None}, "80+": {"auroc": a(0.5)}}},
+            },
+        },
+    }
+    assert worst_group(sub, ["x", "y"]) == (0.7, "sex F")
+    u = {"by": {"sex": {"gap": {"value": 0.1, "highest": "F", "lowest": "M"}}, "age": {"gap": None}}}
+    assert largest_underdiagnosis_gap(u) == (0.1, "sex: F vs M")
+    assert largest_underdiagnosis_gap({"by": {"age": {"gap": None}}}) is None
