@@ -51,7 +51,11 @@ def test_json_matches_an_independent_recomputation(smoke_run, synth_cache):
     from cxrbench.results.predictions import Predictions
     from cxrbench.results.verify import open_tables
 
+    folder = smoke_run / "evaluation"
+    stored = json.loads((folder / "evaluation.json").read_text())  # `run` wrote it beside the record
+    assert not list(folder.glob("*.png")) and "<table>" in (folder / "evaluation.html").read_text()
     r = json.loads(_evaluate(smoke_run, "--format", "json"))
+    assert r == stored
     test = Predictions.read(smoke_run / "predictions.csv.gz")
     val = Predictions.read(smoke_run / "fold0-val.csv.gz")
     y, p, classes = test.labels, test.probabilities, test.classes
@@ -117,7 +121,6 @@ def test_json_matches_an_independent_recomputation(smoke_run, synth_cache):
     else:
         assert u["rate"] is None
     # what was written is what was printed, with the pictures
-    folder = smoke_run / "evaluation"
     assert json.loads((folder / "evaluation.json").read_text()) == r
     page = (folder / "evaluation.html").read_text()
     for name in ("roc.png", "reliability.png", "forest-0.png", "forest-1.png", "forest-2.png"):
