@@ -90,7 +90,7 @@ def _evaluate(ctx: RunContext, record_path: Path) -> None:
     try:
         result, arrays = evaluate_run(run_dir, data=str(ctx.opts.cache))
         write_outputs(result, arrays, run_dir / "evaluation", run_dir, pictures=False)
-    except CxrbenchError as e:
+    except (CxrbenchError, OSError) as e:  # a run folder it cannot read back, a full disk
         if ctx.display is not None:
             ctx.display.warn(f"the evaluation beside the record was not written: {e}")
         return
