@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "sweep": "cxrbench.cli.sweep:sweep",
     "reproduce": "cxrbench.cli.reproduce:reproduce",
     "rescore": "cxrbench.cli.rescore:rescore",
+    "evaluate": "cxrbench.cli.evaluate:evaluate",
     "doctor": "cxrbench.cli.doctor:doctor",
     "predict": "cxrbench.cli.predict:predict",
     "export": "cxrbench.cli.export:export",

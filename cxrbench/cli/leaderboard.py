@@ -60,7 +60,8 @@ def submit(run: str, board: str, allow_dirty: bool, data: str | None) -> None:
     default=None,
     metavar="COLUMNS",
     help="Table: add these columns to the compact view (comma-separated: rank, model, lr, seed, pretrained, "
-    "weighted, plain, vs-best, validation, params, speed, pointing, bitwise, notes, entry).",
+    "weighted, plain, vs-best, validation, params, speed, pointing, bitwise, notes, entry; ece, worst-group, "
+    "underdiagnosis add the evaluation columns, as --evaluation does).",
 )
 @click.option("--wide", is_flag=True, help="Table: every column, as wide as they need.")
 @click.option("--write", is_flag=True, help="Regenerate <leaderboard>/LEADERBOARD.md and index.html with plots.")
@@ -81,6 +82,19 @@ def submit(run: str, board: str, allow_dirty: bool, data: str | None) -> None:
     help="With --adjudicated: JSON mapping of the four findings to ChestX-ray14 classes (default: "
     "cxr14-adjudicated@v1).",
 )
+@click.option(
+    "--evaluation",
+    is_flag=True,
+    help="Add the evaluation columns (pooled ECE, worst-group AUROC, underdiagnosis gap), re-derived from every "
+    "entry's checked predictions as `cxrbench evaluate` computes them; subgroups need --data.",
+)
+@click.option(
+    "--data",
+    type=click.Path(exists=True, file_okay=False, path_type=str),
+    default=None,
+    help="With --evaluation: a cache or dataset folder whose metadata gives sex, age and view (entries whose "
+    "metadata differs get no subgroup figures).",
+)
 def leaderboard(
     board: str,
     protocol: str | None,
@@ -91,6 +105,8 @@ def leaderboard(
     write: bool,
     adjudicated: str | None,
     mapping: str | None,
+    evaluation: bool,
+    data: str | None,
 ) -> None:
     """Rank the filed records within each protocol version and data fingerprint. Paired comparisons use the
     protocol's bootstrap resamples and seed; a filed record that fails its checks is named and left out.
@@ -109,6 +125,7 @@ def leaderboard(
       cxrbench leaderboard --format csv --out board.csv
       cxrbench leaderboard --write
       cxrbench leaderboard --adjudicated four_findings_expert_labels_test_labels.csv --format json
+      cxrbench leaderboard --show ece,worst-group,underdiagnosis --data cache/
     """
     from cxrbench.console import get_display
     from cxrbench.errors import ConfigError, InputError
@@ -126,6 +143,13 @@ def leaderboard(
     if out is not None and Path(out).name in ("", ".", ".."):
         raise ConfigError(f"--out {out!r}: give a file name (for example leaderboard.md)")
     keys = [k.strip() for k in show.split(",") if k.strip()] if show else None
+    from cxrbench.results.evaluation_board import SHOW_KEYS
+
+    if keys is not None and set(keys) & set(SHOW_KEYS):  # the evaluation's columns come as their own table
+        evaluation = True
+        keys = [k for k in keys if k not in SHOW_KEYS]
+    if data is not None and not evaluation:
+        raise ConfigError("--data gives the evaluation's subgroups: pass --evaluation (or --show ece,...) with it")
     if keys is not None or wide:
         if fmt != "table" or out is not None or write:
             raise ConfigError("--show and --wide choose the table's columns; md, html, csv and json have them all")
@@ -158,6 +182,12 @@ def leaderboard(
             f"adjudicated labels {labels.path.name}: mapping {m.key} (hash {m.content_hash}): "
             + "; ".join(m.describe())
         )
+    if evaluation:
+        from cxrbench.results.evaluation_board import Both
+        from cxrbench.results.evaluation_board import score_board as evaluate_board
+
+        ev = evaluate_board(groups, data, d)
+        adj = ev if adj is None else Both(adj, ev)
     if write:  # the board may be shared: every name checked (no links below it) before anything is written
         from cxrbench.files import atomic_write_text, make_dirs
 

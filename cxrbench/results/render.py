@@ -157,12 +157,12 @@ def _marked(text: str, mark: str | None) -> str:
 
 def columns(adj: AdjudicatedBoard | None = None) -> list[str]:
     """The people's views' columns: the board's, then the adjudicated ones when the board is shown with them."""
-    return COLUMNS if adj is None else COLUMNS + adj_board.COLUMNS
+    return COLUMNS if adj is None else COLUMNS + getattr(adj, "COLUMNS", adj_board.COLUMNS)
 
 
 def fields(adj: AdjudicatedBoard | None = None) -> list[str]:
     """The CSV columns: the board's, then the adjudicated ones when the board is shown with them."""
-    return FIELDS if adj is None else FIELDS + adj_board.FIELDS
+    return FIELDS if adj is None else FIELDS + getattr(adj, "FIELDS", adj_board.FIELDS)
 
 
 def explain(adj: AdjudicatedBoard | None = None) -> list[str]:
@@ -405,9 +405,13 @@ def to_table(
         for k, n in enumerate(distinct, 1):
             display.prose(f"[{k}] {n}", indent="    ")
         if adj is not None:
-            acols = ["rank", "model", *adj_board.COLUMNS]
+            acols = ["rank", "model", *getattr(adj, "COLUMNS", adj_board.COLUMNS)]
             display.text("")
-            display.table(acols, [[r[c] for c in acols] for r in rs], title=f"{title(g)} · adjudicated labels")
+            display.table(
+                acols,
+                [[r[c] for c in acols] for r in rs],
+                title=f"{title(g)} · {getattr(adj, 'TITLE', 'adjudicated labels')}",
+            )
         shown_all += [c for c in cols if c not in shown_all]
         cells += [str(r[c]) for r in rs for c in cols]
     if any("paper" in g.protocol for g in groups):  # the papers' numbers belong beside real-data results
@@ -544,7 +548,7 @@ def to_json(groups: list[Group], adj: AdjudicatedBoard | None = None) -> str:
         "notes": list(EXPLAIN),
     }
     if adj is not None:
-        board["adjudicated"] = adj.to_json()
+        board[getattr(adj, "JSON_KEY", "adjudicated")] = adj.to_json()
     return json.dumps(board, indent=2, allow_nan=False) + "\n"
 
 

@@ -75,7 +75,31 @@ def _stages(ctx: RunContext) -> Path | None:
     for name in trained.trained_now:  # this session's trainings, for a line that adds up to this session's wall
         session.update({k: v for k, v in trained.stages.items() if k.startswith(name + ".")})
     ctx.info(breakdown(session, ctx.clock.wall(), sum(v for k, v in session.items() if k.endswith(".train"))))
+    _evaluate(ctx, path)
     return path
+
+
+def _evaluate(ctx: RunContext, record_path: Path) -> None:
+    """The evaluation beside the record (RUN/evaluation: JSON, CSV, tables-only HTML; `cxrbench evaluate RUN`
+    draws the pictures), computed from the run's folder as `cxrbench evaluate` reads it. A run whose training
+    and record are done is not failed by it: a reason is shown instead."""
+    from cxrbench.errors import CxrbenchError
+    from cxrbench.results.evaluate import evaluate_run, write_outputs
+
+    run_dir = record_path.parent
+    try:
+        result, arrays = evaluate_run(run_dir, data=str(ctx.opts.cache))
+        write_outputs(result, arrays, run_dir / "evaluation", run_dir, pictures=False)
+    except (CxrbenchError, OSError) as e:  # a run folder it cannot read back, a full disk
+        if ctx.display is not None:
+            ctx.display.warn(f"the evaluation beside the record was not written: {e}")
+        return
+    ece = result["calibration"]["pooled"]["ece"]
+    shown = "n/a" if ece is None else f"{ece:.4f}"
+    ctx.info(
+        f"evaluation: pooled ECE {shown}; operating points, calibration and subgroups in "
+        f"{run_dir / 'evaluation'} (`cxrbench evaluate RUN` adds the pictures)"
+    )
 
 
 def _fit(ctx: RunContext, images):
