@@ -29,12 +29,25 @@ class RunOptions:
     cuda_graphs: bool | None = None  # capture full-batch training steps as CUDA graphs on a GPU (None: unless
     #                                  deterministic)
     deterministic: bool = False  # deterministic algorithms, no cuDNN autotuning: bitwise reproducible on a GPU
+    seed: int | None = None  # the training seed (None: the protocol's); split, subset and bootstrap seeds stay its
 
 
-def default_run_id(model: str, protocol, lr: float) -> str:
-    """model__protocol@vN__lrX__seedS, with anything but letters, digits and ._+- in the model name made `_`."""
+MAX_SEED = 2**31 - 1  # a training seed: 0 to 2**31-1 (fold seeds add up to 100 to it)
+
+
+def train_seed(opts: RunOptions, protocol) -> int:
+    """The run's training seed: --seed, else the protocol's; checked to lie in 0..MAX_SEED."""
+    seed = protocol.seed if opts.seed is None else opts.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"--seed {seed!r} is not a whole number from 0 to {MAX_SEED}")
+    return seed
+
+
+def default_run_id(model: str, protocol, lr: float, seed: int | None = None) -> str:
+    """model__protocol@vN__lrX__seedS (S: the training seed, the protocol's unless given), with anything but
+    letters, digits and ._+- in the model name made `_`."""
     safe = re.sub(r"[^A-Za-z0-9._+-]", "_", model)
-    return f"{safe}__{protocol.key}__lr{lr:g}__seed{protocol.seed}"
+    return f"{safe}__{protocol.key}__lr{lr:g}__seed{protocol.seed if seed is None else seed}"
 
 
 def run_id_of(opts: RunOptions, protocol, lr: float) -> str:
@@ -43,7 +56,8 @@ def run_id_of(opts: RunOptions, protocol, lr: float) -> str:
     from cxrbench.errors import ConfigError
     from cxrbench.names import safe_name
 
-    return safe_name(opts.run_id or default_run_id(opts.model, protocol, lr), "--run-id", "run", ConfigError)
+    seed = train_seed(opts, protocol)
+    return safe_name(opts.run_id or default_run_id(opts.model, protocol, lr, seed), "--run-id", "run", ConfigError)
 
 
 def run_dir(opts: RunOptions) -> Path:
