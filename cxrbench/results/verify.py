@@ -54,9 +54,10 @@ _PRETRAINED_WORDS = ("pretrained", "imagenet weights")
 
 def check_settings(rec: dict, protocol, source: str | Path) -> tuple[str, ...]:
     """Every setting the board shows against the protocol the record names: the lr in its grid, the subset,
-    split and bootstrap seeds (the protocol's; the training seed may be any, as its run id says), the number of validation folds, the epochs each fold's history trained,
-    and `model.pretrained`. A contradiction is refused naming the field; only `pretrained` may differ, and only
-    with a deviation that says so (which the board shows marked). Returns the fields that deviate, declared."""
+    split and bootstrap seeds (the protocol's; the training seed may be any, as its run id says), the number
+    of validation folds, the epochs each fold's history trained, and `model.pretrained`. A contradiction is
+    refused naming the field; only `pretrained` may differ, and only with a deviation that says so (which the
+    board shows marked). Returns the fields that deviate, declared."""
     lr = rec["lr"]
     if not any(abs(lr - x) < 1e-12 for x in protocol.lrs):
         grid = ", ".join(f"{x:g}" for x in protocol.lrs)
