@@ -87,3 +87,86 @@ def test_board_accepts_a_train_seed_only_as_its_run_id_says(seed_runs):
             check_settings(bad, p, "r")
     custom = {**rec, "run_id": "mine", "seeds": {**rec["seeds"], "train": 7}}  # a custom run id names no seed
     assert check_settings(custom, p, "r") == ()
+
+
+# ------------------------------------------------------------------------------------ --seeds
+
+
+@pytest.mark.parametrize(
+    "text, seeds",
+    [("3", (0, 1, 2)), ("1", (0,)), ("0,1,2", (0, 1, 2)), (" 5, 7 ", (5, 7)), ("4,0", (4, 0))],
+)
+def test_seeds_syntax(text, seeds):
+    from cxrbench.run.options import parse_seeds
+
+    assert parse_seeds(text) == seeds
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("", "give a count"),
+        ("1,", "give a count"),
+        ("0,x", "'x' is not a whole number"),
+        ("-1", "'-1' is not a whole number"),
+        ("1.5", "'1.5' is not a whole number"),
+        ("0", "a count of seeds is 1 to 100"),
+        ("101", "a count of seeds is 1 to 100"),
+        ("1,1", "seed 1 is named twice"),
+        ("0,2147483648", "seed 2147483648 is above"),
+    ],
+)
+def test_seeds_syntax_errors(text, match):
+    from cxrbench.run.options import parse_seeds
+
+    with pytest.raises(ConfigError, match=match):
+        parse_seeds(text)
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from cxrbench.cli import cli
+
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_seeds_print_one_command_per_run(tmp_path):
+    r = _cli("run", "--model", "tiny", "--protocol", "smoke", "--cache", "c", "--seeds", "0,2", "--print")
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines() == [
+        f"cxrbench run --model tiny --protocol smoke --seed {s} --cache c --out runs --device auto --resume"
+        for s in (0, 2)
+    ]
+    r = _cli("sweep", "--protocol", "smoke", "--models", "tiny,tiny", "--cache", "c", "--seeds", "2", "--print")
+    assert r.exit_code == 0, r.output
+    assert [ln.split("--seed ")[1].split()[0] for ln in r.output.splitlines()] == ["0", "1"]
+    r = _cli("sweep", "--protocol", "smoke", "--models", "tiny", "--cache", "c", "--print")  # as before
+    assert "--seed" not in r.output
+    for bad, says in [
+        (["--seeds", "0,x"], "'x' is not a whole number"),
+        (["--seeds", "3", "--seed", "1"], "drop --seed"),
+        (["--seeds", "3", "--run-id", "a"], "drop --run-id"),
+        (["--parallel", "2"], "--parallel is for the runs of --seeds"),
+    ]:
+        r = _cli("run", "--model", "tiny", "--protocol", "smoke", "--cache", "c", *bad)
+        assert r.exit_code == 2 and says in r.output, r.output
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.fixture(scope="module")
+def swept(seed_runs, synth_cache):
+    """`sweep --seeds 3` into the folder that holds seeds 0 and 1: they are reused, seed 2 is trained."""
+    from cxrbench.orchestrate.sweep import sweep
+
+    out = seed_runs[0].parent
+    before = {s: (seed_runs[s] / "record.json").stat().st_mtime_ns for s in (0, 1)}
+    paths = sweep(_opts(synth_cache, out), ["tiny"], 1, None, seeds=(0, 1, 2))
+    return paths, before
+
+
+def test_sweep_seeds_reuses_finished_runs(swept, seed_runs):
+    paths, before = swept
+    assert [p.parent.name for p in paths] == [f"tiny__smoke@v1__lr0.1__seed{s}" for s in (0, 1, 2)]
+    assert [read_record(p.parent)["seeds"]["train"] for p in paths] == [0, 1, 2]
+    assert {s: (seed_runs[s] / "record.json").stat().st_mtime_ns for s in (0, 1)} == before

@@ -43,6 +43,38 @@ def train_seed(opts: RunOptions, protocol) -> int:
     return seed
 
 
+MAX_REPLICATES = 100  # seeds one `--seeds` may ask for
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """The training seeds `--seeds` names: a list (`0,1,2`: those seeds) or a count (`5`: seeds 0 to 4). Refuses,
+    in one line, an empty list, a part that is not a whole number, a seed out of range, a seed named twice, a
+    count of 0 or more than MAX_REPLICATES."""
+    raw = str(text).strip()
+    parts = [x.strip() for x in raw.split(",")]
+    if not raw or any(not x for x in parts):
+        raise ConfigError(f"--seeds {text!r}: give a count (5: seeds 0 to 4) or seeds separated by commas (0,1,2)")
+    bad = [x for x in parts if not x.isascii() or not x.isdigit()]
+    if bad:
+        raise ConfigError(f"--seeds {text!r}: {bad[0]!r} is not a whole number of 0 or more")
+    nums = [int(x) for x in parts]
+    if len(nums) == 1:
+        if not 1 <= nums[0] <= MAX_REPLICATES:
+            raise ConfigError(
+                f"--seeds {text!r}: a count of seeds is 1 to {MAX_REPLICATES} (one run with seed N: --seed N)"
+            )
+        return tuple(range(nums[0]))
+    if len(nums) > MAX_REPLICATES:
+        raise ConfigError(f"--seeds {text!r}: {len(nums)} seeds, at most {MAX_REPLICATES}")
+    out = [n for n in nums if n > MAX_SEED]
+    if out:
+        raise ConfigError(f"--seeds {text!r}: seed {out[0]} is above {MAX_SEED}")
+    twice = sorted({n for n in nums if nums.count(n) > 1})
+    if twice:
+        raise ConfigError(f"--seeds {text!r}: seed {twice[0]} is named twice")
+    return tuple(nums)
+
+
 def default_run_id(model: str, protocol, lr: float, seed: int | None = None) -> str:
     """model__protocol@vN__lrX__seedS (S: the training seed, the protocol's unless given), with anything but
     letters, digits and ._+- in the model name made `_`."""
