@@ -170,3 +170,124 @@ def test_sweep_seeds_reuses_finished_runs(swept, seed_runs):
     assert [p.parent.name for p in paths] == [f"tiny__smoke@v1__lr0.1__seed{s}" for s in (0, 1, 2)]
     assert [read_record(p.parent)["seeds"]["train"] for p in paths] == [0, 1, 2]
     assert {s: (seed_runs[s] / "record.json").stat().st_mtime_ns for s in (0, 1)} == before
+
+
+# ------------------------------------------------------------------------------------ the board pools replicates
+
+
+@pytest.fixture(scope="module")
+def board(swept, tmp_path_factory):
+    from cxrbench.results.leaderboard import submit
+
+    paths, _ = swept
+    b = tmp_path_factory.mktemp("seedboard") / "board"
+    for p in paths:
+        submit(p.parent, b, allow_dirty=True)
+    return b
+
+
+def _independent(folders):
+    """Each seed's weighted and plain mean test AUROC, from its predictions file, with scikit-learn."""
+    from sklearn.metrics import roc_auc_score
+
+    out = []
+    for f in folders:
+        pred = Predictions.read(f / "predictions.csv.gz")
+        y, p = np.asarray(pred.labels), np.asarray(pred.probabilities)
+        ok = [c for c in range(y.shape[1]) if 0 < y[:, c].sum() < len(y)]
+        a = np.array([roc_auc_score(y[:, c], p[:, c]) for c in ok])
+        out.append((float(np.average(a, weights=y[:, ok].sum(0))), float(a.mean())))
+    return np.array(out)
+
+
+def test_submit_files_the_seeds_as_one_entry(board, swept):
+    import json
+
+    from click.testing import CliRunner
+
+    from cxrbench.cli import cli
+    from cxrbench.results import render
+    from cxrbench.results.leaderboard import load, rank
+
+    paths, _ = swept
+    (g,) = rank(load(board))
+    (e,) = g.entries
+    assert e.n_seeds == 3 and [m.seed for m in e.members] == [0, 1, 2]
+    want = _independent([p.parent for p in paths])
+    (f,) = render.entry_fields(g)
+    assert f["n_seeds"] == 3 and f["seeds"] == [0, 1, 2] and f["seed"] is None
+    assert f["weighted_auroc"] == pytest.approx(want[:, 0].mean(), abs=1e-6)
+    assert f["weighted_auroc_sd"] == pytest.approx(want[:, 0].std(ddof=1), abs=1e-6)
+    assert f["plain_auroc"] == pytest.approx(want[:, 1].mean(), abs=1e-6)
+    assert f["plain_auroc_sd"] == pytest.approx(want[:, 1].std(ddof=1), abs=1e-6)
+    assert f["weighted_auroc_per_seed"] == pytest.approx(list(want[:, 0]), abs=1e-6)
+    assert render.title(g).endswith("1 entry (3 records)")
+
+    def show(*args):
+        r = CliRunner().invoke(cli, ["leaderboard", "--leaderboard", str(board), *args], env={"COLUMNS": "80"})
+        assert r.exit_code == 0, r.output
+        return r.stdout
+
+    data = json.loads(show("--format", "json"))
+    (je,) = data["groups"][0]["entries"]
+    assert je["weighted_auroc_per_seed"] == f["weighted_auroc_per_seed"] and je["n_seeds"] == 3
+    assert all(isinstance(x, float) for x in je["weighted_auroc_per_seed"])
+    assert [r["seed"] for r in je["replicates"]] == [0, 1, 2]
+    assert data["groups"][0]["comparison"]["method"] == "two-level-t@v1"
+    csv_text = show("--format", "csv")
+    import csv
+    import io
+
+    (row,) = list(csv.DictReader(io.StringIO(csv_text)))
+    assert row["n_seeds"] == "3" and row["seeds"] == "0;1;2"
+    assert [float(x) for x in row["weighted_auroc_per_seed"].split(";")] == f["weighted_auroc_per_seed"]
+    table = show("--seeds")
+    assert "±" in table and "each seed" in table
+    compact = show()
+    assert all(len(line) <= 80 for line in compact.splitlines()), compact  # the compact board: 80 columns
+    assert f"{f['weighted_auroc']:.4f} ±{f['weighted_auroc_sd']:.4f}" in compact  # mean ± seed sd
+    assert any(line.split()[:4] == ["1", "tiny", "0.1", "3"] for line in compact.splitlines())  # n seeds
+
+
+def test_replicates_are_compared_with_the_two_level_test(board):
+    """Copies of the filed entries as other recipes (in memory, not filed): two seeds and one seed."""
+    import copy
+
+    from cxrbench.metrics.replicates import Replicate, compare_replicates, score_replicates
+    from cxrbench.protocols import get_protocol
+    from cxrbench.results import render
+    from cxrbench.results.leaderboard import load, rank
+
+    entries = load(board)
+    by_seed = {e.seed: e for e in entries}
+
+    def as_recipe(e, model):
+        c = copy.copy(e)
+        c.record = {**e.record, "model": {**e.record["model"], "name": model}}
+        c.id = f"{model}-{e.seed}"
+        return c
+
+    two = [as_recipe(by_seed[s], "tiny_b") for s in (0, 1)]
+    one = as_recipe(by_seed[2], "tiny_c")
+    (g,) = rank([*entries, *two, one])
+    assert sorted(e.n_seeds for e in g.entries) == [1, 2, 3]
+    assert g.method == "two-level-t@v1"
+    p = get_protocol("smoke")
+
+    def scored(es):
+        reps = [
+            Replicate(e.seed, e.test.images, e.test.patients, e.test.labels, e.test.probabilities, "s", "d") for e in es
+        ]
+        return score_replicates(reps, p.bootstrap, p.seed)
+
+    best = g.entries[0]
+    for e in g.entries[1:]:
+        c = g.comparisons[e.id]
+        want = compare_replicates(scored(e.members), scored(best.members)).to_dict()
+        assert c == want
+        assert c["method"] == ("patient-bootstrap@v1" if e.n_seeds == 1 or best.n_seeds == 1 else "two-level-t@v1")
+    rows = render.rows(g)
+    single = next(r for r, e in zip(rows, g.entries) if e.n_seeds == 1)
+    distinct, _ = render.notes(g)
+    said = [distinct[int(k.strip("[]")) - 1] for k in single["notes"].split()]
+    assert any("one training seed" in n for n in said)

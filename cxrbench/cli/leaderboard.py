@@ -63,6 +63,12 @@ def submit(run: str, board: str, allow_dirty: bool, data: str | None) -> None:
     "weighted, plain, vs-best, validation, params, speed, pointing, bitwise, notes, entry).",
 )
 @click.option("--wide", is_flag=True, help="Table: every column, as wide as they need.")
+@click.option(
+    "--seeds",
+    "per_seed",
+    is_flag=True,
+    help="Table: each seed's figures of every entry below its group (replicates pool into one entry).",
+)
 @click.option("--write", is_flag=True, help="Regenerate <leaderboard>/LEADERBOARD.md and index.html with plots.")
 @click.option(
     "--adjudicated",
@@ -88,6 +94,7 @@ def leaderboard(
     out: str | None,
     show: str | None,
     wide: bool,
+    per_seed: bool,
     write: bool,
     adjudicated: str | None,
     mapping: str | None,
@@ -105,6 +112,7 @@ def leaderboard(
     Example:
       cxrbench leaderboard --leaderboard cxrbench-quickstart/leaderboard
       cxrbench leaderboard --show plain,params,speed
+      cxrbench leaderboard --seeds
       cxrbench leaderboard --protocol paper-15c --format md
       cxrbench leaderboard --format csv --out board.csv
       cxrbench leaderboard --write
@@ -126,9 +134,11 @@ def leaderboard(
     if out is not None and Path(out).name in ("", ".", ".."):
         raise ConfigError(f"--out {out!r}: give a file name (for example leaderboard.md)")
     keys = [k.strip() for k in show.split(",") if k.strip()] if show else None
-    if keys is not None or wide:
+    if keys is not None or wide or per_seed:
         if fmt != "table" or out is not None or write:
-            raise ConfigError("--show and --wide choose the table's columns; md, html, csv and json have them all")
+            raise ConfigError(
+                "--show, --wide and --seeds choose what the table shows; md, html, csv and json have it all"
+            )
         render.view_columns(keys, wide)  # an unknown column is refused before the board is read
     if mapping is not None and adjudicated is None:
         raise ConfigError("--mapping applies to the adjudicated columns: pass --adjudicated FILE with it")
@@ -169,7 +179,7 @@ def leaderboard(
         d.info(f"wrote {root / 'LEADERBOARD.md'} and {root / 'index.html'}")
         return
     if fmt == "table" and out is None:
-        render.to_table(groups, d, adj, keys, wide)
+        render.to_table(groups, d, adj, keys, wide, per_seed)
         return
     if fmt == "html":
         page = Path(out or "leaderboard.html")

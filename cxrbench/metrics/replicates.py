@@ -193,9 +193,26 @@ def score_replicates(replicates: Sequence[Replicate], resamples: int = 1000, see
     """Score a replicate group (checked and aligned by `align`): each seed's per-class AUROCs and both means,
     and every seed's per-class AUROCs on the same `resamples` patient resamples drawn with `seed`."""
     reps = align(replicates)
+    boots = resampled_aurocs(reps[0].y, [r.p for r in reps], reps[0].patients, resamples, seed)
+    return _scores(reps, boots, resamples, seed)
+
+
+def scores_from(
+    replicates: Sequence[Replicate], resampled: Sequence[np.ndarray], resamples: int, seed: int
+) -> ReplicateScores:
+    """As `score_replicates`, with each seed's per-class AUROCs on the patient resamples already drawn (the
+    board's: `auroc.bootstrap_aurocs` with `resamples` and `seed`, bit-identical to `resampled_aurocs`); the
+    resamples do not depend on the row order, so aligning the rows leaves them as they are."""
+    reps = align(replicates)
+    boots = np.stack([np.asarray(b, np.float64) for b in resampled])
+    if boots.shape[:2] != (len(reps), resamples) or boots.shape[2] != reps[0].y.shape[1]:
+        raise ReplicateError(f"{_name(reps[0])}: its resampled AUROCs are not ({resamples}, classes) per seed")
+    return _scores(reps, boots, resamples, seed)
+
+
+def _scores(reps: list[Replicate], boots: np.ndarray, resamples: int, seed: int) -> ReplicateScores:
     y = reps[0].y
     point = np.stack([per_class_auroc(y, r.p) for r in reps])
-    boots = resampled_aurocs(y, [r.p for r in reps], reps[0].patients, resamples, seed)
     # a class undefined on the full test set stays undefined in every resample (as in auroc.score)
     boots[:, :, ~np.isfinite(point[0])] = np.nan
     return ReplicateScores(
