@@ -291,3 +291,58 @@ def test_replicates_are_compared_with_the_two_level_test(board):
     distinct, _ = render.notes(g)
     said = [distinct[int(k.strip("[]")) - 1] for k in single["notes"].split()]
     assert any("one training seed" in n for n in said)
+
+
+# ------------------------------------------------------------------------------------ reproduce paper --seeds
+
+
+def test_contrast_of_replicates_generalises_the_pairwise_test():
+    from cxrbench.metrics.replicates import compare_replicates, contrast_replicates, score_replicates
+    from cxrbench.metrics.seedsim import SimSettings, simulate_pair
+
+    rng = np.random.default_rng(5)
+    a, b = simulate_pair(SimSettings(patients=150, effect=0.3), 3, 3, rng)
+    sa, sb = score_replicates(a, 100, 0), score_replicates(b, 100, 0)
+    pair = compare_replicates(sa, sb)
+    c = contrast_replicates([sa, sb], [1.0, -1.0])
+    assert c.method == pair.method == "two-level-t@v1"
+    assert c.diff == pytest.approx(pair.diff) and c.se == pytest.approx(pair.se) and c.df == pytest.approx(pair.df)
+    assert c.ci95 == pytest.approx(pair.ci95) and c.p_value == pytest.approx(pair.p_value)
+    # one group against a fixed value: the mean over seeds less the offset; a single seed falls back
+    one = contrast_replicates([sa], [1.0], offset=0.5)
+    assert one.diff == pytest.approx(sa.mean() - 0.5) and one.method == "two-level-t@v1"
+    single = contrast_replicates([score_replicates(a[:1], 100, 0), sb], [1.0, -1.0])
+    assert single.method == "patient-bootstrap@v1"
+    with pytest.raises(Exception, match="coefficient"):
+        contrast_replicates([sa, sb], [1.0])
+
+
+def test_reproduce_print_lists_every_seed(synth_cache):
+    from cxrbench.studies.paper import MINI, needed
+
+    r = _cli("reproduce", "paper", "--cache", str(synth_cache), "--mini", "--seeds", "2", "--print")
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 0 and len(lines) == 2 * len(needed(MINI))
+    assert sorted({ln.split("--seed ")[1].split()[0] for ln in lines}) == ["0", "1"]
+
+
+@pytest.mark.slow
+def test_miniature_study_with_three_seeds(synth1000_cache, tmp_path):
+    import json
+
+    out = tmp_path / "study"
+    r = _cli("reproduce", "paper", "--cache", str(synth1000_cache), "--out", str(out), "--mini", "--seeds", "3")
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "report.json").read_text())
+    assert len(rep["arms"]) == 9 and all(a["seeds"] == [0, 1, 2] for a in rep["arms"].values())
+    for a in rep["arms"].values():  # the seed sd of each arm, from its records
+        w = np.array(a["weighted_per_seed"], dtype=float)
+        assert a["sd"] == pytest.approx(w.std(ddof=1), abs=1e-6)
+    claims = {c["key"]: c for c in rep["claims"]}
+    assert all(c["single_seed_verdict"] is not None and isinstance(c["verdict_changed"], bool) for c in claims.values())
+    tests = [t for c in claims.values() for _, t in c["tests"]]
+    assert tests and all(t["method"] == "two-level-t@v1" and t["seeds"] == [3, 3] for t in tests)
+    singles = [t for c in claims.values() for _, t in c["single_seed_tests"]]
+    assert singles and all("method" not in t for t in singles)  # today's patient bootstrap, one seed each
+    md = (out / "report.md").read_text()
+    assert "seed sd" in md and "Single-seed test (first seed of each arm)" in md and "two-level-t@v1" in md
