@@ -93,8 +93,8 @@ def _pretrained(rec):
     "edit, message",
     [
         (_lr, r"field lr is 0.5, which is not in smoke@v1's grid \(0.1\)"),
-        (_seed, "field seeds.train is 7, smoke@v1 says 0"),
-        (_no_seed, "field seeds.train is None, smoke@v1 says 0"),
+        (_seed, "its run id tiny__smoke@v1__lr0.1__seed0 names seed 0, field seeds.train is 7"),
+        (_no_seed, "field seeds.train is None, not a training seed"),
         (_split_seed, "field seeds.split is 3"),
         (_epochs, r"validation.folds\[0\].history holds 3 epoch\(s\), not smoke@v1's 20"),
         (_extra_epoch, r"validation.folds\[0\].history holds 21 epoch\(s\)"),

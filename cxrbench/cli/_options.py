@@ -25,3 +25,27 @@ def parallel_option(f):
         help="Runs at once on each visible GPU, as `cxrbench run` subprocesses logging to OUT/logs (default: as "
         "many as fit in free GPU memory, at most 4, the most measured to pay; 1 on a CPU, in this process).",
     )(f)
+
+
+def _seeds(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    from cxrbench.errors import ConfigError
+    from cxrbench.run.options import parse_seeds
+
+    if value is None:
+        return None
+    try:
+        return parse_seeds(value)
+    except ConfigError as e:
+        raise click.BadParameter(str(e).removeprefix(f"--seeds {value!r}: "), param_hint="--seeds") from None
+
+
+def seeds_option(f):
+    """`--seeds 0,1,2` (those training seeds) or `--seeds 5` (seeds 0 to 4): one run per seed, replicates."""
+    return click.option(
+        "--seeds",
+        default=None,
+        callback=_seeds,
+        metavar="LIST|N",
+        help="Replicates: one run per training seed, `0,1,2` (those seeds) or `5` (seeds 0 to 4); split, subset "
+        "and bootstrap seeds stay the protocol's. The board pools them as one entry.",
+    )(f)

@@ -64,6 +64,12 @@ def submit(run: str, board: str, allow_dirty: bool, data: str | None) -> None:
     "underdiagnosis add the evaluation columns, as --evaluation does).",
 )
 @click.option("--wide", is_flag=True, help="Table: every column, as wide as they need.")
+@click.option(
+    "--seeds",
+    "per_seed",
+    is_flag=True,
+    help="Table: each seed's figures of every entry below its group (replicates pool into one entry).",
+)
 @click.option("--write", is_flag=True, help="Regenerate <leaderboard>/LEADERBOARD.md and index.html with plots.")
 @click.option(
     "--adjudicated",
@@ -102,6 +108,7 @@ def leaderboard(
     out: str | None,
     show: str | None,
     wide: bool,
+    per_seed: bool,
     write: bool,
     adjudicated: str | None,
     mapping: str | None,
@@ -121,6 +128,7 @@ def leaderboard(
     Example:
       cxrbench leaderboard --leaderboard cxrbench-quickstart/leaderboard
       cxrbench leaderboard --show plain,params,speed
+      cxrbench leaderboard --seeds
       cxrbench leaderboard --protocol paper-15c --format md
       cxrbench leaderboard --format csv --out board.csv
       cxrbench leaderboard --write
@@ -150,9 +158,11 @@ def leaderboard(
         keys = [k for k in keys if k not in SHOW_KEYS]
     if data is not None and not evaluation:
         raise ConfigError("--data gives the evaluation's subgroups: pass --evaluation (or --show ece,...) with it")
-    if keys is not None or wide:
+    if keys is not None or wide or per_seed:
         if fmt != "table" or out is not None or write:
-            raise ConfigError("--show and --wide choose the table's columns; md, html, csv and json have them all")
+            raise ConfigError(
+                "--show, --wide and --seeds choose what the table shows; md, html, csv and json have it all"
+            )
         render.view_columns(keys, wide)  # an unknown column is refused before the board is read
     if mapping is not None and adjudicated is None:
         raise ConfigError("--mapping applies to the adjudicated columns: pass --adjudicated FILE with it")
@@ -199,7 +209,7 @@ def leaderboard(
         d.info(f"wrote {root / 'LEADERBOARD.md'} and {root / 'index.html'}")
         return
     if fmt == "table" and out is None:
-        render.to_table(groups, d, adj, keys, wide)
+        render.to_table(groups, d, adj, keys, wide, per_seed)
         return
     if fmt == "html":
         page = Path(out or "leaderboard.html")

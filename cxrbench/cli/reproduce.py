@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cxrbench.cli._options import parallel_option
+from cxrbench.cli._options import parallel_option, seeds_option
 
 
 @click.group()
@@ -37,6 +37,7 @@ def reproduce() -> None:
 @click.option("--print", "print_only", is_flag=True, help="Print the runs as `cxrbench run` commands and stop.")
 @click.option("--mini", is_flag=True, help="The miniature study: tiny models, 64-pixel protocols (phantom data).")
 @click.option("--no-pretrained", is_flag=True, help="Train without ImageNet weights (recorded in every run).")
+@seeds_option
 @parallel_option
 def paper(
     cache: str,
@@ -46,12 +47,15 @@ def paper(
     print_only: bool,
     mini: bool,
     no_pretrained: bool,
+    seeds: tuple[int, ...] | None,
     parallel: int | None,
 ) -> None:
     """Run every run the paper's five comparisons need (resuming any that stopped; K at a time per GPU with
     --parallel), then write OUT/report.md, OUT/report.html and figures with a verdict per claim. Comparisons
     bootstrap with the protocol's resamples and seed, as the leaderboard does, so a comparison has one p-value
-    everywhere.
+    everywhere. With --seeds, every arm is trained once per seed and every verdict uses the seed-aware test
+    (two-level-t@v1, docs/seeds.md); the report gives each arm's seed sd and where the single-seed test
+    (each arm's first seed) would have judged otherwise.
 
     \b
     Example:
@@ -59,19 +63,21 @@ def paper(
       cxrbench reproduce paper --cache cache/ --parallel 4         # 4 runs at once per GPU, logs in OUT/logs
       cxrbench reproduce paper --cache cache/ --print > jobs.txt   # one command per run, for a cluster
       cxrbench reproduce paper --cache phantom-cache/ --mini      # the whole study in miniature, on a CPU
+      cxrbench reproduce paper --cache phantom-cache/ --mini --seeds 3   # 3 seeds per arm, seed-aware verdicts
     """
     from cxrbench.console import get_display
-    from cxrbench.studies.paper import MINI, PAPER, commands, run_all, write_report
+    from cxrbench.studies.paper import MINI, PAPER, commands, replicate_dirs, run_all, write_report
 
     study = MINI if mini else PAPER
     chosen = None if models is None else {m.strip() for m in models.split(",") if m.strip()}
     outp = Path(out)
     if print_only:
-        for line in commands(study, cache, outp, device, chosen, False if no_pretrained else None):
+        for line in commands(study, cache, outp, device, chosen, False if no_pretrained else None, seeds):
             click.echo(line)
         return
     d = get_display()
     outp.mkdir(parents=True, exist_ok=True)
-    runs = run_all(study, cache, outp, device, chosen, False if no_pretrained else None, d, parallel)
-    md, page = write_report(study, cache, outp, runs)
+    runs = run_all(study, cache, outp, device, chosen, False if no_pretrained else None, d, parallel, seeds)
+    reps = replicate_dirs(study, outp, chosen, seeds) if seeds else None
+    md, page = write_report(study, cache, outp, runs, reps)
     d.info(f"wrote {md} and {page}")

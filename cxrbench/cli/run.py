@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
-from cxrbench.cli._options import plugin_option
+from cxrbench.cli._options import parallel_option, plugin_option, seeds_option
 
 
 @click.command()
@@ -29,6 +30,18 @@ from cxrbench.cli._options import plugin_option
 )
 @click.option("--lr", type=float, default=None, help="Learning rate (required for a grid protocol).")
 @click.option("--run-id", default=None, help="Name of the run folder (default: model__protocol__lr__seed).")
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**31 - 1),
+    default=None,
+    help="Training seed: initialisation, batch order, augmentation, every fold's seed (default: the protocol's). "
+    "Split, subset and bootstrap seeds stay the protocol's.",
+)
+@seeds_option
+@parallel_option
+@click.option(
+    "--print", "print_only", is_flag=True, help="With --seeds: print one `cxrbench run` command per seed instead."
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in its folder.")
 @click.option(
     "--pretrained/--no-pretrained",
@@ -80,6 +93,10 @@ def run(
     out: str,
     lr: float | None,
     run_id: str | None,
+    seed: int | None,
+    seeds: tuple[int, ...] | None,
+    parallel: int | None,
+    print_only: bool,
     resume: bool,
     pretrained: bool | None,
     weights: str | None,
@@ -99,6 +116,11 @@ def run(
     Example:
       cxrbench run --model densenet121_attA --protocol paper-15c --cache cache/
       cxrbench run --plugin examples/my_model.py --model mynet --protocol smoke --cache cache/
+      cxrbench run --model tiny --protocol smoke --cache cache/ --seed 1
+      cxrbench run --model densenet121 --protocol paper-15c --cache cache/ --seeds 5 --parallel 2
+
+    --seeds runs one replicate per training seed like `sweep` does (finished ones reused, stopped ones
+    resumed, packed K at a time per GPU with --parallel K, or printed one command per line with --print).
     """
     from cxrbench.console import get_display
     from cxrbench.errors import ConfigError
@@ -107,6 +129,12 @@ def run(
 
     if run_id is not None:  # the rule `submit` applies, checked before anything is written
         safe_name(run_id, "--run-id", "run", ConfigError)
+    if seeds is not None:
+        clash = [n for n, v in (("--seed", seed), ("--run-id", run_id), ("--nproc", nproc)) if v is not None]
+        if clash:
+            raise click.UsageError(f"--seeds runs one folder per seed, named by default: drop {clash[0]}")
+    elif parallel is not None or print_only:
+        raise click.UsageError(f"{'--parallel' if parallel is not None else '--print'} is for the runs of --seeds")
     opts = RunOptions(
         model=model,
         protocol=protocol,
@@ -123,7 +151,11 @@ def run(
         compile=compile_,
         cuda_graphs=cuda_graphs,
         deterministic=deterministic,
+        seed=seed,
     )
+    if seeds is not None:
+        _many(opts, seeds, parallel, print_only)
+        return
     if nproc is not None and nproc > 1:
         from cxrbench.engine.distributed import exec_torchrun
 
@@ -151,6 +183,21 @@ def run(
             f"{_f(w['auroc'])} weighted test AUROC (95% CI {_f(w['ci95'][0])} to {_f(w['ci95'][1])}), "
             f"{_f(pl['auroc'])} plain; {rec['timing']['train_images_per_s']:,.0f} training images/s"
         )
+        d.info(f"record: {path}")
+
+
+def _many(opts, seeds: tuple[int, ...], parallel: int | None, print_only: bool) -> None:
+    """`--seeds`: one run per training seed, scheduled as a sweep's runs are; `--print`: their commands."""
+    from cxrbench.console import get_display
+    from cxrbench.orchestrate.sweep import replicates, run_command, run_many
+
+    runs = replicates(opts, seeds)
+    if print_only:
+        for o in runs:
+            click.echo(run_command(o))
+        return
+    d = get_display()
+    for path in run_many(runs, parallel, Path(opts.out) / "logs", d):
         d.info(f"record: {path}")
 
 

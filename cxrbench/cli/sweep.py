@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cxrbench.cli._options import parallel_option, plugin_option
+from cxrbench.cli._options import parallel_option, plugin_option, seeds_option
 
 
 @click.command()
@@ -21,6 +21,7 @@ from cxrbench.cli._options import parallel_option, plugin_option
 @click.option("--device", default="auto", show_default=True)
 @plugin_option
 @click.option("--no-pretrained", is_flag=True, help="Train without ImageNet weights (recorded).")
+@seeds_option
 @parallel_option
 @click.option("--print", "print_only", is_flag=True, help="Print one `cxrbench run` command per run instead.")
 def sweep(
@@ -31,17 +32,20 @@ def sweep(
     device: str,
     plugins: tuple[str, ...],
     no_pretrained: bool,
+    seeds: tuple[int, ...] | None,
     parallel: int | None,
     print_only: bool,
 ) -> None:
     """Run every (model, lr) of a protocol's grid, resuming any that stopped: one after another, or K at a
     time on each GPU (--parallel K, logs in OUT/logs); or print the commands for a cluster's job array.
+    --seeds runs every (model, lr) once per training seed (replicates, one board entry each).
 
     \b
     Example:
       cxrbench sweep --protocol paper-lr-grid --models densenet121,resnet50 --cache cache/
       cxrbench sweep --protocol paper-lr-grid --models densenet121,densenet121_attA --cache cache/ --parallel 4
       cxrbench sweep --protocol paper-lr-grid --models densenet121_attA --cache cache/ --print > jobs.txt
+      cxrbench sweep --protocol smoke --models tiny --cache cache/ --seeds 3
     """
     from cxrbench.console import get_display
     from cxrbench.orchestrate.sweep import grid, run_command
@@ -61,7 +65,7 @@ def sweep(
         pretrained=False if no_pretrained else None,
     )
     if print_only:
-        for o in grid(opts, names):
+        for o in grid(opts, names, seeds):
             click.echo(run_command(o))
         return
-    run_sweep(opts, names, parallel, get_display())
+    run_sweep(opts, names, parallel, get_display(), seeds)

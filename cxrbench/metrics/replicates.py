@@ -193,9 +193,26 @@ def score_replicates(replicates: Sequence[Replicate], resamples: int = 1000, see
     """Score a replicate group (checked and aligned by `align`): each seed's per-class AUROCs and both means,
     and every seed's per-class AUROCs on the same `resamples` patient resamples drawn with `seed`."""
     reps = align(replicates)
+    boots = resampled_aurocs(reps[0].y, [r.p for r in reps], reps[0].patients, resamples, seed)
+    return _scores(reps, boots, resamples, seed)
+
+
+def scores_from(
+    replicates: Sequence[Replicate], resampled: Sequence[np.ndarray], resamples: int, seed: int
+) -> ReplicateScores:
+    """As `score_replicates`, with each seed's per-class AUROCs on the patient resamples already drawn (the
+    board's: `auroc.bootstrap_aurocs` with `resamples` and `seed`, bit-identical to `resampled_aurocs`); the
+    resamples do not depend on the row order, so aligning the rows leaves them as they are."""
+    reps = align(replicates)
+    boots = np.stack([np.asarray(b, np.float64) for b in resampled])
+    if boots.shape[:2] != (len(reps), resamples) or boots.shape[2] != reps[0].y.shape[1]:
+        raise ReplicateError(f"{_name(reps[0])}: its resampled AUROCs are not ({resamples}, classes) per seed")
+    return _scores(reps, boots, resamples, seed)
+
+
+def _scores(reps: list[Replicate], boots: np.ndarray, resamples: int, seed: int) -> ReplicateScores:
     y = reps[0].y
     point = np.stack([per_class_auroc(y, r.p) for r in reps])
-    boots = resampled_aurocs(y, [r.p for r in reps], reps[0].patients, resamples, seed)
     # a class undefined on the full test set stays undefined in every resample (as in auroc.score)
     boots[:, :, ~np.isfinite(point[0])] = np.nan
     return ReplicateScores(
@@ -395,3 +412,57 @@ def _two_level_t(
     q = float(stats.t.ppf(0.975, df))
     p = float(2 * stats.t.sf(abs(diff) / se, df))
     return replace(common, diff=diff, ci95=(diff - q * se, diff + q * se), p_value=p, method=TWO_LEVEL_T, se=se, df=df)
+
+
+def contrast_replicates(
+    groups: Sequence[ReplicateScores], coef: Sequence[float], metric: str = "weighted", offset: float = 0.0
+) -> SeedComparison:
+    """A linear contrast sum_k coef_k * (seed mean of group k) - offset (e.g. [1, -1, -1, 1]: a difference of
+    differences; [1] with an offset: one group against a fixed value), every group scored on the same test images
+    and patient resamples. With 2+ seeds in every group: two-level-t@v1 generalised (variance sum_k coef_k^2
+    s_k^2 / S_k plus the patient-bootstrap variance of the contrast of seed means less its seed x patient part;
+    Welch-Satterthwaite df); for [1, -1] and no offset it is `compare_replicates`. With one seed in a group: the
+    paired patient bootstrap of the contrast of seed means (`patient-bootstrap@v1`)."""
+    from scipy import stats
+
+    if metric not in ("weighted", "plain"):
+        raise ReplicateError(f"unknown metric {metric!r}; 'weighted' or 'plain'")
+    if not groups or len(groups) != len(coef):
+        raise ReplicateError(f"{len(coef)} coefficient(s) for {len(groups)} group(s)")
+    first = groups[0]
+    gs = [first, *(_check_pair(first, g) for g in groups[1:])]
+    c = np.asarray(coef, np.float64)
+    undefined = ~np.isfinite(first.per_class[0])
+    ms = [_resampled_means(g, metric, undefined) for g in gs]
+    fs = [g.figure(metric) for g in gs]
+    sizes = [g.n_seeds for g in gs]
+    nan = float("nan")
+    diff = float(sum(ck * f.mean() for ck, f in zip(c, fs)) - offset)
+    sd = [g.sd(metric) for g in gs]
+    common = SeedComparison(
+        metric, diff, (nan, nan), nan, "", first.resamples, first.seed, sizes[0], sizes[-1], sd[0], sd[-1]
+    )
+    d = sum(ck * m.mean(0) for ck, m in zip(c, ms)) - offset  # (R,) the contrast of seed means per resample
+    if min(sizes) == 1:
+        d = d[np.isfinite(d)]
+        if len(d) == 0:
+            return replace(common, method=PATIENT_BOOTSTRAP)
+        return replace(common, ci95=_ci(d), p_value=_p_two_sided(d), method=PATIENT_BOOTSTRAP)
+    ok = np.all([np.isfinite(m).all(0) for m in ms], axis=0)
+    if not ok.any() or not np.isfinite(diff):
+        return replace(common, method=TWO_LEVEL_T)
+    v_pat = float(np.var(d[ok], ddof=1))
+    for ck, m, s in zip(c, ms, sizes):
+        mm = m[:, ok]
+        v_pat -= ck**2 * float(np.var(mm - mm.mean(0), axis=1, ddof=1).mean()) * s / (s - 1) / s
+    v_pat = max(0.0, v_pat)
+    vs = [ck**2 * float(np.var(f, ddof=1)) / s for ck, f, s in zip(c, fs, sizes)]
+    den = sum(v**2 / (s - 1) for v, s in zip(vs, sizes))
+    total = v_pat + sum(vs)
+    df = total**2 / den if den > 0 else float("inf")
+    se = float(np.sqrt(total))
+    if se == 0.0:
+        return replace(common, ci95=(diff, diff), p_value=1.0 if diff == 0 else 0.0, method=TWO_LEVEL_T, se=se, df=df)
+    q = float(stats.t.ppf(0.975, df))
+    p = float(2 * stats.t.sf(abs(diff) / se, df))
+    return replace(common, ci95=(diff - q * se, diff + q * se), p_value=p, method=TWO_LEVEL_T, se=se, df=df)

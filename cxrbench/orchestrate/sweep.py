@@ -26,11 +26,23 @@ def run_args(opts) -> list[str]:
     args = ["run", "--model", opts.model, "--protocol", opts.protocol]
     if opts.lr is not None:
         args += ["--lr", f"{opts.lr:g}"]
+    if opts.seed is not None:
+        args += ["--seed", str(opts.seed)]
     args += ["--cache", opts.cache, "--out", opts.out, "--device", opts.device, "--resume"]
     for pl in opts.plugins:
         args += ["--plugin", pl]
     if opts.pretrained is not None:
         args.append("--pretrained" if opts.pretrained else "--no-pretrained")
+    if opts.weights is not None:  # what `run --seeds` passes on to each replicate (a sweep sets none of these)
+        args += ["--weights", opts.weights]
+    if opts.loader != "auto":
+        args += ["--loader", opts.loader]
+    if opts.compile:
+        args.append("--compile")
+    if opts.cuda_graphs is not None:
+        args.append("--cuda-graphs" if opts.cuda_graphs else "--no-cuda-graphs")
+    if opts.deterministic:
+        args.append("--deterministic")
     return args
 
 
@@ -39,9 +51,19 @@ def run_command(opts) -> str:
     return shlex.join(["cxrbench", *run_args(opts)])
 
 
-def grid(opts, models: list[str]) -> list:
-    """The RunOptions of every run of `opts.protocol`'s grid for `models`."""
-    return [replace(opts, model=model, lr=lr) for model, lr in plan(opts.protocol, models)]
+def grid(opts, models: list[str], seeds: tuple[int, ...] | None = None) -> list:
+    """The RunOptions of every run of `opts.protocol`'s grid for `models`, once per training seed in `seeds`
+    (None: `opts.seed`, else the protocol's), the seeds of one (model, lr) next to each other."""
+    return [
+        replace(opts, model=model, lr=lr, seed=seed)
+        for model, lr in plan(opts.protocol, models)
+        for seed in (seeds if seeds is not None else (opts.seed,))
+    ]
+
+
+def replicates(opts, seeds: tuple[int, ...]) -> list:
+    """The RunOptions of one run per training seed (`run --seeds`)."""
+    return [replace(opts, seed=seed) for seed in seeds]
 
 
 def jobs(runs: list, child_device: str) -> list:
@@ -87,7 +109,8 @@ def run_many(runs: list, parallel: int | None, logs: Path, display=None) -> list
         out = []
         for i, o in enumerate(runs):
             if display is not None:
-                display.info(f"[run {i + 1}/{len(runs)}] {o.model} under {o.protocol}, lr {_lr(o):g}")
+                seed = "" if o.seed is None else f", seed {o.seed}"
+                display.info(f"[run {i + 1}/{len(runs)}] {o.model} under {o.protocol}, lr {_lr(o):g}{seed}")
             out.append(run_or_reuse(o, display))
         return out
     outcomes = pack(jobs(runs, child_device), parallel=parallel, devices=devices, logs=logs, display=display)
@@ -127,6 +150,9 @@ def _check(runs: list) -> None:
             check_finished(o)
 
 
-def sweep(opts, models: list[str], parallel: int | None = 1, display=None) -> list[Path]:
-    """Run the grid: finished runs are reused and unfinished ones resumed (see `run_many`)."""
-    return run_many(grid(opts, models), parallel, Path(opts.out) / "logs", display)
+def sweep(
+    opts, models: list[str], parallel: int | None = 1, display=None, seeds: tuple[int, ...] | None = None
+) -> list[Path]:
+    """Run the grid (once per training seed in `seeds`): finished runs are reused and unfinished ones resumed
+    (see `run_many`)."""
+    return run_many(grid(opts, models, seeds), parallel, Path(opts.out) / "logs", display)

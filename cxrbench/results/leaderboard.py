@@ -16,6 +16,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +50,10 @@ class Entry:
     resampled: np.ndarray | None = None  # (R, C) test AUROCs over the protocol's patient resamples
     declared: tuple[str, ...] = ()  # settings that differ from the protocol with a declared deviation
     digest: str = ""  # the test predictions' content digest (verify.predictions_digest)
+    # replicates (set by `rank`): every record of this entry's recipe that differs only in the training seed,
+    # itself included, in seed order (empty: not grouped yet), and their scores (ReplicateScores)
+    members: list[Entry] = field(default_factory=list)
+    scores: Any = None
 
     @property
     def protocol_key(self) -> str:
@@ -64,6 +69,19 @@ class Entry:
     def weighted(self) -> float | None:
         return self.record["test"]["weighted_mean"]["auroc"]
 
+    @property
+    def seed(self) -> int:
+        return int(self.record["seeds"]["train"])
+
+    @property
+    def n_seeds(self) -> int:
+        return max(1, len(self.members))
+
+    @property
+    def ranked_by(self) -> float | None:
+        """What the entry is ranked by: its weighted mean test AUROC, over its seeds when it has several."""
+        return self.scores.mean() if self.n_seeds > 1 else self.weighted
+
 
 @dataclass(frozen=True)
 class Skipped:
@@ -77,8 +95,37 @@ class Skipped:
 class Group:
     protocol: str
     data_key: str
-    entries: list[Entry]
+    entries: list[Entry]  # one per recipe and set of seeds (see `replicate_sets`), ranked
     comparisons: dict[str, dict] = field(default_factory=dict)  # entry id -> paired comparison vs best
+    method: str = ""  # the comparison of two entries of 2+ seeds (cxrbench.metrics.replicates)
+
+    @property
+    def pooled(self) -> bool:
+        """Whether an entry of the group pools several seeds."""
+        return any(e.n_seeds > 1 for e in self.entries)
+
+
+def recipe_key(rec: dict) -> str:
+    """What replicates share: everything a record says about how it trained except the training seed (model
+    and its source, lr, pretrained and its weights, the deviations); protocol and data are the group's."""
+    m = rec["model"]
+    blob = [m["name"], m["source"], m["pretrained"], m.get("weights"), rec["lr"], sorted(rec["deviations"])]
+    return json.dumps(blob, sort_keys=True, default=str)
+
+
+def replicate_sets(entries: list[Entry]) -> list[list[Entry]]:
+    """Entries of one protocol version and data, as sets of replicates: records of one recipe (`recipe_key`)
+    that differ only in the training seed, each seed once per set (a seed filed twice, e.g. from other code,
+    starts another set; the earlier filed goes first), each set in seed order."""
+    sets: dict[str, list[list[Entry]]] = {}
+    for e in sorted(entries, key=lambda e: (e.record["created"], str(e.path))):
+        mine = sets.setdefault(recipe_key(e.record), [])
+        home = next((s for s in mine if all(x.seed != e.seed for x in s)), None)
+        if home is None:
+            mine.append([e])
+        else:
+            home.append(e)
+    return [sorted(s, key=lambda e: e.seed) for mine in sets.values() for s in mine]
 
 
 def data_key(rec: dict) -> str:
@@ -299,11 +346,15 @@ def load(board: str | Path = DEFAULT_BOARD, display=None) -> list[Entry]:
     return entries
 
 
-def rank(entries: list[Entry], protocol: str | None = None) -> list[Group]:
-    """Groups by (protocol version, data fingerprint), each sorted by weighted mean test AUROC, with the paired
-    bootstrap comparison of every entry against the group's best (the protocol's resamples and seed; the
-    resamples drawn when the entries were checked are reused)."""
+def rank(entries: list[Entry], protocol: str | None = None, method: str = "two-level-t") -> list[Group]:
+    """Groups by (protocol version, data fingerprint); in each, the replicates of one recipe are one entry
+    (`replicate_sets`, scored from each seed's checked predictions), sorted by weighted mean test AUROC (over
+    seeds), with the paired comparison of every entry against the group's best (the protocol's resamples and
+    seed; the resamples drawn when the entries were checked are reused): for two entries of 2+ seeds `method`
+    of cxrbench.metrics.replicates, which counts seed and patient variance; with one seed on a side, the paired
+    patient bootstrap (`patient-bootstrap@v1`, exactly today's test for one seed each)."""
     from cxrbench.metrics.auroc import bootstrap_aurocs, compare_resampled
+    from cxrbench.metrics.replicates import METHODS, PATIENT_BOOTSTRAP, ReplicateError, compare_replicates
     from cxrbench.protocols import get_protocol
 
     groups: dict[tuple[str, str], list[Entry]] = {}
@@ -312,9 +363,7 @@ def rank(entries: list[Entry], protocol: str | None = None) -> list[Group]:
             continue
         groups.setdefault((e.protocol_key, e.data_key), []).append(e)
     out = []
-    for (pk, dk), es in sorted(groups.items()):
-        es.sort(key=lambda e: (-(e.weighted if e.weighted is not None else -1), e.id))
-        g = Group(pk, dk, es)
+    for (pk, dk), filed in sorted(groups.items()):
         proto = get_protocol(pk)
 
         def resampled(e: Entry, t: Predictions, proto=proto) -> np.ndarray:
@@ -322,10 +371,35 @@ def rank(entries: list[Entry], protocol: str | None = None) -> list[Group]:
                 e.resampled = bootstrap_aurocs(t.labels, t.probabilities, t.patients, proto.bootstrap, proto.seed)
             return e.resampled
 
+        es = []
+        for s in replicate_sets(filed):
+            for e in s:
+                e.test = e.test or Predictions.read(e.predictions)
+            pooled = _pool(s, pk, dk, proto, resampled) if len(s) > 1 else None
+            if pooled is None:  # one seed, or seeds that cannot pool (other test images): entries of their own
+                for e in s:
+                    e.members, e.scores = [e], None
+                es += s
+            else:
+                s[0].members, s[0].scores = s, pooled
+                es.append(s[0])
+        es.sort(key=lambda e: (-(e.ranked_by if e.ranked_by is not None else -1), e.id))
+        g = Group(pk, dk, es, method=METHODS[method])
+        if any(e.n_seeds > 1 for e in es):
+            for e in es:  # the single-seed entries too, for the comparisons with pooled ones
+                e.scores = e.scores or _pool([e], pk, dk, proto, resampled)
         best = es[0].test or Predictions.read(es[0].predictions)
         order = {name: i for i, name in enumerate(best.images)}
         for e in es[1:]:
             t = e.test or Predictions.read(e.predictions)
+            if e.n_seeds > 1 or es[0].n_seeds > 1:
+                if e.scores is None or es[0].scores is None:
+                    continue
+                try:
+                    g.comparisons[e.id] = compare_replicates(e.scores, es[0].scores, "weighted", method).to_dict()
+                except ReplicateError:
+                    pass  # not the same test images, labels or patients: no paired comparison
+                continue
             if set(t.images) != set(order):
                 continue  # not the same test images: no paired comparison
             idx = np.array([order[n] for n in t.images])
@@ -343,6 +417,23 @@ def rank(entries: list[Entry], protocol: str | None = None) -> list[Group]:
                 proto.bootstrap,
                 proto.seed,
             )  # entry - best
-            g.comparisons[e.id] = c.to_dict()
+            g.comparisons[e.id] = {**c.to_dict(), "method": PATIENT_BOOTSTRAP, "single_seed": True, "seeds": [1, 1]}
         out.append(g)
     return out
+
+
+def _pool(members: list[Entry], pk: str, dk: str, proto, resampled):
+    """The ReplicateScores of entries that differ only in seed, from each one's checked predictions and the
+    patient resamples drawn when it was checked; None when they cannot pool (ReplicateError)."""
+    from cxrbench.metrics.replicates import Replicate, ReplicateError, scores_from
+
+    reps = [
+        Replicate(
+            e.seed, np.asarray(e.test.images), e.test.patients, e.test.labels, e.test.probabilities, pk, dk, str(e.path)
+        )
+        for e in members
+    ]
+    try:
+        return scores_from(reps, [resampled(e, e.test) for e in members], proto.bootstrap, proto.seed)
+    except ReplicateError:
+        return None

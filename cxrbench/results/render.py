@@ -25,6 +25,7 @@ COLUMNS = [
     "model",
     "lr",
     "seed",
+    "seeds",
     "pretrained",
     "weighted AUROC [95% CI]",
     "plain AUROC [95% CI]",
@@ -49,19 +50,25 @@ EXPLAIN = (
     "entry of the group (the protocol's resamples and seed), with its 95% CI and p-value.",
     "pointing (centre): the share of NIH boxes that hold the peak of the model's Grad-CAM map, and in brackets "
     "the same for a map that always points at the image centre, the baseline a model has to beat.",
+    "seeds: records that differ only in the training seed are one entry; its AUROCs are the mean over its "
+    "seeds ± their seed standard deviation (each seed's figures: `--seeds`, or the JSON and CSV exports). "
+    "vs best between two entries of 2+ seeds: two-level-t@v1, which counts the variance between training "
+    "seeds and between test patients (docs/seeds.md); where an entry has one seed: the paired patient "
+    "bootstrap alone (patient-bootstrap@v1), which does not count training noise.",
     f"{MARK} as reported by the submitter: cxrbench cannot re-derive it from the predictions (training "
     "throughput, localisation, validation without its predictions, a plugin's parameter count, "
     "reproducibility). Every other figure is re-derived from the predictions, which were checked against the "
     "protocol's test split and labels when the record was filed.",
 )
 # the columns each paragraph of EXPLAIN is about (a view prints the paragraphs of the columns it shows)
-EXPLAINS = (("weighted", "plain"), ("vs-best",), ("pointing",), (MARK,))
+EXPLAINS = (("weighted", "plain"), ("vs-best",), ("pointing",), ("seeds",), (MARK,))
 # short names of the people's columns, for `leaderboard --show`
 KEYS = {
     "rank": "rank",
     "model": "model",
     "lr": "lr",
     "seed": "seed",
+    "seeds": "seeds",
     "pretrained": "pretrained",
     "weighted": "weighted AUROC [95% CI]",
     "plain": "plain AUROC [95% CI]",
@@ -75,9 +82,9 @@ KEYS = {
     "entry": "entry",
 }
 # the terminal's default view: what an entry is ranked by and what tells entries apart
-COMPACT = ("rank", "model", "lr", "seed", "weighted", "vs-best", "notes", "entry")
+COMPACT = ("rank", "model", "lr", "seed", "seeds", "weighted", "vs-best", "notes", "entry")
 # what goes first when the compact view is too wide for the terminal (rank, model, weighted AUROC always stay)
-DROP_FIRST = ("entry", "notes", "seed", "lr", "vs-best")
+DROP_FIRST = ("entry", "notes", "seed", "lr", "seeds", "vs-best")
 IOBB = ("iobb@0.1", "iobb@0.25", "iobb@0.5")
 # the machine-readable fields of an entry, in CSV column order
 FIELDS = [
@@ -90,6 +97,8 @@ FIELDS = [
     "model_source",
     "lr",
     "seed",
+    "n_seeds",
+    "seeds",
     "pretrained",
     "weighted_auroc",
     "weighted_ci_low",
@@ -97,6 +106,10 @@ FIELDS = [
     "plain_auroc",
     "plain_ci_low",
     "plain_ci_high",
+    "weighted_auroc_sd",
+    "plain_auroc_sd",
+    "weighted_auroc_per_seed",
+    "plain_auroc_per_seed",
     "test_images",
     "test_patients",
     "test_source",
@@ -107,6 +120,7 @@ FIELDS = [
     "vs_best_significant",
     "vs_best_resamples",
     "vs_best_seed",
+    "vs_best_method",
     "val_weighted_auroc",
     "val_plain_auroc",
     "validation_source",
@@ -184,6 +198,8 @@ def entry_fields(g: Group, adj: AdjudicatedBoard | None = None) -> list[dict]:
             return loc[part]["overall"].get(key) if loc else None
 
         ci = c.get("ci95", [None, None])
+        pooled = e.scores.to_dict(tuple(t["per_class"])) if e.n_seeds > 1 else None
+        w, pl = t["weighted_mean"], t["plain_mean"]
         out.append(
             {
                 "protocol": g.protocol,
@@ -194,14 +210,21 @@ def entry_fields(g: Group, adj: AdjudicatedBoard | None = None) -> list[dict]:
                 "model": r["model"]["name"],
                 "model_source": r["model"]["source"]["kind"],
                 "lr": r["lr"],
-                "seed": r["seeds"].get("train"),
+                "seed": None if pooled else r["seeds"].get("train"),
+                "n_seeds": e.n_seeds,
+                "seeds": [m.seed for m in e.members] if e.members else [r["seeds"].get("train")],
                 "pretrained": r["model"]["pretrained"],
-                "weighted_auroc": t["weighted_mean"]["auroc"],
-                "weighted_ci_low": t["weighted_mean"]["ci95"][0],
-                "weighted_ci_high": t["weighted_mean"]["ci95"][1],
-                "plain_auroc": t["plain_mean"]["auroc"],
-                "plain_ci_low": t["plain_mean"]["ci95"][0],
-                "plain_ci_high": t["plain_mean"]["ci95"][1],
+                # pooled: the mean over seeds (no single-run CI); else the record's figure and CI
+                "weighted_auroc": pooled["weighted_mean"]["mean"] if pooled else w["auroc"],
+                "weighted_ci_low": None if pooled else w["ci95"][0],
+                "weighted_ci_high": None if pooled else w["ci95"][1],
+                "plain_auroc": pooled["plain_mean"]["mean"] if pooled else pl["auroc"],
+                "plain_ci_low": None if pooled else pl["ci95"][0],
+                "plain_ci_high": None if pooled else pl["ci95"][1],
+                "weighted_auroc_sd": pooled["weighted_mean"]["sd"] if pooled else None,
+                "plain_auroc_sd": pooled["plain_mean"]["sd"] if pooled else None,
+                "weighted_auroc_per_seed": pooled["weighted_mean"]["per_seed"] if pooled else [w["auroc"]],
+                "plain_auroc_per_seed": pooled["plain_mean"]["per_seed"] if pooled else [pl["auroc"]],
                 "test_images": t["n_images"],
                 "test_patients": t["n_patients"],
                 "test_source": m.get("test"),
@@ -212,6 +235,7 @@ def entry_fields(g: Group, adj: AdjudicatedBoard | None = None) -> list[dict]:
                 "vs_best_significant": c.get("significant"),
                 "vs_best_resamples": c.get("resamples"),
                 "vs_best_seed": c.get("seed"),
+                "vs_best_method": c.get("method"),
                 "val_weighted_auroc": v.get("mean_weighted_auroc"),
                 "val_plain_auroc": v.get("mean_plain_auroc"),
                 "validation_source": m.get("validation"),
@@ -234,7 +258,15 @@ def entry_fields(g: Group, adj: AdjudicatedBoard | None = None) -> list[dict]:
                 "per_class": {
                     k: {"auroc": x["auroc"], "ci_low": x["ci95"][0], "ci_high": x["ci95"][1]}
                     for k, x in t["per_class"].items()
+                }
+                if pooled is None
+                else {
+                    k: {"auroc": x["mean"], "sd": x["sd"], "per_seed": x["per_seed"]}
+                    for k, x in pooled["per_class"].items()
                 },
+                "replicates": [
+                    {"seed": m.seed, "entry": m.id, "run_id": m.record["run_id"]} for m in (e.members or [e])
+                ],
                 **(adj.fields(e.id) if adj is not None else {}),
             }
         )
@@ -254,6 +286,8 @@ def notes(g: Group) -> tuple[list[str], dict[str, list[int]]]:
         if r["code"]["git_dirty"] is not False:
             mine.append("run from a modified git tree" if r["code"]["git_dirty"] else "run from code outside git")
         mine += [" ".join(str(d).split()) for d in r["deviations"]]
+        if g.pooled and e.n_seeds == 1:
+            mine.append("one training seed: compared by the patient bootstrap alone (training noise not counted)")
         for n in mine:
             if n not in distinct:
                 distinct.append(n)
@@ -297,11 +331,12 @@ def rows(g: Group, adj: AdjudicatedBoard | None = None, compact: bool = False) -
                 "rank": f["rank"],
                 "model": f["model"],
                 "lr": f"{f['lr']:g}",
-                "seed": "—" if f["seed"] is None else str(f["seed"]),
+                "seed": ",".join("—" if s is None else str(s) for s in f["seeds"]),
+                "seeds": str(f["n_seeds"]),
                 "pretrained": ("yes" if f["pretrained"] else "no")
                 + (" (deviation)" if "pretrained" in e.declared else ""),
-                "weighted AUROC [95% CI]": _ci(r["test"]["weighted_mean"]),
-                "plain AUROC [95% CI]": _ci(r["test"]["plain_mean"]),
+                "weighted AUROC [95% CI]": _sd(f, "weighted") if e.n_seeds > 1 else _ci(r["test"]["weighted_mean"]),
+                "plain AUROC [95% CI]": _sd(f, "plain") if e.n_seeds > 1 else _ci(r["test"]["plain_mean"]),
                 "vs best (paired)": vs,
                 "validation AUROC": _marked(_f(f["val_weighted_auroc"]), m.get("validation")),
                 "params": _marked(f"{f['params']:,}", m.get("parameters")),
@@ -313,6 +348,30 @@ def rows(g: Group, adj: AdjudicatedBoard | None = None, compact: bool = False) -
                 **(adj.cells(e.id) if adj is not None else {}),
             }
         )
+    return out
+
+
+def _sd(f: dict, metric: str) -> str:
+    """A pooled entry's figure: the mean over its seeds ± their standard deviation."""
+    return f"{_f(f[f'{metric}_auroc'])} ±{_f(f[f'{metric}_auroc_sd'])}"
+
+
+def seed_rows(g: Group) -> list[dict]:
+    """Each seed's figures of every entry of a group (one row per seed; an entry of one seed, one row)."""
+    out = []
+    for i, e in enumerate(g.entries):
+        for m in e.members or [e]:
+            t = m.record["test"]
+            out.append(
+                {
+                    "rank": str(i + 1),
+                    "model": e.record["model"]["name"],
+                    "seed": str(m.seed),
+                    "weighted": _f(t["weighted_mean"]["auroc"]),
+                    "plain": _f(t["plain_mean"]["auroc"]),
+                    "entry": short_id(m.id),
+                }
+            )
     return out
 
 
@@ -335,7 +394,10 @@ def reference_rows() -> list[dict]:
 
 
 def title(g: Group) -> str:
-    return f"{g.protocol} · data {g.data_key} · {len(g.entries)} entr{'y' if len(g.entries) == 1 else 'ies'}"
+    n = len(g.entries)
+    records = sum(e.n_seeds for e in g.entries)
+    pooled = f" ({records} records)" if records != n else ""
+    return f"{g.protocol} · data {g.data_key} · {n} entr{'y' if n == 1 else 'ies'}{pooled}"
 
 
 def _explained(shown: list[str], cells: list[str], adj: AdjudicatedBoard | None) -> list[str]:
@@ -368,10 +430,12 @@ def to_table(
     adj: AdjudicatedBoard | None = None,
     show: list[str] | None = None,
     wide: bool = False,
+    seeds: bool = False,
 ) -> None:
     """The board for a terminal: per group one line per entry with what it is ranked by (more with `show` or
     `wide`), columns dropped (and named) rather than wrapped when the terminal is too narrow, each distinct
-    note once below the table, and the paragraphs that explain the columns shown, wrapped at the width."""
+    note once below the table, and the paragraphs that explain the columns shown, wrapped at the width. `seeds`:
+    each seed's figures in a table of their own below each group's."""
     if not groups:
         return  # the caller says which folder it read
     keys = view_columns(show, wide)
@@ -384,6 +448,8 @@ def to_table(
         ks = list(keys)
         if not wide and "seed" not in asked and len({r["seed"] for r in rs}) < 2:
             ks.remove("seed")  # one seed: nothing to tell apart
+        if not wide and "seeds" not in asked and not g.pooled:
+            ks.remove("seeds")  # no entry pools seeds
         if not distinct and "notes" in ks and "notes" not in asked:
             ks.remove("notes")
         cols = [KEYS[k] for k in ks]
@@ -404,6 +470,10 @@ def to_table(
             )
         for k, n in enumerate(distinct, 1):
             display.prose(f"[{k}] {n}", indent="    ")
+        if seeds:
+            srs = seed_rows(g)
+            display.text("")
+            display.table(list(srs[0]), [list(r.values()) for r in srs], title=f"{title(g)} · each seed")
         if adj is not None:
             acols = ["rank", "model", *getattr(adj, "COLUMNS", adj_board.COLUMNS)]
             display.text("")
@@ -499,6 +569,8 @@ def _csv_text(v):
     prefixed with a quote."""
     if v is None:
         return ""
+    if isinstance(v, list):  # per-seed figures: the numbers in seed order, `;` between them
+        return ";".join("" if x is None else str(x) for x in v)
     if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + v
     return v
@@ -516,6 +588,7 @@ def to_csv(groups: list[Group], adj: AdjudicatedBoard | None = None) -> str:
 
 
 def to_json(groups: list[Group], adj: AdjudicatedBoard | None = None) -> str:
+    from cxrbench.metrics.replicates import PATIENT_BOOTSTRAP
     from cxrbench.protocols import get_protocol
 
     ref = [
@@ -539,6 +612,12 @@ def to_json(groups: list[Group], adj: AdjudicatedBoard | None = None) -> str:
                     "resamples": get_protocol(g.protocol).bootstrap,
                     "seed": get_protocol(g.protocol).seed,
                     "unit": "patient",
+                },
+                "comparison": {
+                    "method": g.method,
+                    "single_seed_method": PATIENT_BOOTSTRAP,
+                    "resamples": get_protocol(g.protocol).bootstrap,
+                    "seed": get_protocol(g.protocol).seed,
                 },
                 "entries": entry_fields(g, adj),
             }

@@ -53,16 +53,17 @@ _PRETRAINED_WORDS = ("pretrained", "imagenet weights")
 
 
 def check_settings(rec: dict, protocol, source: str | Path) -> tuple[str, ...]:
-    """Every setting the board shows against the protocol the record names: the lr in its grid, the training,
-    subset, split and bootstrap seeds, the number of validation folds, the epochs each fold's history trained,
-    and `model.pretrained`. A contradiction is refused naming the field; only `pretrained` may differ, and only
-    with a deviation that says so (which the board shows marked). Returns the fields that deviate, declared."""
+    """Every setting the board shows against the protocol the record names: the lr in its grid, the subset,
+    split and bootstrap seeds (the protocol's; the training seed may be any, as its run id says), the number
+    of validation folds, the epochs each fold's history trained, and `model.pretrained`. A contradiction is
+    refused naming the field; only `pretrained` may differ, and only with a deviation that says so (which the
+    board shows marked). Returns the fields that deviate, declared."""
     lr = rec["lr"]
     if not any(abs(lr - x) < 1e-12 for x in protocol.lrs):
         grid = ", ".join(f"{x:g}" for x in protocol.lrs)
         raise RecordError(f"{source}: field lr is {lr:g}, which is not in {protocol.key}'s grid ({grid})")
-    want = {"train": protocol.seed, "subset": protocol.subset_seed, "split": protocol.split_seed}
-    want["bootstrap"] = protocol.seed
+    check_train_seed(rec, source)
+    want = {"subset": protocol.subset_seed, "split": protocol.split_seed, "bootstrap": protocol.seed}
     for key, value in want.items():
         got = rec["seeds"].get(key)
         if got != value:
@@ -88,6 +89,22 @@ def check_settings(rec: dict, protocol, source: str | Path) -> tuple[str, ...]:
             )
         declared.append("pretrained")
     return tuple(declared)
+
+
+def check_train_seed(rec: dict, source: str | Path) -> int:
+    """The record's training seed (`seeds.train`, any of 0..2**31-1: `run --seed`; replicates differ only in
+    it): a run id of the default form (`...__seedS`) must name the same seed. Returns it."""
+    import re
+
+    from cxrbench.run.options import MAX_SEED
+
+    got = rec["seeds"].get("train")
+    if isinstance(got, bool) or not isinstance(got, int) or not 0 <= got <= MAX_SEED:
+        raise RecordError(f"{source}: field seeds.train is {got!r}, not a training seed (0 to {MAX_SEED})")
+    m = re.search(r"__seed(\d+)$", str(rec["run_id"]))
+    if m is not None and int(m.group(1)) != got:
+        raise RecordError(f"{source}: its run id {rec['run_id']} names seed {m.group(1)}, field seeds.train is {got}")
+    return got
 
 
 def predictions_digest(pred: Predictions) -> str:

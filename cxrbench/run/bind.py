@@ -57,7 +57,7 @@ def bind(opts: RunOptions, display=None, dist=None, build_model: bool = True) ->
     if note and build_model:  # said once, by the run that trains (not by readers of a finished run)
         ctx.info(note)
     if build_model:
-        ctx.prepared = prepare_model(ctx, protocol.seed)
+        ctx.prepared = prepare_model(ctx, ctx.seed)  # fold 0's seed: the training seed
         ctx.weights_info = getattr(ctx.prepared.model, "cxrbench_weights", {"pretrained": False})
     clock.add("bind", clock.wall())
     return ctx

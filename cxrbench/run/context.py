@@ -78,6 +78,13 @@ class RunContext:
     training: str | None = None  # the training running now, e.g. "fold1"
 
     @property
+    def seed(self) -> int:
+        """The training seed (--seed, else the protocol's): initialisation, shuffling, augmentation, fold seeds."""
+        from cxrbench.run.options import train_seed
+
+        return train_seed(self.opts, self.protocol)
+
+    @property
     def is_main(self) -> bool:
         return self.dist is None or self.dist.rank == 0
 
@@ -109,7 +116,7 @@ class RunContext:
             momentum=p.momentum,
             weight_decay=p.weight_decay,
             epochs=p.epochs,
-            seed=p.seed,
+            seed=self.seed,
             device=self.device,
             nonimage=self.spec.nonimage,
             amp=gpu,

@@ -48,9 +48,10 @@ class Trained:
 def plan(ctx: RunContext) -> list[Training]:
     """The protocol's trainings in order: every fold, then the final run on train+val if it has one."""
     b, p = ctx.bound, ctx.protocol
-    out = [Training(f"fold{k}", b.local(f.train), b.local(f.val), p.seed + k) for k, f in enumerate(b.splits.folds)]
+    s = ctx.seed  # the training seed: every fold's seed derives from it
+    out = [Training(f"fold{k}", b.local(f.train), b.local(f.val), s + k) for k, f in enumerate(b.splits.folds)]
     if p.final_run:
-        out.append(Training("final", b.local(b.splits.trainval), None, p.seed + 100))
+        out.append(Training("final", b.local(b.splits.trainval), None, s + 100))
     return out
 
 

@@ -30,6 +30,7 @@ def config(ctx: RunContext) -> dict:
         "weights": ctx.opts.weights,
         "cache_fingerprint": ctx.store.fingerprint,
         "model_source": ctx.spec.source,
+        "seed": ctx.seed,
     }
 
 
@@ -57,6 +58,8 @@ def prepare(ctx: RunContext) -> None:
     cfg_path = d / "run.json"
     want = config(ctx)
     old = _read_config(cfg_path)
+    if old is not None and "seed" not in old:  # written before --seed: trained with the protocol's seed
+        old["seed"] = ctx.protocol.seed
     if (d / "record.json").exists():
         if not ctx.opts.resume:
             raise ConfigError(f"{d} already exists; continue it with --resume, or give another --run-id")

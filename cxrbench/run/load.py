@@ -57,7 +57,7 @@ class Resident(Images):
             batch_size(ctx, train),
             ctx.device,
             shuffle=train,
-            seed=ctx.protocol.seed,
+            seed=ctx.seed,
             rows=local_rows,
         )
 
@@ -85,7 +85,7 @@ class Streamed(Images):
             batch_size(ctx, train),
             ctx.device,
             shuffle=train,
-            seed=ctx.protocol.seed,
+            seed=ctx.seed,
         )
 
 
@@ -115,7 +115,7 @@ class Sharded(Images):
             batch_size(ctx, train),
             ctx.device,
             shuffle=train,
-            seed=ctx.protocol.seed + 7919 * rank,
+            seed=ctx.seed + 7919 * rank,
             index_map=mine,
             limit=len(local_rows) // world if train else None,
         )

@@ -144,11 +144,13 @@ def run_or_reuse(opts: RunOptions, display=None) -> Path | None:
 
 def asked_settings(opts: RunOptions) -> dict:
     """The settings a run with `opts` would record in its run.json (cxrbench.run.folder.config), found without
-    binding the run: protocol and its hash, lr, pretrained, weights, the cache's fingerprint, the model source."""
+    binding the run: protocol and its hash, lr, pretrained, weights, the cache's fingerprint, the model source,
+    the training seed."""
     from cxrbench.cache.store import open_cache
     from cxrbench.models import get_spec
     from cxrbench.models.plugins import load_plugins
     from cxrbench.protocols import get_protocol
+    from cxrbench.run.options import train_seed
 
     p = get_protocol(opts.protocol)
     load_plugins(opts.plugins)
@@ -161,13 +163,14 @@ def asked_settings(opts: RunOptions) -> dict:
         "weights": opts.weights,
         "cache_fingerprint": open_cache(opts.cache).fingerprint,
         "model_source": get_spec(opts.model).source,
+        "seed": train_seed(opts, p),
     }
 
 
 def check_finished(opts: RunOptions) -> None:
     """A finished run in the folder `opts` names is reused only when it was made with what is asked: its
     run.json and its record must agree with `asked_settings` (cache fingerprint, protocol hash, model source,
-    weights, lr, pretrained); else a ConfigError names the folder and what differs."""
+    weights, lr, pretrained, training seed); else a ConfigError names the folder and what differs."""
     from cxrbench.errors import ConfigError, CxrbenchError
     from cxrbench.files import read_json
     from cxrbench.results.record import read_record
@@ -186,7 +189,9 @@ def check_finished(opts: RunOptions) -> None:
         "cache_fingerprint": rec["data"]["cache_fingerprint"],
         "model_source": rec["model"]["source"],
         "lr": rec["lr"],
+        "seed": rec["seeds"].get("train"),
     }
+    had.setdefault("seed", recorded["seed"])  # a run.json written before --seed: the record says
     diff = [k for k in want if had.get(k) != want[k] or (k in recorded and recorded[k] != want[k])]
     if diff:
         said = "; ".join(f"{k}: finished with {had.get(k)!r}, asked {want[k]!r}" for k in diff[:3])

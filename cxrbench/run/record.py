@@ -84,7 +84,7 @@ def build(
             "n_test": int(len(b.splits.test)),
             "excluded_bad_images": b.excluded,
         },
-        "seeds": {"train": p.seed, "subset": p.subset_seed, "split": p.split_seed, "bootstrap": p.seed},
+        "seeds": {"train": ctx.seed, "subset": p.subset_seed, "split": p.split_seed, "bootstrap": p.seed},
         "code": package_git(),
         "environment": env,
         "timing": {

@@ -2,7 +2,10 @@
 patient-level bootstrap of the claimed difference, and a verdict (holds / does not hold / inconclusive at 95%).
 
 Every bootstrap uses the resamples and seed of the protocol the compared runs share (as the leaderboard does),
-so a comparison has one p-value everywhere.
+so a comparison has one p-value everywhere. With replicates (`reproduce paper --seeds K`), every arm is its runs
+of K training seeds and every test is the seed-aware one of cxrbench.metrics.replicates (two-level-t@v1); the
+claims are also judged by the single-seed test (each arm's first seed), and the report says where the verdict
+changed.
 """
 
 from __future__ import annotations
@@ -33,6 +36,14 @@ class Claim:
     verdict: str = "not run"
     why: str = ""
     figure: str | None = None
+    # with replicates: the verdict and tests of the single-seed test (each arm's first seed, patient bootstrap)
+    single_seed_verdict: str | None = None
+    single_seed_tests: list[tuple[str, dict]] = field(default_factory=list)
+
+    @property
+    def verdict_changed(self) -> bool | None:
+        """Whether the seed-aware verdict differs from the single-seed one (None without replicates)."""
+        return None if self.single_seed_verdict is None else self.verdict != self.single_seed_verdict
 
 
 # ------------------------------------------------------------------------------------------------ verdicts
@@ -102,11 +113,38 @@ def _fmt_ci(m: Metric) -> str:
 
 
 class Evidence:
-    """The study's finished runs, with the paired tests the claims use."""
+    """The study's finished runs, with the paired tests the claims use. `replicates` (run spec -> the runs of
+    its seeds, the first being `runs`' run): each arm is its seeds, and the tests are seed-aware."""
 
-    def __init__(self, study: Study, runs: dict[RunSpec, Path]) -> None:
+    def __init__(
+        self, study: Study, runs: dict[RunSpec, Path], replicates: dict[RunSpec, list[Path]] | None = None
+    ) -> None:
         self.study = study
         self.runs = runs
+        self.seeds: dict[Path, list[Path]] = {}
+        for s, ds in (replicates or {}).items():
+            if s in runs:
+                self.seeds[Path(runs[s])] = [Path(d) for d in ds]
+
+    def arm(self, d: Path) -> list[Path]:
+        """The runs of the arm whose first seed's run is `d` (just `d` without replicates)."""
+        return self.seeds.get(Path(d), [Path(d)])
+
+    def _scores(self, ds: list[Path], protocol: str, classes: list[str] | None = None):
+        """An arm's ReplicateScores on `protocol`'s resamples (restricted to `classes` when given)."""
+        from cxrbench.metrics.replicates import Replicate, score_replicates
+
+        reps = []
+        for d in ds:
+            p = _preds(d)
+            y, pr = p.labels, p.probabilities
+            if classes is not None:
+                idx = [p.classes.index(c) for c in classes]
+                y, pr = y[:, idx], pr[:, idx]
+            seed = run_record(d).seeds["train"]
+            reps.append(Replicate(int(seed), np.asarray(p.images), p.patients, y, pr, protocol, "study", str(d)))
+        b = self.boot(protocol)
+        return score_replicates(reps, b["resamples"], b["seed"])
 
     def get(self, protocol: str, model: str, lr: float) -> Path | None:
         return self.runs.get(RunSpec(protocol, model, lr))
@@ -119,12 +157,26 @@ class Evidence:
         return {"resamples": p.bootstrap, "seed": p.seed}
 
     def weighted(self, d: Path) -> str:
-        """A run's weighted test AUROC with its CI, as the report prints it."""
-        return _fmt_ci(run_record(d).test.weighted_mean)
+        """A run's weighted test AUROC with its CI, as the report prints it; for an arm of several seeds, the
+        mean over its seeds with their standard deviation."""
+        ds = self.arm(d)
+        if len(ds) == 1:
+            return _fmt_ci(run_record(d).test.weighted_mean)
+        recs = [run_record(x) for x in ds]
+        w = np.array([np.nan if r.test.weighted_mean.auroc is None else r.test.weighted_mean.auroc for r in recs])
+        seeds = ",".join(str(r.seeds["train"]) for r in recs)
+        return f"{np.mean(w):.4f} ± {np.std(w, ddof=1):.4f} (mean ± seed sd, {len(ds)} seeds: {seeds})"
 
     def pair(self, a: Path, b: Path, protocol: str, classes: list[str] | None = None) -> dict:
-        """Paired weighted-mean comparison a - b on the same test images (optionally restricted to classes)."""
+        """Paired weighted-mean comparison a - b on the same test images (optionally restricted to classes);
+        seed-aware (`compare_replicates`) when the arms have several seeds."""
         from cxrbench.metrics.auroc import compare
+
+        if len(self.arm(a)) > 1 or len(self.arm(b)) > 1:
+            from cxrbench.metrics.replicates import compare_replicates
+
+            sa, sb = self._scores(self.arm(a), protocol, classes), self._scores(self.arm(b), protocol, classes)
+            return _numbers(compare_replicates(sa, sb).to_dict())
 
         a_, b_ = _preds(a), _preds(b)
         pat, ya, pa, ca = a_.patients, a_.labels, a_.probabilities, a_.classes
@@ -142,10 +194,25 @@ class Evidence:
         """A linear contrast of the runs' weighted means (minus `offset`) over shared patient resamples."""
         from cxrbench.metrics.auroc import bootstrap_means, contrast
 
+        if any(len(self.arm(d)) > 1 for d in runs):
+            from cxrbench.metrics.replicates import contrast_replicates
+
+            groups = [self._scores(self.arm(d), protocol) for d in runs]
+            return _numbers(contrast_replicates(groups, coef, "weighted", offset).to_dict())
         preds = [_preds(d) for d in runs]
         b = self.boot(protocol)
         pts, boots = bootstrap_means(preds[0].labels, [p.probabilities for p in preds], preds[0].patients, **b)
         return contrast(pts - offset, boots - offset, np.array(coef), b["resamples"], "weighted", b["seed"]).to_dict()
+
+
+def _numbers(t: dict) -> dict:
+    """A seed-aware comparison as the report formats it: undefined numbers as NaN, as the single-seed tests."""
+    nan = float("nan")
+    t = dict(t)
+    t["diff"] = nan if t["diff"] is None else t["diff"]
+    t["p_value"] = nan if t["p_value"] is None else t["p_value"]
+    t["ci95"] = [nan if x is None else x for x in t["ci95"]]
+    return t
 
 
 # ------------------------------------------------------------------------------------------------ claims
@@ -282,7 +349,15 @@ def claim_nonimage(ev: Evidence) -> Claim:
 CLAIMS = (claim_subset, claim_densenet, claim_fifteen, claim_lr, claim_attention, claim_nonimage)
 
 
-def evaluate(study: Study, runs: dict[RunSpec, Path]) -> list[Claim]:
-    """The claims with their numbers, tests and verdicts, in the report's order."""
-    ev = Evidence(study, runs)
-    return [claim(ev) for claim in CLAIMS]
+def evaluate(
+    study: Study, runs: dict[RunSpec, Path], replicates: dict[RunSpec, list[Path]] | None = None
+) -> list[Claim]:
+    """The claims with their numbers, tests and verdicts, in the report's order. With `replicates` (several
+    seeds per arm) the verdicts are seed-aware, and each claim also carries the single-seed verdict and tests
+    (each arm's first seed, the run in `runs`)."""
+    claims = [claim(Evidence(study, runs, replicates)) for claim in CLAIMS]
+    if replicates and any(len(v) > 1 for v in replicates.values()):
+        for c, single in zip(claims, (claim(Evidence(study, runs)) for claim in CLAIMS)):
+            c.single_seed_verdict = single.verdict
+            c.single_seed_tests = single.tests
+    return claims

@@ -91,9 +91,16 @@ def needed(study: Study, models: set[str] | None = None) -> list[RunSpec]:
 
 
 def run_options(
-    study: Study, cache: str, out: Path, device: str, models: set[str] | None, pretrained: bool | None = None
+    study: Study,
+    cache: str,
+    out: Path,
+    device: str,
+    models: set[str] | None,
+    pretrained: bool | None = None,
+    seeds: tuple[int, ...] | None = None,
 ) -> list:
-    """The RunOptions of every needed run (in OUT/runs)."""
+    """The RunOptions of every needed run (in OUT/runs), once per training seed in `seeds` (None: the
+    protocol's seed only)."""
     from cxrbench.run import RunOptions
 
     return [
@@ -105,26 +112,41 @@ def run_options(
             device=device,
             lr=s.lr,
             pretrained=pretrained,
+            seed=seed,
         )
         for s in needed(study, models)
+        for seed in (seeds or (None,))
     ]
 
 
-def run_dir(out: Path, s: RunSpec) -> Path:
-    """The folder of a study run: OUT/runs/<its default run id>."""
+def run_dir(out: Path, s: RunSpec, seed: int | None = None) -> Path:
+    """The folder of a study run: OUT/runs/<its default run id> (of training seed `seed`, else the protocol's)."""
     from cxrbench.protocols import get_protocol
     from cxrbench.run import default_run_id
 
-    return out / "runs" / default_run_id(s.model, get_protocol(s.protocol), s.lr)
+    return out / "runs" / default_run_id(s.model, get_protocol(s.protocol), s.lr, seed)
+
+
+def replicate_dirs(
+    study: Study, out: Path, models: set[str] | None, seeds: tuple[int, ...]
+) -> dict[RunSpec, list[Path]]:
+    """Every needed run's folders, one per training seed, in the order of `seeds`."""
+    return {s: [run_dir(out, s, seed) for seed in seeds] for s in needed(study, models)}
 
 
 def commands(
-    study: Study, cache: str, out: Path, device: str, models: set[str] | None, pretrained: bool | None = None
+    study: Study,
+    cache: str,
+    out: Path,
+    device: str,
+    models: set[str] | None,
+    pretrained: bool | None = None,
+    seeds: tuple[int, ...] | None = None,
 ) -> list[str]:
-    """One `cxrbench run` command line per needed run, for a cluster's job array."""
+    """One `cxrbench run` command line per needed run (and seed), for a cluster's job array."""
     from cxrbench.orchestrate.sweep import run_command
 
-    return [run_command(o) for o in run_options(study, cache, out, device, models, pretrained)]
+    return [run_command(o) for o in run_options(study, cache, out, device, models, pretrained, seeds)]
 
 
 def run_all(
@@ -136,11 +158,13 @@ def run_all(
     pretrained: bool | None,
     display=None,
     parallel: int | None = 1,
+    seeds: tuple[int, ...] | None = None,
 ) -> dict[RunSpec, Path]:
-    """Run (or resume) every needed run, finished runs reused: one after another in this process, or
-    `parallel` at a time per GPU (None: the measured default; see cxrbench.orchestrate.sweep.run_many), logs in
-    OUT/logs."""
+    """Run (or resume) every needed run (once per seed in `seeds`), finished runs reused: one after another in
+    this process, or `parallel` at a time per GPU (None: the measured default; see
+    cxrbench.orchestrate.sweep.run_many), logs in OUT/logs. Returns each needed run's folder (of the first
+    seed; `replicate_dirs` gives them all)."""
     from cxrbench.orchestrate.sweep import run_many
 
-    run_many(run_options(study, cache, out, device, models, pretrained), parallel, out / "logs", display)
-    return {s: run_dir(out, s) for s in needed(study, models)}
+    run_many(run_options(study, cache, out, device, models, pretrained, seeds), parallel, out / "logs", display)
+    return {s: run_dir(out, s, seeds[0] if seeds else None) for s in needed(study, models)}

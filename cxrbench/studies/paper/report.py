@@ -77,9 +77,35 @@ def figures(study: Study, runs: dict[RunSpec, Path], folder: Path) -> dict[str, 
     return figs
 
 
-def write_report(study: Study, cache: str, out: Path, runs: dict[RunSpec, Path]) -> tuple[Path, Path]:
-    """Evaluate the claims and write report.json, report.md and report.html (with figures) in `out`."""
-    claims = evaluate(study, runs)
+def arms(replicates: dict[RunSpec, list[Path]] | None) -> dict[str, dict]:
+    """Per arm of the study (protocol, model, lr): its training seeds, each seed's weighted mean test AUROC, their
+    mean and seed standard deviation (ddof 1), from the runs' records."""
+    import numpy as np
+
+    out = {}
+    for s, ds in (replicates or {}).items():
+        recs = [run_record(d) for d in ds]
+        w = [r.test.weighted_mean.auroc for r in recs]
+        ok = np.array([x for x in w if x is not None], dtype=float)
+        out[f"{s.protocol} {s.model} lr {s.lr:g}"] = {
+            "seeds": [r.seeds["train"] for r in recs],
+            "weighted_per_seed": w,
+            "mean": round(float(ok.mean()), 6) if len(ok) else None,
+            "sd": round(float(ok.std(ddof=1)), 6) if len(ok) > 1 else None,
+        }
+    return out
+
+
+def write_report(
+    study: Study,
+    cache: str,
+    out: Path,
+    runs: dict[RunSpec, Path],
+    replicates: dict[RunSpec, list[Path]] | None = None,
+) -> tuple[Path, Path]:
+    """Evaluate the claims and write report.json, report.md and report.html (with figures) in `out`; with
+    `replicates` (the runs of every seed of each arm) the verdicts are seed-aware."""
+    claims = evaluate(study, runs, replicates)
     figs = figures(study, runs, out)
     for c in claims:
         c.figure = figs.get(c.key)
@@ -88,18 +114,29 @@ def write_report(study: Study, cache: str, out: Path, runs: dict[RunSpec, Path])
     data = {
         "study": study.name,
         "cache": str(cache),
-        "claims": [c.__dict__ for c in claims],
+        "claims": [{**c.__dict__, "verdict_changed": c.verdict_changed} for c in claims],
+        "arms": arms(replicates),
         "table1": t1,
         "table2": t2,
         "attention_finding": finding,
         "runs": {f"{s.protocol} {s.model} lr {s.lr:g}": str(d) for s, d in runs.items()},
+        **(
+            {
+                "replicates": {
+                    f"{s.protocol} {s.model} lr {s.lr:g}": [str(d) for d in ds] for s, ds in replicates.items()
+                }
+            }
+            if replicates
+            else {}
+        ),
     }
     from cxrbench.files import atomic_write_text
 
     atomic_write_text(out / "report.json", json.dumps(data, indent=1, default=str) + "\n")
-    md = _markdown(study, claims, t1, t2, finding, runs)
+    listed = replicates if replicates else {s: [d] for s, d in runs.items()}
+    md = _markdown(study, claims, t1, t2, finding, listed, data["arms"])
     atomic_write_text(out / "report.md", md)
-    atomic_write_text(out / "report.html", _html(study, claims, t1, t2, finding, runs))
+    atomic_write_text(out / "report.html", _html(study, claims, t1, t2, finding, listed, data["arms"]))
     return out / "report.md", out / "report.html"
 
 
@@ -138,11 +175,40 @@ def _table1_note(t1: dict) -> str:
     )
 
 
+def _seeds_text(arms_: dict[str, dict]) -> str:
+    """What the seed-aware report says of its seeds (empty without replicates)."""
+    if not arms_:
+        return ""
+    n = sorted({len(a["seeds"]) for a in arms_.values()})
+    return (
+        f"Replicates: every arm was trained with {'/'.join(map(str, n))} training seeds (split, subset and bootstrap "
+        "seeds stay the protocol's). Every verdict uses the seed-aware test (two-level-t@v1: the variance between "
+        "seeds and between test patients, docs/seeds.md); under each verdict, the verdict of the single-seed test "
+        "(each arm's first seed, paired patient bootstrap only) and whether it changed."
+    )
+
+
+def _arm_cells(a: dict) -> tuple[str, str, str, str]:
+    """An arm's seeds, each seed's weighted test AUROC, their mean and seed sd, as text."""
+
+    def f(x) -> str:
+        return "—" if x is None else f"{x:.4f}"
+
+    return (", ".join(map(str, a["seeds"])), ", ".join(f(x) for x in a["weighted_per_seed"]), f(a["mean"]), f(a["sd"]))
+
+
+def _single(c) -> str:
+    if c.single_seed_verdict is None:
+        return ""
+    how = "changed" if c.verdict_changed else "unchanged"
+    return f"Single-seed test (first seed of each arm): {c.single_seed_verdict} - verdict {how}."
+
+
 def _off_target(v: dict) -> str:
     return "taken whole" if v["taken_whole"] else f"{v['difference']:+,}"
 
 
-def _markdown(study, claims, t1, t2, finding, runs) -> str:
+def _markdown(study, claims, t1, t2, finding, runs, arms_=None) -> str:
     L = [
         f"# Reproducing the reference paper ({study.name} study)",
         "",
@@ -153,6 +219,14 @@ def _markdown(study, claims, t1, t2, finding, runs) -> str:
         "",
         _roles(study),
         "",
+        *([_seeds_text(arms_), ""] if arms_ else []),
+        *(
+            ["| arm | seeds | weighted test AUROC per seed | mean | seed sd |", "|---|---|---|---|---|"]
+            + ["| " + " | ".join((k, *_arm_cells(a))) + " |" for k, a in arms_.items()]
+            + [""]
+            if arms_
+            else []
+        ),
         "## Table 1 (regenerated)",
         "",
         _table1_note(t1),
@@ -178,6 +252,7 @@ def _markdown(study, claims, t1, t2, finding, runs) -> str:
             "",
             f"**Verdict: {c.verdict}**" + (f" ({c.why})" if c.why else ""),
             "",
+            *([_single(c), ""] if c.single_seed_verdict is not None else []),
             f"Paper (reported): {c.says}",
             "",
         ]
@@ -191,17 +266,31 @@ def _markdown(study, claims, t1, t2, finding, runs) -> str:
         if c.figure:
             L += [f"![{c.title}]({c.figure})", ""]
     L += ["## The attention-model finding", "", _finding_text(finding), "", "## Runs", ""]
-    L += [f"- `{s.protocol}` {s.model} lr {s.lr:g}: `{d}`" for s, d in runs.items()]
+    L += [f"- `{s.protocol}` {s.model} lr {s.lr:g}: " + ", ".join(f"`{d}`" for d in ds) for s, ds in runs.items()]
     return "\n".join(L) + "\n"
 
 
-def _html(study, claims, t1, t2, finding, runs) -> str:
+def _html(study, claims, t1, t2, finding, runs, arms_=None) -> str:
     e = html.escape
     parts = [
         f"<h1>Reproducing the reference paper ({e(study.name)} study)</h1>",
         "<p>Every number was produced by <code>cxrbench reproduce paper</code>; the paper's statements are "
         "quoted as reported. Tests: paired patient-level bootstraps of the weighted mean test AUROC.</p>",
         f"<p>{e(_roles(study))}</p>",
+        *([f"<p>{e(_seeds_text(arms_))}</p>"] if arms_ else []),
+        *(
+            [
+                "<table><tr><th>arm</th><th>seeds</th><th>weighted test AUROC per seed</th><th>mean</th>"
+                "<th>seed sd</th></tr>"
+                + "".join(
+                    "<tr>" + "".join(f"<td>{e(x)}</td>" for x in (k, *_arm_cells(a))) + "</tr>"
+                    for k, a in arms_.items()
+                )
+                + "</table>"
+            ]
+            if arms_
+            else []
+        ),
         f"<h2>Table 1 (regenerated)</h2><p>{e(_table1_note(t1))}</p><table><tr><th>dataset</th><th>images</th>"
         "<th>% of all</th><th>paper (reported)</th><th>difference</th></tr>",
     ]
@@ -229,6 +318,7 @@ def _html(study, claims, t1, t2, finding, runs) -> str:
             f"<section class='claim'><h2>{e(c.title)}</h2><p class='verdict {cls}'>Verdict: "
             f"{e(c.verdict)}</p>"
             + (f"<p class='why'>{e(c.why)}</p>" if c.why else "")
+            + (f"<p class='single'>{e(_single(c))}</p>" if c.single_seed_verdict is not None else "")
             + f"<p class='reported'>Paper (reported): {e(c.says)}</p>"
         )
         if c.rows:
@@ -252,8 +342,10 @@ def _html(study, claims, t1, t2, finding, runs) -> str:
         parts.append("</section>")
     parts.append(f"<h2>The attention-model finding</h2><p>{e(_finding_text(finding))}</p><h2>Runs</h2><ul>")
     parts += [
-        f"<li><code>{e(s.protocol)}</code> {e(s.model)} lr {s.lr:g}: <code>{e(str(d))}</code></li>"
-        for s, d in runs.items()
+        f"<li><code>{e(s.protocol)}</code> {e(s.model)} lr {s.lr:g}: "
+        + ", ".join(f"<code>{e(str(d))}</code>" for d in ds)
+        + "</li>"
+        for s, ds in runs.items()
     ]
     parts.append("</ul>")
     style = (
