@@ -21,6 +21,7 @@ def _cli(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "cxrbench", *args], capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one(synth1000_cache, tmp_path):
     one = read_record(
         run(
@@ -57,6 +58,7 @@ def test_two_gloo_processes_match_one(synth1000_cache, tmp_path):
     assert n_train - 1 <= two["validation"]["folds"][0]["train_images"] // 20 <= n_train
 
 
+@pytest.mark.slow
 def test_a_failing_rank_fails_the_run_without_hanging(synth_cache, tmp_path):
     plugin = tmp_path / "boom.py"
     plugin.write_text(
@@ -116,6 +118,7 @@ def test_a_failing_rank_fails_the_run_without_hanging(synth_cache, tmp_path):
     assert not list((tmp_path / "runs").rglob("record.json"))
 
 
+@pytest.mark.slow
 def test_global_batch_must_divide(synth_cache, tmp_path):
     r = _cli(
         "run",

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -30,6 +32,7 @@ def test_doctor_on_a_working_install(tmp_path):
     assert "BROKEN" not in r.stdout and max(len(x) for x in r.stdout.splitlines()) <= 80
 
 
+@pytest.mark.slow
 def test_a_broken_torchvision_is_one_line_before_anything_is_written(tmp_path, synth_cache):
     r = _cli(["doctor"], tmp_path, broken=True)
     assert r.returncode == 1 and "BROKEN" in r.stdout and "Traceback" not in r.stderr

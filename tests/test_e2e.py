@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -30,6 +32,7 @@ def _run(cmd: str, cwd: Path) -> subprocess.CompletedProcess:
     return r
 
 
+@pytest.mark.slow
 def test_readme_quickstart_and_plugin_path(tmp_path):
     readme = (REPO / "README.md").read_text()
     blocks = _blocks(readme)

@@ -43,6 +43,7 @@ def test_attA_norm5_is_flagged_degenerate_but_its_cam_layer_is_not():
     assert n.shape == (2, 1, 128, 128) and torch.allclose(n.flatten(2).amax(-1), torch.ones(2, 1), atol=0.05)
 
 
+@pytest.mark.slow
 def test_hooks_released_no_memory_growth_over_1000_images():
     torch.manual_seed(0)
     m = create_model("tiny").eval()
@@ -88,6 +89,7 @@ def test_localization_geometry_and_scores():
     assert np.unravel_index(np.argmax(c), c.shape) in ((31, 31), (31, 32), (32, 31), (32, 32))
 
 
+@pytest.mark.slow
 def test_trained_model_beats_the_centre_baseline_on_synth(synth1000_cache, tmp_path):
     """The planted boxes of a phantom set play the NIH boxes' role: a trained model's heatmaps must localise
     better than the image centre."""

@@ -313,6 +313,7 @@ def packed_sweep(synth_cache, tmp_path_factory):
     return tmp / "runs", r
 
 
+@pytest.mark.slow
 def test_k2_records_equal_k1_records(packed_sweep, synth_cache, tmp_path):
     runs, r = packed_sweep
     seq = CliRunner().invoke(
@@ -354,6 +355,7 @@ def test_a_failing_run_is_named_with_its_exit_code_and_log_while_the_others_fini
     assert "3 done" not in r.stderr and "2 done, 1 failed" in r.stderr  # one progress display for the runs
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_a_packed_sweep_leaves_no_run_alive_and_rerunning_resumes(synth_cache, tmp_path):
     args = [
         sys.executable,
