@@ -6,6 +6,7 @@ import ast
 import gzip
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -479,11 +480,18 @@ def test_ctrl_c_says_where_the_run_stopped_and_resume_continues(synth_cache, tmp
     args = [sys.executable, "-m", "cxrbench", "run", "--model", "tiny", "--protocol", "smoke"]
     args += ["--cache", str(synth_cache), "--out", str(out), "--device", "cpu"]
     ck = out / "tiny__smoke@v1__lr0.1__seed0" / "fold0.pt"
+    # a terminal's Ctrl-C reaches a process whose SIGINT is the default; a disposition left "ignored" in this
+    # test process by earlier work would be inherited across exec, so the child starts from the default
     r = subprocess.run(
-        args, capture_output=True, text=True, timeout=300, env={**os.environ, INTERRUPT_AFTER_EPOCH: "0"}
+        args,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, INTERRUPT_AFTER_EPOCH: "0"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     err = r.stderr
-    assert r.returncode == 130, err[-2000:]
+    assert r.returncode == 130, f"SIGINT here: {signal.getsignal(signal.SIGINT)}\n{err[:1500]}\n...\n{err[-1500:]}"
     assert "Traceback" not in err and "Aborted" not in err
     msg = err.strip().splitlines()[-1]
     assert msg.startswith("error: interrupted in fold0 epoch "), msg
