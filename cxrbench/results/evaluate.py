@@ -124,7 +124,8 @@ def evaluate_run(
     """Evaluate RUN: (result, arrays for the pictures). See the module docstring for what is checked."""
     from cxrbench.results.predictions import Predictions
     from cxrbench.results.record import read_run_files
-    from cxrbench.results.verify import check_data, check_protocol, open_tables, recorded_cache
+    from cxrbench.results.rescore import open_run_tables
+    from cxrbench.results.verify import check_data, check_protocol
 
     if (attributes is None) != (by is None):
         raise InputError(None, "--attributes FILE and --by COLUMN go together")
@@ -139,13 +140,7 @@ def evaluate_run(
             "points are chosen on validation, never on test"
         )
     val = Predictions.parse(files.folds[THRESHOLD_FOLD], f"{files.source} (fold {THRESHOLD_FOLD} validation)")
-    tables_path = Path(data) if data is not None else recorded_cache(run_dir)
-    if tables_path is None:
-        raise RecordError(
-            f"{run_dir}: the cache this run used is not here; pass --data with the run's cache or dataset "
-            "folder (the subgroups come from its metadata)"
-        )
-    tables = open_tables(tables_path)
+    tables = open_run_tables(run_dir, data, " (the subgroups come from its metadata)")
     check_data(rec, test, {THRESHOLD_FOLD: val}, tables, files.source)
     attrs = metadata_attributes(tables, test.images)
     if attributes is not None and by is not None:

@@ -23,6 +23,19 @@ class UnsavedResult(RecordError):
         self.result = result
 
 
+def open_run_tables(run_dir: Path, data: str | Path | None, why: str):
+    """The metadata and lists of a run's data: from `data` when given, else from the cache the run recorded;
+    `why` ends the error that says the cache is not here."""
+    from cxrbench.results.verify import open_tables, recorded_cache
+
+    tables_path = Path(data) if data is not None else recorded_cache(run_dir)
+    if tables_path is None:
+        raise RecordError(
+            f"{run_dir}: the cache this run used is not here; pass --data with the run's cache or dataset folder{why}"
+        )
+    return open_tables(tables_path)
+
+
 def rescore_run(
     run: str | Path,
     adjudicated: str | Path,
@@ -39,20 +52,14 @@ def rescore_run(
     from cxrbench.results.adjudicated import DEFAULT_MAPPING, read_adjudicated, read_mapping, rescore
     from cxrbench.results.predictions import Predictions
     from cxrbench.results.record import canonical, read_run_files
-    from cxrbench.results.verify import check_data, check_protocol, open_tables, recorded_cache
+    from cxrbench.results.verify import check_data, check_protocol
 
     run_dir = Path(run)
     files = read_run_files(run_dir)
     rec = files.record
     protocol = check_protocol(rec, files.source)
     test = Predictions.parse(files.predictions, files.source)
-    tables_path = Path(data) if data is not None else recorded_cache(run_dir)
-    if tables_path is None:
-        raise RecordError(
-            f"{run_dir}: the cache this run used is not here; pass --data with the run's cache or "
-            "dataset folder, so that its predictions and the adjudicated names can be checked"
-        )
-    tables = open_tables(tables_path)
+    tables = open_run_tables(run_dir, data, ", so that its predictions and the adjudicated names can be checked")
     check_data(rec, test, {}, tables, files.source)
     labels = read_adjudicated(adjudicated, tables.dataset.metadata)
     m = DEFAULT_MAPPING if mapping is None else read_mapping(mapping)
