@@ -49,3 +49,16 @@ def seeds_option(f):
         help="Replicates: one run per training seed, `0,1,2` (those seeds) or `5` (seeds 0 to 4); split, subset "
         "and bootstrap seeds stay the protocol's. The board pools them as one entry.",
     )(f)
+
+
+def tensorboard_option(f):
+    """`--tensorboard DIR`: the training curves (history.csv's figures) as TensorBoard event files in
+    DIR/<run id>/<training>; a side output, not part of the run (optional extra `cxrbench[tensorboard]`)."""
+    return click.option(
+        "--tensorboard",
+        metavar="DIR",
+        type=click.Path(file_okay=False, path_type=str),
+        default=None,
+        help="Also write the training curves (history.csv's figures) as TensorBoard event files to "
+        "DIR/<run id>/<training> (needs the extra: pip install 'cxrbench[tensorboard]'; not part of the record).",
+    )(f)
