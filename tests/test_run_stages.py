@@ -144,7 +144,7 @@ def test_stages_read_in_order_and_load_is_typed(synth_cache, tmp_path):
     assert isinstance(images, load.Resident) and images.images.dtype == torch.uint8
     assert images.images.shape[0] == len(ctx.bound.positions) == len(ctx.labels)
     ctx = bind.bind(_opts(synth_cache, tmp_path, loader="stream"), build_model=False)
-    assert isinstance(load.load(ctx), load.Streamed) and ctx.prepared is None
+    assert isinstance(load.load(ctx), load.Streamed) and ctx.state.prepared is None
 
 
 # ---------------------------------------------------------------------------------------------- what runs show

@@ -8,10 +8,16 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cxrbench.errors import RecordError
+
+if TYPE_CHECKING:
+    import torch
+
+    from cxrbench.run.context import RunContext
 
 DISPLAY = 256  # pixels of each picture in the page
 
@@ -20,8 +26,8 @@ DISPLAY = 256  # pixels of each picture in the page
 class Loaded:
     """A finished run with its model, cache binding and predictions."""
 
-    runner: object
-    model: object
+    runner: RunContext
+    model: torch.nn.Module
     record: dict
     test_rows: np.ndarray
     probs: np.ndarray  # (N, C) from the run's predictions file, in test-row order
