@@ -247,8 +247,8 @@ def build_gallery(
     spec = r.spec
     geo = Geometry(p.image_size, p.resize, p.crop)
     boxes: dict[int, list] = {}
-    for row, label, x, y, w, h in run_boxes(r, L.test_rows):
-        boxes.setdefault(row, []).append((label, geo.box_in_crop(x, y, w, h)))
+    for row, label, box_x, box_y, box_w, box_h in run_boxes(r, L.test_rows):
+        boxes.setdefault(row, []).append((label, geo.box_in_crop(box_x, box_y, box_w, box_h)))
     pick = choose(L, n, boxes)
     names = r.bound.metadata.names[r.bound.rows[L.test_rows]]
     y_true = r.labels[L.test_rows]
@@ -270,7 +270,7 @@ def build_gallery(
             maps = res.normalised((DISPLAY, DISPLAY))[0].cpu().numpy()
             view_img = _model_view(imgs[k], p, DISPLAY)
             stem = f"{k:03d}"
-            panels = [
+            panels: list[dict[str, str | bool]] = [
                 {
                     "title": "X-ray (model view)",
                     "png": _png(out / f"{stem}-xray.png", _overlay(view_img, None, None), root),
