@@ -11,7 +11,10 @@ import textwrap
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.progress import ProgressColumn
 
 
 class Display:
@@ -217,12 +220,12 @@ def _escape(s: str) -> str:
 class _RateColumn:
     """Items per second, e.g. `412 images/s` (built lazily as a rich ProgressColumn)."""
 
-    def __new__(cls, unit: str):  # type: ignore[misc]
+    def __new__(cls, unit: str) -> ProgressColumn:  # type: ignore[misc]  # a factory: returns a rich column
         from rich.progress import ProgressColumn
         from rich.text import Text
 
         class Rate(ProgressColumn):
-            def render(self, task):  # type: ignore[override]
+            def render(self, task):
                 speed = task.finished_speed or task.speed
                 if speed is None:
                     return Text(f"- {unit}/s", style="progress.data.speed")
