@@ -56,7 +56,6 @@ def quickstart(out: str | Path = "cxrbench-quickstart", device: str = "auto", n:
     atomic_write_text(board / "index.html", render.to_html(groups, figs, board / "index.html"), root=board)
     best = groups[0].entries[0].record["run_id"] if groups else run_dirs[0].name
     d.info(f"[6/6] Grad-CAM gallery of the best run ({best})")
-    with d.progress("gallery", total=12) as bar:
-        page = build_gallery(runs / best, out / "gallery", n=12, progress=bar)
+    page = build_gallery(runs / best, out / "gallery", n=12, display=d)
     d.info(f"done: leaderboard {board / 'index.html'}, gallery {page}")
     return {"data": data, "cache": cache, "runs": run_dirs, "leaderboard": board, "gallery": page}
