@@ -32,7 +32,9 @@ def test_gpu_batches_equal_cpu_batches(augment):
         torch.testing.assert_close(ba.y, bb.y.cpu())
 
 
-def test_gpu_streaming_loader_pinned():
+def test_gpu_streaming_loader_equals_the_cpu_one():
+    """The streaming loader on the GPU hands over every image once, on the device, with the same batches (pixels,
+    labels, order) as the same loader on the CPU."""
     imgs, y, f = _data(40, 32)
 
     class Store:
@@ -42,26 +44,42 @@ def test_gpu_streaming_loader_pinned():
         def read(self, pos):
             return imgs[pos]
 
-    ld = StreamingLoader(Store(), np.arange(40), y, f, View(32, 32, 32, False), 16, "cuda", True, 0)
-    idx = torch.cat([b.index for b in ld])
-    assert sorted(idx.tolist()) == list(range(40))
+    def loader(device):
+        return StreamingLoader(Store(), np.arange(40), y, f, View(32, 32, 32, False), 16, device, True, 0)
+
+    cpu, gpu = list(loader("cpu")), list(loader("cuda"))
+    assert len(cpu) == len(gpu) and sorted(torch.cat([b.index for b in gpu]).tolist()) == list(range(40))
+    for bc, bg in zip(cpu, gpu, strict=True):
+        assert bg.x.is_cuda and bg.y.is_cuda and torch.equal(bc.index, bg.index.cpu())
+        torch.testing.assert_close(bc.x, bg.x.cpu(), rtol=0, atol=1e-5)
+        torch.testing.assert_close(bc.y, bg.y.cpu())
 
 
 @pytest.mark.parametrize("name", ["densenet121", "densenet121_attA", "resnet50"])
-def test_bf16_channels_last_train_step(name):
+def test_training_step_in_bf16_channels_last(name):
+    """The engine's training step as a GPU run configures it (bf16 autocast, channels-last, the captured CUDA
+    graph after its warm-up): finite losses and gradients, bf16 logits, and weights that move."""
+    from cxrbench.engine.loader import Batch
+    from cxrbench.engine.train import GraphStep, TrainConfig, autocast, forward
     from cxrbench.models import create_model
 
+    torch.manual_seed(0)
     m = create_model(name).cuda().to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+    cfg = TrainConfig(
+        lr=0.01, momentum=0.9, weight_decay=1e-4, epochs=1, seed=0, device="cuda", nonimage=False,
+        amp=True, channels_last=True, cuda_graphs=True,
+    )  # fmt: skip
     x = torch.randn(8, 3, 224, 224, device="cuda").contiguous(memory_format=torch.channels_last)
-    y = (torch.rand(8, 15, device="cuda") < 0.2).float()
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        out = m(x)
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(out.float(), y)
-    loss.backward()
-    opt.step()
-    assert torch.isfinite(loss) and out.dtype == torch.bfloat16
+    batch = Batch(x, (torch.rand(8, 15, device="cuda") < 0.2).float(), torch.zeros(8, 5, device="cuda"),
+                  torch.arange(8, device="cuda"))  # fmt: skip
+    with torch.no_grad(), autocast(cfg):
+        assert forward(m, batch, cfg).dtype == torch.bfloat16
+    before = [p.detach().clone() for p in m.parameters()]
+    step = GraphStep(m, torch.optim.SGD(m.parameters(), lr=cfg.lr, momentum=cfg.momentum), cfg)
+    losses = [float(step(batch)) for _ in range(GraphStep.WARMUP + 2)]  # warm-up, capture, replay
+    assert step.replay is not None and all(np.isfinite(losses))
     assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+    assert any(not torch.equal(a, p.detach()) for a, p in zip(before, m.parameters(), strict=True))
 
 
 def test_smoke_run_on_gpu(synth_cache, tmp_path):

@@ -127,23 +127,37 @@ def test_no_import_cycles():
     assert "cxrbench.models.plugins" not in graph["cxrbench.models.registry"]
 
 
-def test_stages_read_in_order_and_load_is_typed(synth_cache, tmp_path):
-    """Each stage is a module named after it; `load` returns a typed result (not a tuple, None or a string)."""
-    import inspect
+def test_stages_run_in_order_and_load_is_typed(synth_cache, tmp_path, monkeypatch):
+    """A run calls its stages in the pipeline's order, each with what the stage before it returned; each stage is a
+    module named after it, and `load` returns a typed result (not a tuple, None or a string)."""
+    from cxrbench.run import bind, explain, fit, folder, load, pipeline, record, score
 
-    from cxrbench.run import bind, fit, folder, load, pipeline
+    calls: list[tuple[str, tuple]] = []
 
-    src = inspect.getsource(pipeline._stages)
-    order = [
-        src.index(f"{m}(") for m in ("folder.prepare", "load.load", "score.score", "explain.explain", "record.write")
-    ]
-    assert order == sorted(order) and src.index("_fit(") < src.index("score.score")
-    assert callable(bind.bind) and callable(fit.fit_folds) and callable(folder.prepare)
-    ctx = bind.bind(_opts(synth_cache, tmp_path, loader="resident"))
-    images = load.load(ctx)
+    def spy(module, name, label):
+        real = getattr(module, name)
+
+        def wrapped(*args, **kwargs):
+            out = real(*args, **kwargs)
+            calls.append((label, args, out))
+            return out
+
+        monkeypatch.setattr(module, name, wrapped)
+
+    for module, name in [(folder, "prepare"), (load, "load"), (fit, "fit_folds"), (score, "score")]:
+        spy(module, name, module.__name__.rsplit(".", 1)[1])
+    spy(explain, "explain", "explain")
+    spy(record, "write", "record")
+    path = pipeline.run(_opts(synth_cache, tmp_path))
+    assert [c[0] for c in calls] == ["folder", "load", "fit", "score", "explain", "record"]
+    got = {c[0]: c for c in calls}
+    images, trained, scored = got["load"][2], got["fit"][2], got["score"][2]
     assert isinstance(images, load.Resident) and images.images.dtype == torch.uint8
-    assert images.images.shape[0] == len(ctx.bound.positions) == len(ctx.labels)
-    ctx = bind.bind(_opts(synth_cache, tmp_path, loader="stream"), build_model=False)
+    assert got["fit"][1][1] is images
+    assert all(a is b for a, b in zip(got["score"][1][1:], (images, trained), strict=True))
+    assert all(a is b for a, b in zip(got["explain"][1][1:], (images, trained, scored), strict=True))
+    assert got["record"][2] == path and path.is_file()
+    ctx = bind.bind(_opts(synth_cache, tmp_path / "s", loader="stream"), build_model=False)
     assert isinstance(load.load(ctx), load.Streamed) and ctx.prepared is None
 
 
