@@ -73,8 +73,11 @@ def _stages(ctx: RunContext) -> Path | None:
         path = record.write(ctx, record.build(ctx, images, trained, scored, localization, ctx.state.clock.wall()))
     session = dict(ctx.state.clock.seconds)
     for name in trained.trained_now:  # this session's trainings, for a line that adds up to this session's wall
-        session.update({k: v for k, v in trained.stages.items() if k.startswith(name + ".")})
-    ctx.info(breakdown(session, ctx.state.clock.wall(), sum(v for k, v in session.items() if k.endswith(".train"))))
+        session.update(
+            {k: v - trained.before.get(k, 0.0) for k, v in trained.stages.items() if k.startswith(name + ".")}
+        )
+    train_now = sum(v for k, v in session.items() if k.endswith(".train"))
+    ctx.info(breakdown(session, ctx.state.clock.wall(), train_now, before=trained.before))
     _evaluate(ctx, path)
     return path
 
