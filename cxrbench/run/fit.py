@@ -98,6 +98,10 @@ def fit_folds(ctx: RunContext, images: Images) -> Trained:
         from cxrbench.results.history import HISTORY, write_history
 
         write_history(ctx.dir / HISTORY, [(t.name, results[t.name]) for t in trainings])
+        if ctx.opts.tensorboard is not None:
+            from cxrbench.results.events import write_events
+
+            write_events(Path(ctx.opts.tensorboard) / ctx.dir.name, [(t.name, results[t.name]) for t in trainings])
     folds = [results[t.name] for t in trainings if t.name != "final"]
     return Trained(
         folds=folds,

@@ -19,6 +19,10 @@ from cxrbench.run.progress import RunInterrupted
 def run(opts: RunOptions, display=None) -> Path | None:
     """Run in this process, or as one rank of a torchrun job when its environment says so; returns the record
     path (on rank 0; None on the other ranks)."""
+    if opts.tensorboard is not None:  # before anything is trained
+        from cxrbench.results.events import require_tensorboard
+
+        require_tensorboard()
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return execute(bind(opts, display))
     import torch.distributed as torch_dist
