@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -13,8 +15,16 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_first_screen_has_setup_commands():
-    first = "\n".join((REPO / "README.md").read_text().splitlines()[:25])
-    assert "pip install -e ." in first and "cxrbench quickstart" in first and "python -m pytest" in first
+    """The first screen: the two commands (setup + quickstart, the tests), each one line, and the plain pip route."""
+    lines = (REPO / "README.md").read_text().splitlines()[:30]
+    block = lines[lines.index("```bash") + 1 :]
+    block = block[: block.index("```")]
+    assert [c.split("#")[0].strip() for c in block] == [
+        "bash tools/setup.sh",
+        '. .venv/bin/activate && python -m pytest -q -n 2 -m "not slow"',
+    ]
+    first = "\n".join(lines)
+    assert 'pip install -e ".[test]"' in first and "cxrbench quickstart" in first
 
 
 def test_tests_need_nothing_outside_the_repository():
@@ -71,3 +81,43 @@ def test_readme_cites_only_what_the_repository_holds():
     for outside in ("DESIGN.md", "STYLE.md", "reference-paper.md", "../"):
         assert outside not in text
     assert "{{" not in text and "TODO" not in text  # no placeholder where a measured figure belongs
+
+
+def _setup(tmp_path, env, *args):
+    import os
+    import subprocess
+
+    return subprocess.run(
+        ["bash", str(REPO / "tools" / "setup.sh"), *args],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+
+
+def test_setup_refuses_an_old_python_and_makes_nothing(tmp_path):
+    """The README's first command checks the interpreter before it makes anything."""
+    old = tmp_path / "python3.10"
+    old.write_text("#!/bin/sh\n[ \"$1\" = -V ] && echo 'Python 3.10.12' && exit 0\nexit 1\n")
+    old.chmod(0o755)
+    r = _setup(tmp_path, {"PYTHON": str(old), "CXRBENCH_VENV": str(tmp_path / "venv")})
+    assert r.returncode == 1, r.stderr
+    assert (
+        r.stderr.strip()
+        == f"setup: cxrbench needs Python 3.11 or newer; {old} is Python 3.10.12 (set PYTHON=python3.11 or newer)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["python3.10"]
+
+
+@pytest.mark.slow
+def test_setup_in_an_installed_environment_checks_it_and_runs_the_quickstart(tmp_path):
+    """tools/setup.sh on an environment that has torch reuses it: installs cxrbench, runs the doctor and the
+    quickstart (its arguments passed on) in the folder it is called from."""
+    import sys
+
+    r = _setup(tmp_path, {"CXRBENCH_VENV": sys.prefix}, "--out", "qs", "--device", "cpu")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "installing torch" not in r.stderr and "installing cxrbench" in r.stderr
+    assert "torchvision" in r.stdout and (tmp_path / "qs" / "leaderboard" / "index.html").is_file()

@@ -7,18 +7,21 @@ from pathlib import Path
 
 import click
 
-from cxrbench.cli._options import parallel_option, plugin_option, seeds_option, tensorboard_option
+from cxrbench.cli._options import (
+    cache_option,
+    check_names,
+    parallel_option,
+    plugin_option,
+    require,
+    seeds_option,
+    tensorboard_option,
+)
 
 
 @click.command()
 @click.option("--model", required=True, help="Registered model name (see `cxrbench models`).")
 @click.option("--protocol", default="paper-15c", show_default=True, help="Protocol id (see `cxrbench protocols`).")
-@click.option(
-    "--cache",
-    required=True,
-    type=click.Path(file_okay=False, path_type=str),
-    help="Cache built by `cxrbench cache build`.",
-)
+@cache_option("Cache built by `cxrbench cache build`.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @plugin_option
 @click.option(
@@ -88,7 +91,7 @@ from cxrbench.cli._options import parallel_option, plugin_option, seeds_option, 
 def run(
     model: str,
     protocol: str,
-    cache: str,
+    cache: str | None,
     device: str,
     plugins: tuple[str, ...],
     out: str,
@@ -129,6 +132,8 @@ def run(
     from cxrbench.names import safe_name
     from cxrbench.run import RunOptions
 
+    check_names([model], (protocol,), plugins)  # a typo is named before a missing --cache
+    cache = require(cache, "--cache")
     if run_id is not None:  # the rule `submit` applies, checked before anything is written
         safe_name(run_id, "--run-id", "run", ConfigError)
     if seeds is not None:

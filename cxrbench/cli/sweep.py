@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import click
 
-from cxrbench.cli._options import parallel_option, plugin_option, seeds_option, tensorboard_option
+from cxrbench.cli._options import (
+    cache_option,
+    check_names,
+    parallel_option,
+    plugin_option,
+    require,
+    seeds_option,
+    tensorboard_option,
+)
 
 
 @click.command()
 @click.option("--protocol", default="paper-lr-grid", show_default=True, help="Protocol whose lr grid to sweep.")
 @click.option("--models", required=True, help="Comma-separated model names.")
-@click.option("--cache", required=True, type=click.Path(file_okay=False, path_type=str), help="The cache.")
+@cache_option()
 @click.option(
     "--out",
     default="runs",
@@ -28,7 +36,7 @@ from cxrbench.cli._options import parallel_option, plugin_option, seeds_option, 
 def sweep(
     protocol: str,
     models: str,
-    cache: str,
+    cache: str | None,
     out: str,
     device: str,
     plugins: tuple[str, ...],
@@ -57,6 +65,8 @@ def sweep(
     names = [m.strip() for m in models.split(",") if m.strip()]
     if not names:
         raise click.BadParameter("name at least one model", param_hint="--models")
+    check_names(names, (protocol,), plugins)  # a typo is named before a missing --cache
+    cache = require(cache, "--cache")
     opts = RunOptions(
         model=names[0],
         protocol=protocol,

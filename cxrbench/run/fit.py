@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from cxrbench.run.context import RunContext
 from cxrbench.run.load import Images, epoch_images
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -43,6 +46,8 @@ class Trained:
     scorer: str  # "final" or "fold0"
     stages: dict[str, float] = field(default_factory=dict)
     trained_now: list[str] = field(default_factory=list)  # trainings that ran in this session
+    before: dict[str, float] = field(default_factory=dict)  # the part of `stages` of trained_now spent in
+    #                                                         sessions before a resume (from their checkpoints)
 
 
 def plan(ctx: RunContext) -> list[Training]:
@@ -71,6 +76,7 @@ def fit_folds(ctx: RunContext, images: Images) -> Trained:
         total += (epochs - (0 if done is None else done + 1)) * epoch_images(len(t.train_rows), ctx.world)
     results: dict[str, dict] = {}
     stages: dict[str, float] = {}
+    before: dict[str, float] = {}
     model = None
     with training_bar(ctx, total) as bar:
         for t in trainings:
@@ -79,9 +85,10 @@ def fit_folds(ctx: RunContext, images: Images) -> Trained:
                 stages.update({f"{t.name}.{k}": v for k, v in st.items()})
                 continue
             bar.start(t.name)
-            result, st, trained = train_one(ctx, images, t, bar)
+            result, st, trained, earlier = train_one(ctx, images, t, bar)
             results[t.name] = result
             stages.update({f"{t.name}.{k}": v for k, v in st.items()})
+            before.update({f"{t.name}.{k}": v for k, v in earlier.items() if k in st})
             if t.name == scorer:
                 model = trained
             del trained
@@ -103,6 +110,7 @@ def fit_folds(ctx: RunContext, images: Images) -> Trained:
         scorer=scorer,
         stages=stages,
         trained_now=todo,
+        before=before,
     )
 
 
@@ -125,8 +133,8 @@ def finished(ctx: RunContext, t: Training) -> bool:
         return True  # a final run (or an older cxrbench's fold) names no predictions
     path = ctx.dir / str(named.get("path"))
     try:
-        ok = hashlib.sha256(read_regular(path, MAX_PREDICTIONS_BYTES, "validation predictions")).hexdigest()
-        ok = ok == named.get("sha256")
+        digest = hashlib.sha256(read_regular(path, MAX_PREDICTIONS_BYTES, "validation predictions")).hexdigest()
+        ok = digest == named.get("sha256")
     except CxrbenchError:
         ok = False
     if not ok:
@@ -134,16 +142,16 @@ def finished(ctx: RunContext, t: Training) -> bool:
     return ok
 
 
-def build_model(ctx: RunContext, seed: int):
+def build_model(ctx: RunContext, seed: int) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(model, the model as trained: wrapped for torch.compile and DDP when asked) of a training with `seed`.
     The model `bind` built is reused for the seed it was built with (same weights, same RNG state after)."""
     import torch
 
     from cxrbench.run.bind import new_model, pretrained_arg
 
-    prepared = ctx.prepared
+    prepared = ctx.state.prepared
     if prepared is not None and prepared.seed == seed:
-        ctx.prepared = None
+        ctx.state.prepared = None
         torch.manual_seed(seed)  # every device's generator as a fresh build leaves it...
         torch.set_rng_state(prepared.rng)  # ...and the CPU one as it was right after the build
         model = prepared.model
@@ -154,15 +162,18 @@ def build_model(ctx: RunContext, seed: int):
     if ctx.device.startswith("cuda"):
         model = model.to(memory_format=torch.channels_last)
     wrapped = model
-    if ctx.opts.compile:
-        wrapped = torch.compile(wrapped)
+    if ctx.opts.compile:  # torch.compile of a Module is an OptimizedModule (its stub says "a callable")
+        wrapped = cast(torch.nn.Module, torch.compile(wrapped))
     if ctx.dist is not None:
         wrapped = ctx.dist.wrap(wrapped)
     return model, wrapped
 
 
-def train_one(ctx: RunContext, images: Images, t: Training, bar) -> tuple[dict, dict[str, float], Any]:
-    """Train (or finish training) one model; write its result file; returns (result, stage seconds, model)."""
+def train_one(
+    ctx: RunContext, images: Images, t: Training, bar
+) -> tuple[dict, dict[str, float], Any, dict[str, float]]:
+    """Train (or finish training) one model; write its result file; returns (result, stage seconds, model, the
+    part of those seconds spent before a resume)."""
     import time
 
     import torch
@@ -182,12 +193,13 @@ def train_one(ctx: RunContext, images: Images, t: Training, bar) -> tuple[dict, 
     last: dict[str, Any] = {}  # the latest validation pass: its epoch and predictions
 
     def evaluate(m, epoch):
+        assert yv is not None  # evaluate is given to fit only with a validation split
         p, _ = predict(m, val_loader, cfg, ctx.gather, clock)
         last.update(epoch=epoch, probs=p)
         if not ctx.is_main:
             return None, None
         a = per_class_auroc(yv, p)
-        last["loss"] = None if yv is None else bce(yv, p)
+        last["loss"] = bce(yv, p)
         return finite_or_none(weighted_mean(a, yv)), finite_or_none(plain_mean(a))
 
     def on_epoch(log):
@@ -232,8 +244,8 @@ def train_one(ctx: RunContext, images: Images, t: Training, bar) -> tuple[dict, 
             probs, _ = predict(model, val_loader, cfg, ctx.gather, clock)
             validate += time.perf_counter() - t_val
             t_results = time.perf_counter()
-        if ctx.is_main:
-            result.update(validation_result(ctx, t, probs))
+        if ctx.is_main and t.val_rows is not None:
+            result.update(validation_result(ctx, t.name, t.val_rows, probs))
     stages = {
         "build": build_seconds + state.setup_seconds,
         "train": state.train_seconds,
@@ -247,18 +259,18 @@ def train_one(ctx: RunContext, images: Images, t: Training, bar) -> tuple[dict, 
     if ctx.is_main:
         stages["results"] = time.perf_counter() - t_results
         write_result(t.result_file(ctx.dir), result, stages)
-    return result, stages, model
+    return result, stages, model, state.before
 
 
-def validation_result(ctx: RunContext, t: Training, probs: np.ndarray) -> dict:
-    """A fold's validation scores, and its predictions written beside it (`fold{k}-val.csv.gz`)."""
+def validation_result(ctx: RunContext, name: str, rows: np.ndarray, probs: np.ndarray) -> dict:
+    """A fold's validation scores on its validation `rows`, and its predictions written beside it
+    (`fold{k}-val.csv.gz`)."""
     from cxrbench.metrics.auroc import per_class_auroc, plain_mean, weighted_mean
     from cxrbench.results.record import write_predictions
 
-    rows = t.val_rows
     y = ctx.labels[rows]
     a = per_class_auroc(y, probs)
-    path = f"{t.name}-val.csv.gz"
+    path = f"{name}-val.csv.gz"
     sha = write_predictions(
         ctx.dir / path, ctx.bound.names(rows), ctx.bound.patients(rows), y, probs, ctx.bound.classes
     )
@@ -292,8 +304,8 @@ def load_trained(ctx: RunContext, t: Training):
             f"{t.checkpoint(ctx.dir)} holds epoch {ck['epoch'] + 1} of {ctx.protocol.epochs}, but "
             f"{t.result_file(ctx.dir).name} says {t.name} is finished; remove both to train it again"
         )
-    model = ctx.prepared.model if ctx.prepared is not None else new_model(ctx, False)
-    ctx.prepared = None
+    model = ctx.state.prepared.model if ctx.state.prepared is not None else new_model(ctx, False)
+    ctx.state.prepared = None
     load_model_state(model, ck["model"], t.checkpoint(ctx.dir))
     model.to(ctx.device)
     if ctx.device.startswith("cuda"):
