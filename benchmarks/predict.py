@@ -157,6 +157,8 @@ def train_run(workdir: Path) -> tuple[Path, float]:
         model="densenet121", protocol="smoke", cache=str(workdir / "cache"), out=str(workdir / "runs"), device="cpu"
     )
     rec = run(opts)
+    if rec is None:
+        raise SystemExit("the densenet121 smoke run wrote no record")
     return rec.parent, time.perf_counter() - t
 
 
