@@ -192,6 +192,7 @@ class Run:
         load_plugins(plugins)
         return load_scored_model(
             self.path,
+            rec,
             self.record.model.name,
             self.protocol.num_classes,
             self.protocol.final_run,

@@ -96,6 +96,8 @@ def export_run(
     out = Path(out)
     if out.suffix == ".json":
         raise ConfigError(f"{out}: the model file's name must not end in .json (the description goes there)")
+    info_path = out.with_suffix(".json")
+    _replaceable(info_path)
     names, pixels = check_pixels(run, cache, check_images)  # before anything is written
     p = run.protocol
     net = run.model("cpu")
@@ -134,12 +136,30 @@ def export_run(
     }
     if fmt == "onnx":
         info["onnx"] = {"opset": ONNX_OPSET, "input_name": "images", "output_name": "probabilities"}
-    info_path = out.with_suffix(".json")
     atomic_write_text(info_path, json.dumps(info, indent=1) + "\n")
     return Exported(out, info_path, len(names), diff)
 
 
 ONNX_OPSET = 17
+_DESCRIPTION_KEYS = {"format", "file", "run_id", "record_sha256", "classes", "input", "output", "cxrbench_version"}
+
+
+def _replaceable(path: Path) -> None:
+    """An existing file at the description's name is replaced only when it is an earlier export's description
+    (a JSON object with its keys); anything else there is someone's file: a ConfigError, before any write."""
+    from cxrbench.files import read_regular
+
+    if not path.exists() and not path.is_symlink():
+        return
+    try:
+        got = json.loads(read_regular(path, 1 << 20, "the export description", ConfigError))
+    except (ConfigError, ValueError):
+        got = None
+    if not isinstance(got, dict) or not set(got) >= _DESCRIPTION_KEYS:
+        raise ConfigError(
+            f"{path}: the export's description goes here, and this file is not an earlier export's description; "
+            "move it away or give --out another name"
+        )
 
 
 def _batches(fn, pixels: np.ndarray) -> np.ndarray:

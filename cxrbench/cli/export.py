@@ -15,7 +15,7 @@ from cxrbench.cli._options import plugin_option
     type=click.Path(dir_okay=False, path_type=str),
     default=None,
     help="The model file (default: <run id>.torchscript.pt or <run id>.onnx here); its description goes "
-    "beside it as .json.",
+    "beside it as .json (an existing .json there is replaced only if it is an export description).",
 )
 @click.option(
     "--cache",
@@ -45,10 +45,12 @@ def export(run: str, fmt: str, out: str | None, cache: str | None, check_images:
     from cxrbench.api import load_run
     from cxrbench.console import get_display
     from cxrbench.export import export_run
+    from cxrbench.names import safe_name
 
     d = get_display()
     r = load_run(run, plugins)
-    default = f"{r.record.run_id}.{'onnx' if fmt == 'onnx' else 'torchscript.pt'}"
+    run_id = safe_name(r.record.run_id, "run_id", r.path / "record.json")  # a file name here, never a path
+    default = f"{run_id}.{'onnx' if fmt == 'onnx' else 'torchscript.pt'}"
     e = export_run(r, out or default, fmt, cache, check_images)
     d.info(
         f"wrote {e.model} and {e.info}; checked on {e.checked_images} test image(s) against the PyTorch model: "

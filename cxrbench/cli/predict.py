@@ -131,9 +131,9 @@ def predict(
         from cxrbench.files import atomic_write_text, make_dirs
 
         folder = make_dirs(out)
-        path = atomic_write_text(Path(folder) / f"predictions.{fmt}", text)
+        path = atomic_write_text(Path(folder) / f"predictions.{fmt}", text, root=folder)
         if cam:
-            write_cams(r, net, np.concatenate(pixels_kept), prob, names, Path(folder) / "cam")
+            write_cams(r, net, np.concatenate(pixels_kept), prob, names, Path(folder))
         d.info(f"wrote {path} ({len(names)} image(s){f', {skipped} skipped' if skipped else ''})")
     if skipped and out is None:
         d.info(f"{len(names)} image(s) predicted, {skipped} skipped")
@@ -167,9 +167,10 @@ def render(
     return buf.getvalue()
 
 
-def write_cams(r, net, pixels, probs, names: list[str], folder: Path) -> list[Path]:
+def write_cams(r, net, pixels, probs, names: list[str], out: Path) -> list[Path]:
     """Per image, Grad-CAM overlays of its three most probable findings (as the gallery draws them: the
-    model's view of the image, the map of the model's declared layer, degenerate maps not drawn)."""
+    model's view of the image, the map of the model's declared layer, degenerate maps not drawn), in `out`/cam,
+    made and written inside `out` (a link planted at cam/ or at a picture's name is refused, as in the gallery)."""
     import torch
 
     from cxrbench.explain.gallery import DISPLAY, _model_view, _overlay, _png, panel_classes
@@ -177,7 +178,7 @@ def write_cams(r, net, pixels, probs, names: list[str], folder: Path) -> list[Pa
     from cxrbench.files import make_dirs
     from cxrbench.models import get_spec
 
-    make_dirs(folder)
+    folder = make_dirs(Path(out) / "cam", root=out)
     spec = get_spec(r.record.model.name)
     classes = list(r.classes)
     written = []
@@ -191,7 +192,7 @@ def write_cams(r, net, pixels, probs, names: list[str], folder: Path) -> list[Pa
             for j, c in enumerate(show):
                 heat = None if bool(res.degenerate[0, j]) else maps[j]
                 path = folder / f"{k:04d}-{_safe(Path(names[k]).stem)}-{_safe(classes[c])}.png"
-                _png(path, _overlay(view, heat, None), None)
+                _png(path, _overlay(view, heat, None), Path(out))
                 written.append(path)
     return written
 

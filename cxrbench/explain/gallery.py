@@ -121,7 +121,7 @@ def load_run(run_dir: str | Path, cache: str | None = None, plugins: tuple[str, 
     from cxrbench.run.scorer import load_scored_model
 
     model = load_scored_model(
-        run_dir, opts.model, runner.protocol.num_classes, runner.protocol.final_run, str(runner.device)
+        run_dir, rec, opts.model, runner.protocol.num_classes, runner.protocol.final_run, str(runner.device)
     )
     b = runner.bound
     test_rows = b.local(b.splits.test)

@@ -28,7 +28,7 @@ import numpy as np
 
 from cxrbench import files
 from cxrbench.errors import RecordError
-from cxrbench.names import MAX_NAME, safe_name  # noqa: F401 - the one name rule, re-exported for readers
+from cxrbench.names import MAX_NAME, is_safe_name, safe_name  # noqa: F401 - the one name rule, re-exported
 
 SCHEMA_VERSION = 1
 RECORD = "record.json"
@@ -128,6 +128,17 @@ def _name(v: Any, where: str) -> None:
         raise _Bad(where, f"must have 1 to {MAX_NAME} characters")
 
 
+def _safe_id(v: Any, where: str) -> None:
+    """A name that becomes a component of a path (the run id: export's default file name, submit's entry)."""
+    _str(v, where)
+    if not is_safe_name(v):
+        raise _Bad(
+            where,
+            f"{v[:MAX_NAME]!r} is not a safe name (letters, digits and ._+@- only, no '/', '\\', '..' or NUL, "
+            f"no leading dot or dash, at most {MAX_NAME} characters)",
+        )
+
+
 def _obj(required: dict[str, Check], optional: dict[str, Check] | None = None) -> Check:
     """A dict with these keys (others allowed: later cxrbench versions and runs add fields)."""
 
@@ -181,7 +192,7 @@ _loc_part = _obj({"overall": _loc_scores}, {"per_class": _values(_loc_scores)})
 
 _SCHEMA: dict[str, Check] = {
     "schema_version": _int(),
-    "run_id": _str,
+    "run_id": _safe_id,
     "created": _str,
     "protocol": _obj({"id": _str, "version": _int(1), "hash": _str, "settings": _dict}),
     "model": _obj({"name": _name, "source": _obj({"kind": _str}), "parameters": _int(0), "pretrained": _bool}),
@@ -236,6 +247,9 @@ _SCHEMA: dict[str, Check] = {
     "record_sha256": _hex(64),
 }
 _OPTIONAL: dict[str, Check] = {
+    # the checkpoint whose model scored the test set (fold0.pt or final.pt) with the whole file's sha256; records
+    # made before cxrbench wrote it have none (their checkpoint is checked against its own header only)
+    "scoring_checkpoint": _files,
     "localization": _obj(
         {"model": _loc_part, "centre_baseline": _loc_part},
         {"images": _int(0), "method": _str, "degenerate_maps": _int(0)},

@@ -162,6 +162,7 @@ class Record:
     predictions: FileRef
     localization: Mapping[str, Json] | None
     record_sha256: str
+    scoring_checkpoint: FileRef | None = None  # the checkpoint that scored the test set (older records: None)
 
     @classmethod
     def from_dict(cls, d: object, source: str | Path = "record") -> Record:
@@ -239,6 +240,7 @@ class Record:
             predictions=FileRef._of(d["predictions"]),
             localization=MappingProxyType(d["localization"]) if "localization" in d else None,
             record_sha256=str(d["record_sha256"]),
+            scoring_checkpoint=FileRef._of(d["scoring_checkpoint"]) if "scoring_checkpoint" in d else None,
         )
 
 

@@ -21,14 +21,17 @@ def build(
 ) -> dict:
     """The record's fields (unsealed)."""
     from cxrbench.cache.resample import PAPER_RESAMPLE, RESAMPLES
+    from cxrbench.engine.checkpoint import checkpoint_sha256
     from cxrbench.engine.train import unwrap
     from cxrbench.models import count_parameters
     from cxrbench.results.provenance import environment, package_git
     from cxrbench.results.record import PREDICTIONS, SCHEMA_VERSION
     from cxrbench.run.bind import split_hashes
     from cxrbench.run.determinism import bitwise_reproducible
+    from cxrbench.run.scorer import scoring_checkpoint
 
     p, b, o = ctx.protocol, ctx.bound, ctx.opts
+    ckpt = scoring_checkpoint(ctx.dir, p.final_run)  # the file the record ties the scoring model to
     scores = scored.scores  # first: waits for the bootstrap thread, whose time is one of the stages below
     deviations = []
     had_weights = bool(ctx.weights_info.get("pretrained"))  # what the record states as model.pretrained
@@ -98,6 +101,7 @@ def build(
         "validation": {"folds": folds, "mean_weighted_auroc": _mean(val_w), "mean_plain_auroc": _mean(val_p)},
         "test": scores.to_dict(b.classes),
         "predictions": {"path": PREDICTIONS, "sha256": scored.predictions_sha256},
+        "scoring_checkpoint": {"path": ckpt.name, "sha256": checkpoint_sha256(ckpt)},
         **({"localization": localization} if localization is not None else {}),
     }
 

@@ -54,7 +54,9 @@ def attention_finding(study: Study, cache: str, runs: dict[RunSpec, Path]) -> di
     source = "seeded, untrained densenet121_attA"
     d = runs.get(RunSpec(study.p15, "densenet121_attA", study.high_lr))
     if d is not None and scoring_checkpoint(d, final_run=True).exists():
-        model = load_scored_model(d, "densenet121_attA", 15, final_run=True)
+        from cxrbench.results.record import read_record
+
+        model = load_scored_model(d, read_record(d), "densenet121_attA", 15, final_run=True)
         source = f"trained densenet121_attA ({d.name})"
     model.eval()
     store = open_cache(cache)

@@ -1,0 +1,147 @@
+"""Someone else's run folder given to `cxrbench predict`, `cxrbench export` and `cxrbench.load_run`: names from
+the record that would be paths, a checkpoint swapped for another with a valid header, links planted in the
+output folder, a checkpoint grown to gigabytes or linked elsewhere, weights that give NaN. Each is refused with
+one line naming the file (exit 2), before anything is written outside where the user asked."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cxrbench.cli import main
+from cxrbench.errors import RecordError
+from cxrbench.results.record import seal
+
+
+def _copy(folder: Path, dst: Path) -> Path:
+    shutil.copytree(folder, dst)
+    return dst
+
+
+def _edit_record(run_dir: Path, edit) -> None:
+    rec = json.loads((run_dir / "record.json").read_text())
+    edit(rec)
+    (run_dir / "record.json").write_text(json.dumps(seal(rec)))
+
+
+def _cli(capsys, *args) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    return int(e.value.code or 0), " ".join(capsys.readouterr().err.split())
+
+
+def _one_line(code: int, err: str) -> None:
+    assert code == 2 and "Traceback" not in err and "cxrbench bug" not in err, err
+    assert err.count("error") == 1, err
+
+
+def _checkpoint(run_dir: Path) -> Path:
+    return run_dir / ("final.pt" if (run_dir / "final.pt").exists() else "fold0.pt")
+
+
+def _resave(path: Path, change) -> None:
+    """The checkpoint with `change` applied to its payload, saved with a valid header (a forged file)."""
+    from cxrbench.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(path)
+    change(ck)
+    save_checkpoint(path, ck)
+
+
+# ------------------------------------------------------------------------------------------------ 1: run_id
+
+
+@pytest.mark.parametrize("run_id", ["/tmp/escaped/evil__seed0", "../up__seed0", "a/b__seed0", "a\\b", "x\x00y"])
+def test_a_run_id_that_is_a_path_is_refused_naming_record_json(real_run, tmp_path, capsys, monkeypatch, run_id):
+    from cxrbench.api import load_run
+
+    bad = _copy(real_run[0], tmp_path / "run")
+    _edit_record(bad, lambda r: r.update(run_id=run_id))
+    with pytest.raises(RecordError, match=r"record\.json: field run_id .* is not a safe name"):
+        load_run(bad)
+    work = tmp_path / "wd" / "a"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    code, err = _cli(capsys, "export", bad)
+    _one_line(code, err)
+    assert "record.json" in err and "run_id" in err
+    assert list(work.iterdir()) == [] and not Path("/tmp/escaped/evil__seed0.torchscript.pt").exists()
+
+
+# ------------------------------------------------------------------------------------------------ 2: checkpoint tie
+
+
+def test_the_record_names_the_scoring_checkpoint_and_a_swapped_one_is_refused(real_run, tmp_path, capsys):
+    import hashlib
+
+    from cxrbench.api import load_run
+
+    folder, files = real_run
+    rec = json.loads((folder / "record.json").read_text())
+    ck = _checkpoint(folder)
+    assert rec["scoring_checkpoint"] == {"path": ck.name, "sha256": hashlib.sha256(ck.read_bytes()).hexdigest()}
+    assert load_run(folder).record.scoring_checkpoint.path == ck.name
+    forged = _copy(folder, tmp_path / "forged")
+
+    def bias(c: dict) -> None:
+        key = next(k for k in c["model"] if k.endswith("bias"))
+        c["model"][key] = c["model"][key] + 10
+
+    _resave(_checkpoint(forged), bias)
+    with pytest.raises(RecordError, match=rf"{ck.name} is not the one the run record names"):
+        load_run(forged).model()
+    image = files[next(iter(files))]
+    for args in (("predict", forged, image), ("export", forged, "--out", tmp_path / "m.pt")):
+        code, err = _cli(capsys, *args)
+        _one_line(code, err)
+        assert f"{_checkpoint(forged)} is not the one the run record names" in err and "--resume" not in err
+    assert not (tmp_path / "m.pt").exists() and not (tmp_path / "m.json").exists()
+    # the record naming another file than the protocol's scoring checkpoint
+    other = _copy(folder, tmp_path / "other")
+    _edit_record(other, lambda r: r["scoring_checkpoint"].update(path="fold1.pt"))
+    with pytest.raises(RecordError, match=r"scoring_checkpoint\.path is 'fold1\.pt'"):
+        load_run(other).model()
+
+
+def test_a_record_made_before_it_named_its_checkpoint_still_loads_and_says_so_once(real_run, tmp_path, capsys):
+    from cxrbench.api import load_run
+
+    old = _copy(real_run[0], tmp_path / "old")
+    _edit_record(old, lambda r: r.pop("scoring_checkpoint"))
+    run = load_run(old)
+    assert run.record.scoring_checkpoint is None
+    capsys.readouterr()
+    run.model()
+    run.model()
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("names no checkpoint") == 1 and "not tied to the record" in err
+
+
+def test_the_board_still_takes_a_record_that_names_its_checkpoint(real_run, tmp_path):
+    from cxrbench.results.leaderboard import submit
+    from cxrbench.results.record import read_record
+    from cxrbench.results.verify import check_protocol, check_settings
+
+    rec = read_record(real_run[0])
+    assert "scoring_checkpoint" in rec
+    check_settings(rec, check_protocol(rec, "record.json"), "record.json")
+    filed = submit(real_run[0], tmp_path / "board", allow_dirty=True)
+    assert read_record(filed, check_predictions=False)["scoring_checkpoint"] == rec["scoring_checkpoint"]
+
+
+# ------------------------------------------------------------------------------------------------ 3: --cam links
+
+
+def test_predict_cam_refuses_a_planted_cam_link(real_run, tmp_path, capsys):
+    folder, files = real_run
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "cam").symlink_to(victim)
+    code, err = _cli(capsys, "predict", folder, files[next(iter(files))], "--out", out, "--cam")
+    _one_line(code, err)
+    assert "cam" in err and list(victim.iterdir()) == []
