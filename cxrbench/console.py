@@ -11,10 +11,7 @@ import textwrap
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from rich.progress import ProgressColumn
+from typing import Any
 
 
 class Display:
@@ -118,46 +115,195 @@ class Display:
 
     @contextmanager
     def progress(self, description: str, total: int | None, unit: str = "images") -> Iterator[ProgressHandle]:
-        """A progress bar with rate and time left; yields a handle with `advance(n)`."""
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TaskProgressColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        """A progress line (bar, count, rate, time left) fitted to the width: a redrawn bar on a terminal, plain
+        lines every `PLAIN_EVERY` seconds and at the end when output is not one; yields a handle with `advance(n)`."""
+        state = _BarState(description, total, unit)
+        if self.quiet:
+            yield ProgressHandle(state, None)
+            return
+        if not self.err.is_terminal:
+            handle = ProgressHandle(state, lambda: self._plain_line(state))
+            try:
+                yield handle
+            finally:
+                state.stop()
+                self._plain_line(state, force=True)
+            return
+        from rich.live import Live
 
-        columns = [
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TaskProgressColumn(),
-            _RateColumn(unit),
-            TimeElapsedColumn(),
-            TextColumn("left"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[status]}"),
-        ]
-        with Progress(*columns, console=self.err, disable=self.quiet, transient=False) as prog:
-            task = prog.add_task(description, total=total, status="")
-            yield ProgressHandle(prog, task)
+        with Live(_BarRenderable(state), console=self.err, refresh_per_second=10, transient=False) as live:
+            try:
+                yield ProgressHandle(state, None)
+            finally:
+                state.stop()
+                live.refresh()
+
+    def _plain_line(self, state: _BarState, force: bool = False) -> None:
+        """One plain progress line (no bar) when `PLAIN_EVERY` seconds passed since the last, or `force`."""
+        import time
+
+        now = time.monotonic()
+        if not force and now - state.printed < PLAIN_EVERY:
+            return
+        state.printed = now
+        width = self.err.width - 1
+        self.err.print(_escape(progress_line(state, width, bar=False).plain), highlight=False, soft_wrap=True)
+
+
+PLAIN_EVERY = 10.0  # seconds between two plain progress lines when output is not a terminal
+
+
+def rate(items: float, seconds: float) -> float | None:
+    """The one definition of a rate that a bar and its summary line share: items per second of work."""
+    return items / seconds if seconds > 0 else None
+
+
+class _BarState:
+    """What a progress line shows: counts, the work clock and a free status text."""
+
+    def __init__(self, description: str, total: int | None, unit: str) -> None:
+        import time
+
+        self.description, self.total, self.unit = description, total, unit
+        self.completed = 0.0
+        self.status = ""
+        self.t0 = time.monotonic()
+        self.t_stop: float | None = None
+        self.start_completed = 0.0  # what was done before this session (a resumed build): not in the rate
+        self.work: tuple[float, float] | None = None  # (items, seconds) measured by the caller's own clock
+        self.printed = self.t0
+        self.advanced = False
+
+    def elapsed(self) -> float:
+        import time
+
+        return (self.t_stop if self.t_stop is not None else time.monotonic()) - self.t0
+
+    def stop(self) -> None:
+        import time
+
+        if self.t_stop is None:
+            self.t_stop = time.monotonic()
+
+    def rate(self) -> float | None:
+        """Items per second: the caller's `work` when it set one, else this session's items over the elapsed time."""
+        if self.work is not None:
+            return rate(*self.work)
+        return rate(self.completed - self.start_completed, self.elapsed())
+
+    def left(self) -> float | None:
+        r = self.rate()
+        if self.total is None or not r:
+            return None
+        return max(0.0, self.total - self.completed) / r
 
 
 class ProgressHandle:
     """What a progress context yields: advance the bar, change its text."""
 
-    def __init__(self, prog: Any, task: Any) -> None:
-        self._prog = prog
-        self._task = task
+    def __init__(self, state: _BarState, changed: Any) -> None:
+        self._state = state
+        self._changed = changed
 
     def advance(self, n: float = 1) -> None:
-        self._prog.advance(self._task, n)
+        self._state.completed += n
+        self._state.advanced = True
+        if self._changed is not None:
+            self._changed()
 
     def update(self, **kw: Any) -> None:
-        """Set `description`, `total`, `completed` or `status` (a free text field)."""
-        self._prog.update(self._task, **kw)
+        """Set `description`, `total`, `completed` (what is already done when the bar starts, before any advance,
+        is kept out of the rate), `status` (a free text field) or `work` ((items, seconds) by the caller's own
+        clock: the rate shown is then items/seconds, the same as the caller's summary line)."""
+        s = self._state
+        for k, v in kw.items():
+            if k not in ("description", "total", "completed", "status", "work"):
+                raise TypeError(f"unknown progress field {k!r}")
+            setattr(s, k, v)
+        if "completed" in kw and not s.advanced:
+            s.start_completed = s.completed
+        if self._changed is not None:
+            self._changed()
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-:--:--"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _count(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def progress_line(state: _BarState, width: int, bar: bool = True):
+    """The progress line as rich Text no wider than `width`: fields are dropped (elapsed time first, then the
+    percentage, the bar, the status, time left, the rate) and the description shortened before it would wrap."""
+    from rich.text import Text
+
+    total = state.total
+    r = state.rate()
+    fields = {
+        "count": f"{_count(state.completed)}/{_count(total)}" if total is not None else _count(state.completed),
+        "pct": f"{100 * state.completed / total:.0f}%" if total else "",
+        "rate": f"{r:,.0f} {state.unit}/s" if r is not None else f"- {state.unit}/s",
+        "elapsed": _clock(state.elapsed()),
+        "left": f"{_clock(state.left())} left" if total is not None else "",
+        "status": plain(state.status),
+    }
+    order = ["count", "pct", "rate", "elapsed", "left", "status"]  # as shown, after description and bar
+    drop = ["elapsed", "pct", "bar", "status", "left", "rate"]  # first dropped first
+    styles = {
+        "count": "progress.download",
+        "pct": "progress.percentage",
+        "rate": "progress.data.speed",
+        "elapsed": "progress.elapsed",
+        "left": "progress.remaining",
+        "status": "",
+    }
+    shown = [k for k in order if fields[k]]
+    use_bar = bar and total is not None
+    desc = plain(state.description)
+    min_bar = 10
+
+    def length(keys: list[str], with_bar: bool) -> int:
+        n = len(desc) + sum(len(fields[k]) + 1 for k in keys)
+        return n + (min_bar + 1 if with_bar else 0)
+
+    for k in drop:
+        if length(shown, use_bar) <= width:
+            break
+        if k == "bar":
+            use_bar = False
+        elif k in shown:
+            shown.remove(k)
+    room = width - length(shown, False)
+    if room < 0:  # still too wide: shorten the description
+        keep = max(1, len(desc) + room - 1)
+        desc = desc[:keep] + "…"
+    t = Text()
+    t.append(desc, style="bold")
+    if use_bar:
+        w = max(min_bar, width - length(shown, False) - 1)
+        done = 0 if not total else min(w, int(round(w * state.completed / total)))
+        t.append(" ")
+        t.append("━" * done, style="bar.finished" if done == w else "bar.complete")
+        t.append("━" * (w - done), style="bar.back")
+    for k in shown:
+        t.append(" ")
+        t.append(fields[k], style=styles[k])
+    return t
+
+
+class _BarRenderable:
+    """A live progress line, fitted to the console's width each time it is drawn."""
+
+    def __init__(self, state: _BarState) -> None:
+        self.state = state
+
+    def __rich_console__(self, console: Any, options: Any) -> Iterator[Any]:
+        yield progress_line(self.state, options.max_width - 1)
 
 
 def _table(columns: Sequence[str], rows: Iterable[Sequence[Any]], justify: Sequence[str] | None, no_wrap):
@@ -215,23 +361,6 @@ def _escape(s: str) -> str:
     from rich.markup import escape
 
     return escape(plain(s))
-
-
-class _RateColumn:
-    """Items per second, e.g. `412 images/s` (built lazily as a rich ProgressColumn)."""
-
-    def __new__(cls, unit: str) -> ProgressColumn:  # type: ignore[misc]  # a factory: returns a rich column
-        from rich.progress import ProgressColumn
-        from rich.text import Text
-
-        class Rate(ProgressColumn):
-            def render(self, task):
-                speed = task.finished_speed or task.speed
-                if speed is None:
-                    return Text(f"- {unit}/s", style="progress.data.speed")
-                return Text(f"{speed:,.0f} {unit}/s", style="progress.data.speed")
-
-        return Rate()
 
 
 _display: Display | None = None

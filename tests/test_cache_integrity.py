@@ -289,11 +289,11 @@ import os, sys, time
 import cxrbench.cache.build as b
 pids, real_dir, out = sys.argv[1:4]
 orig = b.process_chunk
-def slow(t):
+def slow(t):  # chunk 0 is decoded; the others are held until the test kills the build (and with it, them)
     open(os.path.join(pids, str(os.getpid())), "w").close()
-    r = orig(t)
-    time.sleep(2.0)
-    return r
+    while t.k != 0:
+        time.sleep(60)
+    return orig(t)
 b.process_chunk = slow
 b.FLUSH_SECONDS = 0
 b.build_cache(real_dir, out, workers=2)
@@ -315,14 +315,14 @@ def test_killing_the_parent_leaves_no_worker_and_the_next_build_resumes(built, r
     kill_when_a_chunk_is_recorded(proc, out, ready=lambda: len(list(pids.iterdir())) >= 2)  # both workers busy
     workers = [int(p.name) for p in pids.iterdir()]
     t = time.time()
-    while time.time() - t < 5 and not all(_gone(p) for p in workers):
+    while time.time() - t < 60 and not all(_gone(p) for p in workers):  # a bound on a wait, not a pass mark
         time.sleep(0.05)
     alive = [p for p in workers if not _gone(p)]
     for p in alive:  # clean up before failing
         os.kill(p, signal.SIGKILL)
     assert not alive, f"workers {alive} outlived their killed parent"
     r = build_cache(real_dir, out, workers=2)
-    assert 0 < r.decoded < N_ROWS
+    assert r.decoded == N_ROWS - 64  # chunk 0 was kept; the two held chunks are decoded now
     assert _files(out) == _files(built)
     assert _manifest_core(out) == _manifest_core(built)
 
@@ -623,14 +623,13 @@ def test_mostly_missing_dataset_stops_before_decoding(tmp_path, monkeypatch):
     decoded = []
     monkeypatch.setattr(build_mod, "process_chunk", lambda t: decoded.append(t) or {})
     out, d = tmp_path / "c", Recorder()
-    t = time.perf_counter()
     with pytest.raises(CacheError) as e:
         build_cache(data, out, workers=1, skip_bad=True, display=d)
     msg = str(e.value)
     assert f"140 of the {N_ROWS} images listed in Data_Entry_2017_v2020.csv are not under {data}" in msg
     assert f"(first: {', '.join(names[10:15])}, ...)" in msg and "Is --data-dir the ChestX-ray14 folder" in msg
     assert "nothing was decoded" in msg and decoded == [] and d.lines == []
-    assert not out.exists() and time.perf_counter() - t < 10  # nothing written, not even the folder
+    assert not out.exists()  # nothing written, not even the folder
 
 
 def test_a_few_missing_files_are_summarised_up_front_and_bad_files_listed_briefly(tmp_path, monkeypatch):

@@ -43,6 +43,31 @@ def test_unknown_protocol_suggests():
     assert r.returncode == 2 and "did you mean 'paper-15c'" in r.stderr
 
 
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["run", "--model", "densnet121", "--protocol", "smoke"], "unknown model 'densnet121'; did you mean"),
+        (["run", "--model", "tiny", "--protocol", "smok"], "unknown protocol 'smok'; did you mean 'smoke'"),
+        (["sweep", "--models", "tiny,tny", "--protocol", "smoke"], "unknown model 'tny'"),
+        (["sweep", "--models", "tiny", "--protocol", "smok"], "unknown protocol 'smok'"),
+        (["reproduce", "paper", "--mini", "--models", "tny"], "'tny' is not one of this study's models"),
+        (["splits", "--protocol", "smok"], "unknown protocol 'smok'"),
+    ],
+)
+def test_a_typo_is_named_before_a_missing_option(args, said):
+    """A misspelt model or protocol is the first thing said, not a missing --cache (or --data-dir)."""
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code != 0 and said in str(r.exception), (r.output, r.exception)  # (exit 2 via main)
+
+
+def test_a_missing_cache_is_still_a_usage_error():
+    for args in (["run", "--model", "tiny", "--protocol", "smoke"], ["sweep", "--models", "tiny"]):
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 2 and "Missing option '--cache'" in r.output, r.output
+    r = CliRunner().invoke(cli, ["reproduce", "paper", "--mini"])
+    assert r.exit_code == 2 and "Missing option '--cache'" in r.output, r.output
+
+
 def test_splits_json_real_metadata():
     import json
 

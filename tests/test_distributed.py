@@ -3,7 +3,6 @@
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
@@ -85,7 +84,6 @@ def test_a_failing_rank_fails_the_run_without_hanging(synth_cache, tmp_path):
             return Boom(num_classes)
     """)
     )
-    t = time.perf_counter()
     r = subprocess.run(
         [
             sys.executable,
@@ -113,8 +111,7 @@ def test_a_failing_rank_fails_the_run_without_hanging(synth_cache, tmp_path):
         timeout=180,
     )
     assert r.returncode != 0
-    assert "rank 1 lost its device (simulated)" in r.stdout + r.stderr
-    assert time.perf_counter() - t < 120
+    assert "rank 1 lost its device (simulated)" in r.stdout + r.stderr  # (a hang would end at the 180 s limit)
     assert not list((tmp_path / "runs").rglob("record.json"))
 
 

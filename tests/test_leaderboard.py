@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 
 import numpy as np
@@ -122,6 +123,7 @@ def test_cli_formats_and_generated_markdown(board):
     assert "(reported)" not in md.split("Reported elsewhere")[0]  # reported rows are never ranked
     pngs = sorted(p.name for p in (board / "plots").iterdir())
     assert len(pngs) == 2 and all(n.endswith(".png") for n in pngs)
+    assert all(re.match(r"^[a-z0-9-]+-v\d+-", n) and "-vv" not in n for n in pngs), pngs  # smoke-v1-..., one v
     from PIL import Image
 
     for n in pngs:

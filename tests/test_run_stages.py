@@ -186,6 +186,8 @@ def test_record_has_stage_times_and_the_run_prints_a_breakdown(shown):
     assert sum(st.values()) <= rec["timing"]["wall_seconds"] + st["score.bootstrap"] + 0.05  # (bootstrap || explain)
     line = next(ln for ln in d.lines if ln.startswith("time: "))
     assert " s wall = bind " in line and "training " in line and "% of the wall time" in line
+    _assert_adds_up(line.removeprefix("time: "))
+    assert "before the resume" not in line
     assert rec["timing"]["resumed"] is False
 
 
@@ -514,6 +516,22 @@ def test_ctrl_c_says_where_the_run_stopped_and_resume_continues(synth_cache, tmp
     assert r.returncode == 0, r.stderr[-2000:]
     history = read_record(ck.parent)["validation"]["folds"][0]["history"]
     assert [h["epoch"] for h in history] == list(range(20))
+    # the resumed session's timing line adds up to its own wall time and names what came before the resume
+    line = " ".join(r.stderr.split()).split("time: ", 1)[1].split(" record: ")[0]
+    _assert_adds_up(line)
+    assert "; before the resume (not in this wall time): training " in line, line
+
+
+def _assert_adds_up(line: str) -> None:
+    """`W s wall = a X s, b Y s, ...; ...`: the parts add up to W (each is rounded to 0.1 s, and a part under
+    0.05 s is not shown: at most 16 of them)."""
+    import re
+
+    wall = float(line.split(" s wall = ")[0].replace(",", ""))
+    parts = [
+        float(x.replace(",", "")) for x in re.findall(r" ([\d,]+\.\d) s", line.split(" s wall = ")[1].split(";")[0])
+    ]
+    assert parts and abs(sum(parts) - wall) <= 0.05 * 16, line
 
 
 @pytest.mark.slow

@@ -42,6 +42,7 @@ from cxrbench.cache.store import (
     write_chunks,
 )
 from cxrbench.cache.workers import StoreLock, execute
+from cxrbench.console import rate
 from cxrbench.errors import CacheError
 from cxrbench.files import atomic_write, atomic_write_json, make_dirs, remove_temp_files
 from cxrbench.hashing import content_sha256
@@ -61,10 +62,12 @@ class BuildReport:
     seconds: float
     bad: dict[str, str] = field(default_factory=dict)
     up_to_date: bool = False
+    decode_seconds: float = 0.0  # the part of `seconds` spent decoding: what the progress bar's rate is over
 
     @property
     def images_per_s(self) -> float:
-        return self.decoded / self.seconds if self.seconds > 0 else 0.0
+        """Images decoded per second of decoding: the rate the progress bar shows (`console.rate`)."""
+        return rate(self.decoded, self.decode_seconds) or 0.0
 
 
 def _library_versions(decoder: str) -> dict[str, str]:
@@ -435,6 +438,7 @@ class _Build:
         self.done = unpack_bits(manifest["images_done"], self.n)
         self.bad: dict[str, str] = {}
         self.decoded = 0
+        self.decode_seconds = 0.0
         self.last_flush = time.perf_counter()
         self._forget_missing_chunks()
         n_chunks = manifest["chunks"]["count"]
@@ -482,7 +486,7 @@ class _Build:
             signal.signal(signal.SIGTERM, _sigterm)
         warm_up()  # compile once in the parent; forked workers inherit the kernels
         try:
-            execute(
+            self.decode_seconds = execute(
                 process_chunk,
                 self.tasks,
                 self.workers,
@@ -543,10 +547,11 @@ class _Build:
             "seconds": round(seconds, 3),
             "decoded": self.decoded,
             "workers": self.workers,
-            "images_per_s": round(self.decoded / seconds, 1) if seconds else None,
+            "decode_seconds": round(self.decode_seconds, 3),
+            "images_per_s": round(r, 1) if (r := rate(self.decoded, self.decode_seconds)) is not None else None,
         }
         self.flush()
-        return BuildReport(self.out, self.n, self.decoded, seconds, bad=self.bad)
+        return BuildReport(self.out, self.n, self.decoded, seconds, bad=self.bad, decode_seconds=self.decode_seconds)
 
 
 def _sigterm(signum, frame) -> None:  # a kill is handled like Ctrl-C: progress is saved

@@ -183,26 +183,36 @@ def execute(
     already: int,
     lock: tuple[int, int, int] | None = None,
     description: str = "cache build",
-) -> None:
+) -> float:
     """Run `work(task)` for each task (in worker processes when workers > 1), calling `record` with each
-    result (a dict with the number of images `n`) and advancing a progress bar over `total` images.
+    result (a dict with the number of images `n`) and advancing a progress bar over `total` images. Returns the
+    seconds it took: the bar's rate is the images done over those seconds, the rate a summary line says.
 
     A task that fails to write (OSError: disk full) stops the rest: chunks not started are cancelled, those
     running finish and are recorded, then the first error is raised.
     """
+    import time
     from contextlib import nullcontext
 
     ctx = display.progress(description, total=total) if display is not None else nullcontext(None)
     with ctx as bar:
+        t0 = time.perf_counter()
+        done = 0
+
+        def recorded(res: dict) -> None:
+            nonlocal done
+            record(res)
+            done += res["n"]
+            if bar is not None:
+                bar.advance(res["n"])
+                bar.update(work=(done, time.perf_counter() - t0))
+
         if bar is not None and already:
             bar.update(completed=already)
         if workers == 1:
             for t in tasks:
-                res = work(t)
-                record(res)
-                if bar is not None:
-                    bar.advance(res["n"])
-            return
+                recorded(work(t))
+            return _finished(bar, done, t0)
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         from cxrbench._mp import context
@@ -226,10 +236,19 @@ def execute(
                             for p in pending:
                                 p.cancel()
                         continue
-                    record(res)
-                    if bar is not None:
-                        bar.advance(res["n"])
+                    recorded(res)
             if error is not None:
                 raise error
+            return _finished(bar, done, t0)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _finished(bar, done: int, t0: float) -> float:
+    """The seconds since `t0`, also given to the bar so that its last rate is the summary's."""
+    import time
+
+    seconds = time.perf_counter() - t0
+    if bar is not None:
+        bar.update(work=(done, seconds))
+    return seconds

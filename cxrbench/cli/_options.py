@@ -49,3 +49,47 @@ def seeds_option(f):
         help="Replicates: one run per training seed, `0,1,2` (those seeds) or `5` (seeds 0 to 4); split, subset "
         "and bootstrap seeds stay the protocol's. The board pools them as one entry.",
     )(f)
+
+
+def cache_option(help: str = "The cache."):
+    """`--cache DIR`, required, but checked in the command after its model and protocol names (`require`), so a
+    typo in `--model` or `--protocol` is reported before a missing `--cache`."""
+    return click.option(
+        "--cache", default=None, type=click.Path(file_okay=False, path_type=str), help=f"{help} [required]"
+    )
+
+
+def require(value: str | None, option: str) -> str:
+    """`value`, or click's usage error for a missing required option (exit 2), as click words it."""
+    if value is None:
+        raise click.UsageError(f"Missing option '{option}'.")
+    return value
+
+
+def check_names(models: list[str] | tuple[str, ...] = (), protocols: tuple[str, ...] = (), plugins=()) -> None:
+    """Every model name (after loading `plugins`) and protocol id resolves, and what each model needs imports:
+    one line naming the first that does not (ModelError, ConfigError), the closest names suggested."""
+    from cxrbench.protocols import get_protocol
+
+    for p in protocols:
+        get_protocol(p)
+    if models:
+        from cxrbench.models import get_spec
+        from cxrbench.models.plugins import load_plugins
+
+        load_plugins(tuple(plugins))
+        for m in models:
+            get_spec(m)
+
+
+def tensorboard_option(f):
+    """`--tensorboard DIR`: the training curves (history.csv's figures) as TensorBoard event files in
+    DIR/<run id>/<training>; a side output, not part of the run (optional extra `cxrbench[tensorboard]`)."""
+    return click.option(
+        "--tensorboard",
+        metavar="DIR",
+        type=click.Path(file_okay=False, path_type=str),
+        default=None,
+        help="Also write the training curves (history.csv's figures) as TensorBoard event files to "
+        "DIR/<run id>/<training> (needs the extra: pip install 'cxrbench[tensorboard]'; not part of the record).",
+    )(f)

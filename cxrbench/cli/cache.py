@@ -107,8 +107,8 @@ def build(
         return
     extra = f", {len(r.bad)} bad images recorded and excluded" if r.bad else ""
     d.info(
-        f"{out}: {r.n_images} images ({r.decoded} decoded now in {r.seconds:.1f} s, "
-        f"{r.images_per_s:.0f} images/s{extra})"
+        f"{out}: {r.n_images} images ({r.decoded} decoded now at {r.images_per_s:,.0f} images/s, as the bar "
+        f"showed, in {r.decode_seconds:.1f} s; {r.seconds:.1f} s in all with checking and set-up{extra})"
     )
 
 

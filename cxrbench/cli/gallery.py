@@ -51,8 +51,5 @@ def gallery(
     from cxrbench.explain.gallery import build_gallery
 
     d = get_display()
-    with d.progress("gallery", total=n) as bar:
-        page = build_gallery(
-            run, out, n=n, classes=classes, cache=cache, plugins=plugins, progress=bar, no_finding=no_finding
-        )
+    page = build_gallery(run, out, n=n, classes=classes, cache=cache, plugins=plugins, display=d, no_finding=no_finding)
     d.info(f"wrote {page}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cxrbench.cli._options import parallel_option, seeds_option
+from cxrbench.cli._options import cache_option, check_names, parallel_option, require, seeds_option
 
 
 @click.group()
@@ -20,7 +20,7 @@ def reproduce() -> None:
 
 
 @reproduce.command()
-@click.option("--cache", required=True, type=click.Path(file_okay=False, path_type=str), help="The cache.")
+@cache_option()
 @click.option(
     "--out",
     default="reproduce",
@@ -40,7 +40,7 @@ def reproduce() -> None:
 @seeds_option
 @parallel_option
 def paper(
-    cache: str,
+    cache: str | None,
     out: str,
     models: str | None,
     device: str,
@@ -70,6 +70,8 @@ def paper(
 
     study = MINI if mini else PAPER
     chosen = None if models is None else {m.strip() for m in models.split(",") if m.strip()}
+    _check_study(study, chosen)  # a typo is named before a missing --cache
+    cache = require(cache, "--cache")
     outp = Path(out)
     if print_only:
         for line in commands(study, cache, outp, device, chosen, False if no_pretrained else None, seeds):
@@ -81,3 +83,24 @@ def paper(
     reps = replicate_dirs(study, outp, chosen, seeds) if seeds else None
     md, page = write_report(study, cache, outp, runs, reps)
     d.info(f"wrote {md} and {page}")
+
+
+def _check_study(study, chosen: set[str] | None) -> None:
+    """Every `--models` name is one of the study's, and every model and protocol of the runs it needs resolves
+    (ConfigError, ModelError: one line)."""
+    from cxrbench.errors import ConfigError
+    from cxrbench.studies.paper.design import needed
+
+    specs = needed(study)
+    known = list(dict.fromkeys(s.model for s in specs))
+    for m in sorted(chosen or ()):
+        if m not in known:
+            import difflib
+
+            close = difflib.get_close_matches(m, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"--models: {m!r} is not one of this study's models ({hint}the study's: {', '.join(known)})"
+            )
+    use = [s for s in specs if chosen is None or s.model in chosen]
+    check_names(list(dict.fromkeys(s.model for s in use)), tuple(dict.fromkeys(s.protocol for s in use)))

@@ -7,18 +7,21 @@ from pathlib import Path
 
 import click
 
-from cxrbench.cli._options import parallel_option, plugin_option, seeds_option
+from cxrbench.cli._options import (
+    cache_option,
+    check_names,
+    parallel_option,
+    plugin_option,
+    require,
+    seeds_option,
+    tensorboard_option,
+)
 
 
 @click.command()
 @click.option("--model", required=True, help="Registered model name (see `cxrbench models`).")
 @click.option("--protocol", default="paper-15c", show_default=True, help="Protocol id (see `cxrbench protocols`).")
-@click.option(
-    "--cache",
-    required=True,
-    type=click.Path(file_okay=False, path_type=str),
-    help="Cache built by `cxrbench cache build`.",
-)
+@cache_option("Cache built by `cxrbench cache build`.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @plugin_option
 @click.option(
@@ -43,6 +46,7 @@ from cxrbench.cli._options import parallel_option, plugin_option, seeds_option
     "--print", "print_only", is_flag=True, help="With --seeds: print one `cxrbench run` command per seed instead."
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in its folder.")
+@tensorboard_option
 @click.option(
     "--pretrained/--no-pretrained",
     default=None,
@@ -87,7 +91,7 @@ from cxrbench.cli._options import parallel_option, plugin_option, seeds_option
 def run(
     model: str,
     protocol: str,
-    cache: str,
+    cache: str | None,
     device: str,
     plugins: tuple[str, ...],
     out: str,
@@ -98,6 +102,7 @@ def run(
     parallel: int | None,
     print_only: bool,
     resume: bool,
+    tensorboard: str | None,
     pretrained: bool | None,
     weights: str | None,
     loader: str,
@@ -116,7 +121,7 @@ def run(
     Example:
       cxrbench run --model densenet121_attA --protocol paper-15c --cache cache/
       cxrbench run --plugin examples/my_model.py --model mynet --protocol smoke --cache cache/
-      cxrbench run --model tiny --protocol smoke --cache cache/ --seed 1
+      cxrbench run --model tiny --protocol smoke --cache cache/ --seed 1 --tensorboard tb/
       cxrbench run --model densenet121 --protocol paper-15c --cache cache/ --seeds 5 --parallel 2
 
     --seeds runs one replicate per training seed like `sweep` does (finished ones reused, stopped ones
@@ -127,6 +132,8 @@ def run(
     from cxrbench.names import safe_name
     from cxrbench.run import RunOptions
 
+    check_names([model], (protocol,), plugins)  # a typo is named before a missing --cache
+    cache = require(cache, "--cache")
     if run_id is not None:  # the rule `submit` applies, checked before anything is written
         safe_name(run_id, "--run-id", "run", ConfigError)
     if seeds is not None:
@@ -152,7 +159,12 @@ def run(
         cuda_graphs=cuda_graphs,
         deterministic=deterministic,
         seed=seed,
+        tensorboard=tensorboard,
     )
+    if tensorboard is not None:  # in one line, before anything starts
+        from cxrbench.results.events import require_tensorboard
+
+        require_tensorboard()
     if seeds is not None:
         _many(opts, seeds, parallel, print_only)
         return

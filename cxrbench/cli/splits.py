@@ -12,9 +12,9 @@ from cxrbench.data.subset import SUBSET_RULES
 @click.command()
 @click.option(
     "--data-dir",
-    required=True,
+    default=None,
     type=click.Path(file_okay=False, path_type=str),
-    help="Dataset folder with the metadata CSV (images not needed).",
+    help="Dataset folder with the metadata CSV (images not needed). [required]",
 )
 @click.option("--protocol", "protocol_name", default="paper-15c", show_default=True, help="Protocol id.")
 @click.option(
@@ -30,7 +30,7 @@ from cxrbench.data.subset import SUBSET_RULES
     help="Draw the paper subset under another reading of its rule, to compare (default: the protocol's).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
-def splits(data_dir: str, protocol_name: str, seed: int | None, subset_rule: str | None, as_json: bool) -> None:
+def splits(data_dir: str | None, protocol_name: str, seed: int | None, subset_rule: str | None, as_json: bool) -> None:
     """Show a protocol's splits: Table 1 and per-class counts beside the paper's, and the patient-leakage check.
 
     \b
@@ -40,13 +40,14 @@ def splits(data_dir: str, protocol_name: str, seed: int | None, subset_rule: str
     """
     from dataclasses import replace
 
+    from cxrbench.cli._options import require
     from cxrbench.console import get_display
     from cxrbench.data.dataset import open_dataset, per_class_counts, subset_vs_targets
     from cxrbench.protocols import get_protocol
 
-    protocol = get_protocol(protocol_name)
+    protocol = get_protocol(protocol_name)  # a typo is named before a missing --data-dir
     rule = subset_rule or protocol.subset_rule
-    ds = open_dataset(data_dir)
+    ds = open_dataset(require(data_dir, "--data-dir"))
     s = ds.splits(replace(protocol, subset_rule=rule), seed)
     n = len(ds.metadata)
     paper = protocol.subset == "paper"

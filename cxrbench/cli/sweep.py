@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import click
 
-from cxrbench.cli._options import parallel_option, plugin_option, seeds_option
+from cxrbench.cli._options import (
+    cache_option,
+    check_names,
+    parallel_option,
+    plugin_option,
+    require,
+    seeds_option,
+    tensorboard_option,
+)
 
 
 @click.command()
 @click.option("--protocol", default="paper-lr-grid", show_default=True, help="Protocol whose lr grid to sweep.")
 @click.option("--models", required=True, help="Comma-separated model names.")
-@click.option("--cache", required=True, type=click.Path(file_okay=False, path_type=str), help="The cache.")
+@cache_option()
 @click.option(
     "--out",
     default="runs",
@@ -24,10 +32,11 @@ from cxrbench.cli._options import parallel_option, plugin_option, seeds_option
 @seeds_option
 @parallel_option
 @click.option("--print", "print_only", is_flag=True, help="Print one `cxrbench run` command per run instead.")
+@tensorboard_option
 def sweep(
     protocol: str,
     models: str,
-    cache: str,
+    cache: str | None,
     out: str,
     device: str,
     plugins: tuple[str, ...],
@@ -35,6 +44,7 @@ def sweep(
     seeds: tuple[int, ...] | None,
     parallel: int | None,
     print_only: bool,
+    tensorboard: str | None,
 ) -> None:
     """Run every (model, lr) of a protocol's grid, resuming any that stopped: one after another, or K at a
     time on each GPU (--parallel K, logs in OUT/logs); or print the commands for a cluster's job array.
@@ -55,6 +65,8 @@ def sweep(
     names = [m.strip() for m in models.split(",") if m.strip()]
     if not names:
         raise click.BadParameter("name at least one model", param_hint="--models")
+    check_names(names, (protocol,), plugins)  # a typo is named before a missing --cache
+    cache = require(cache, "--cache")
     opts = RunOptions(
         model=names[0],
         protocol=protocol,
@@ -63,7 +75,12 @@ def sweep(
         out=out,
         plugins=plugins,
         pretrained=False if no_pretrained else None,
+        tensorboard=tensorboard,
     )
+    if tensorboard is not None and not print_only:
+        from cxrbench.results.events import require_tensorboard
+
+        require_tensorboard()
     if print_only:
         for o in grid(opts, names, seeds):
             click.echo(run_command(o))

@@ -92,6 +92,8 @@ class FoldState:
     capture_seconds: float = 0.0  # CUDA graphs: the warm-up steps and the capture
     setup_seconds: float = 0.0  # this session: optimizer, checkpoint load (the first optimizer imports torch's
     #                             compiler stack, seconds on a CPU)
+    before: dict[str, float] = field(default_factory=dict)  # seconds per part (train, validate, checkpoint,
+    #                             compile, capture) that the checkpoint resumed from brought: earlier sessions'
 
 
 def rng_state() -> dict[str, Any]:
@@ -313,7 +315,9 @@ def fit(
 ) -> FoldState:
     """Train for cfg.epochs (continuing from `ckpt` with `resume`); returns the per-epoch history and timings.
 
-    `progress` (optional) gets `advance(images)` per batch and `update(description=..., status=...)`; `evaluate`
+    `progress` (optional) gets `advance(images)` per batch and `update(description=..., status=..., work=...)`
+    (`work`: images and training seconds before this epoch, then this epoch's on this rank: what the training
+    rate, `train_images / train_seconds`, is computed from); `evaluate`
     runs after every epoch (its time is `validate_seconds`); `clock` times compilation apart (torch.compile), and
     the CUDA-graph warm-up and capture are timed apart too (`capture_seconds`).
     """
@@ -339,6 +343,9 @@ def fit(
                 **ck["timing"],
                 last_checkpoint_epoch=ck["epoch"],
             )
+            state.before = {"train": state.train_seconds} | {
+                k.removesuffix("_seconds"): float(v) for k, v in ck["timing"].items() if k.endswith("_seconds")
+            }
             start = ck["epoch"] + 1
     model.train()
     graph = GraphStep(model, opt, cfg) if cfg.cuda_graphs else None  # emulated on the CPU (tests)
@@ -383,7 +390,11 @@ def fit(
             if progress is not None:
                 progress.advance(n)
                 if device.type == "cpu" or (i + 1) % cfg.check_every == 0:
-                    progress.update(status=f"loss {loss_sum.item() / max(seen, 1):.4f}")
+                    so_far = time.perf_counter() - t0 - (clock.seconds - compiling) - (capture.seconds - capturing)
+                    progress.update(
+                        status=f"loss {loss_sum.item() / max(seen, 1):.4f}",
+                        work=(state.train_images, state.train_seconds, seen, so_far),
+                    )
         if bool(bad):
             raise TrainingError(
                 f"the training loss became non-finite in epoch {epoch + 1}; the run stops and "

@@ -216,11 +216,14 @@ def build_gallery(
     classes: str = "auto",
     cache: str | None = None,
     plugins: tuple[str, ...] = (),
-    progress=None,
+    display=None,
     no_finding: bool = False,
 ) -> Path:
     """Write OUT/index.html and its PNGs (default OUT: RUN/gallery); returns the page path. `classes` and
-    `no_finding` choose the Grad-CAM panels (see `panel_classes`)."""
+    `no_finding` choose the Grad-CAM panels (see `panel_classes`). `display` shows a progress bar, opened only
+    once the run, its record and the output folder passed their checks (no bar before a refusal)."""
+    from contextlib import nullcontext
+
     import torch
     import torch.nn.functional as F
 
@@ -261,7 +264,8 @@ def build_gallery(
     legend = _scale_png(out, root)
     curve = _curve_png(Path(run_dir), out, rec)
     cards = []
-    with GradCAM(L.model, spec.cam_layer, spec.nonimage) as cam:
+    bar = display.progress("gallery", total=len(pick)) if display is not None else nullcontext(None)
+    with bar as progress, GradCAM(L.model, spec.cam_layer, spec.nonimage) as cam:
         for k, i in enumerate(pick):
             show = panel_classes(L.probs[i], y_true[i], cls_names, classes, no_finding)
             x = tf(imgs[k : k + 1].to(r.device), None)

@@ -43,6 +43,8 @@ def run_args(opts) -> list[str]:
         args.append("--cuda-graphs" if opts.cuda_graphs else "--no-cuda-graphs")
     if opts.deterministic:
         args.append("--deterministic")
+    if opts.tensorboard is not None:
+        args += ["--tensorboard", opts.tensorboard]
     return args
 
 

@@ -643,7 +643,7 @@ def to_json(groups: list[Group], adj: ExtraColumns | None = None) -> str:
 
 
 def _stem(g: Group) -> str:
-    return f"{g.protocol.replace('@', '-v')}-{g.data_key}"
+    return f"{g.protocol.replace('@', '-')}-{g.data_key}"  # smoke@v1 -> smoke-v1-<data>
 
 
 def plots(groups: list[Group], folder: Path) -> dict[str, list[Path]]:

@@ -47,6 +47,8 @@ class Trained:
     scorer: str  # "final" or "fold0"
     stages: dict[str, float] = field(default_factory=dict)
     trained_now: list[str] = field(default_factory=list)  # trainings that ran in this session
+    before: dict[str, float] = field(default_factory=dict)  # the part of `stages` of trained_now spent in
+    #                                                         sessions before a resume (from their checkpoints)
 
 
 def plan(ctx: RunContext) -> list[Training]:
@@ -75,6 +77,7 @@ def fit_folds(ctx: RunContext, images: Images) -> Trained:
         total += (epochs - (0 if done is None else done + 1)) * epoch_images(len(t.train_rows), ctx.world)
     results: dict[str, dict] = {}
     stages: dict[str, float] = {}
+    before: dict[str, float] = {}
     model = None
     with training_bar(ctx, total) as bar:
         for t in trainings:
@@ -83,9 +86,10 @@ def fit_folds(ctx: RunContext, images: Images) -> Trained:
                 stages.update({f"{t.name}.{k}": v for k, v in st.items()})
                 continue
             bar.start(t.name)
-            result, st, trained = train_one(ctx, images, t, bar)
+            result, st, trained, earlier = train_one(ctx, images, t, bar)
             results[t.name] = result
             stages.update({f"{t.name}.{k}": v for k, v in st.items()})
+            before.update({f"{t.name}.{k}": v for k, v in earlier.items() if k in st})
             if t.name == scorer:
                 model = trained
             del trained
@@ -95,6 +99,10 @@ def fit_folds(ctx: RunContext, images: Images) -> Trained:
         from cxrbench.results.history import HISTORY, write_history
 
         write_history(ctx.dir / HISTORY, [(t.name, results[t.name]) for t in trainings])
+        if ctx.opts.tensorboard is not None:
+            from cxrbench.results.events import write_events
+
+            write_events(Path(ctx.opts.tensorboard) / ctx.dir.name, [(t.name, results[t.name]) for t in trainings])
     folds = [results[t.name] for t in trainings if t.name != "final"]
     return Trained(
         folds=folds,
@@ -103,6 +111,7 @@ def fit_folds(ctx: RunContext, images: Images) -> Trained:
         scorer=scorer,
         stages=stages,
         trained_now=todo,
+        before=before,
     )
 
 
@@ -161,8 +170,11 @@ def build_model(ctx: RunContext, seed: int) -> tuple[torch.nn.Module, torch.nn.M
     return model, wrapped
 
 
-def train_one(ctx: RunContext, images: Images, t: Training, bar) -> tuple[dict, dict[str, float], Any]:
-    """Train (or finish training) one model; write its result file; returns (result, stage seconds, model)."""
+def train_one(
+    ctx: RunContext, images: Images, t: Training, bar
+) -> tuple[dict, dict[str, float], Any, dict[str, float]]:
+    """Train (or finish training) one model; write its result file; returns (result, stage seconds, model, the
+    part of those seconds spent before a resume)."""
     import time
 
     import torch
@@ -248,7 +260,7 @@ def train_one(ctx: RunContext, images: Images, t: Training, bar) -> tuple[dict, 
     if ctx.is_main:
         stages["results"] = time.perf_counter() - t_results
         write_result(t.result_file(ctx.dir), result, stages)
-    return result, stages, model
+    return result, stages, model, state.before
 
 
 def validation_result(ctx: RunContext, name: str, rows: np.ndarray, probs: np.ndarray) -> dict:

@@ -19,6 +19,10 @@ from cxrbench.run.progress import RunInterrupted
 def run(opts: RunOptions, display=None) -> Path | None:
     """Run in this process, or as one rank of a torchrun job when its environment says so; returns the record
     path (on rank 0; None on the other ranks)."""
+    if opts.tensorboard is not None:  # before anything is trained
+        from cxrbench.results.events import require_tensorboard
+
+        require_tensorboard()
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return execute(bind(opts, display))
     import torch.distributed as torch_dist
@@ -73,8 +77,11 @@ def _stages(ctx: RunContext) -> Path | None:
         path = record.write(ctx, record.build(ctx, images, trained, scored, localization, ctx.state.clock.wall()))
     session = dict(ctx.state.clock.seconds)
     for name in trained.trained_now:  # this session's trainings, for a line that adds up to this session's wall
-        session.update({k: v for k, v in trained.stages.items() if k.startswith(name + ".")})
-    ctx.info(breakdown(session, ctx.state.clock.wall(), sum(v for k, v in session.items() if k.endswith(".train"))))
+        session.update(
+            {k: v - trained.before.get(k, 0.0) for k, v in trained.stages.items() if k.startswith(name + ".")}
+        )
+    train_now = sum(v for k, v in session.items() if k.endswith(".train"))
+    ctx.info(breakdown(session, ctx.state.clock.wall(), train_now, before=trained.before))
     _evaluate(ctx, path)
     return path
 

@@ -22,28 +22,42 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 class TrainingBar:
-    """The handle `train.fit` advances: prefixes the training's name, counts images over every rank, and keeps
-    `ctx.state.where` current for the interruption message."""
+    """The handle `train.fit` advances: prefixes the training's name, counts images over every rank, keeps
+    `ctx.state.where` current for the interruption message, and shows the rate the record gives (`train_images /
+    train_seconds` over every training: `timing.train_images_per_s`, the run's summary line)."""
 
     def __init__(self, ctx: RunContext, handle) -> None:
         self.ctx = ctx
         self.handle = handle
+        self._done = (0.0, 0.0)  # images and training seconds of the trainings before this one
+        self._current = (0.0, 0.0)
 
     def start(self, name: str) -> None:
         self.ctx.state.training = name
         self.ctx.state.where = name
+        self._done = (self._done[0] + self._current[0], self._done[1] + self._current[1])
+        self._current = (0.0, 0.0)
         self._set(description=name)
 
     def advance(self, images: int) -> None:
         if self.handle is not None:
             self.handle.advance(images * self.ctx.world)
 
-    def update(self, description: str | None = None, status: str | None = None) -> None:
+    def update(
+        self,
+        description: str | None = None,
+        status: str | None = None,
+        work: tuple[float, float, float, float] | None = None,
+    ) -> None:
         if description is not None:
             self.ctx.state.where = f"{self.ctx.state.training} {description}"
             self._set(description=self.ctx.state.where)
         if status is not None:
             self._set(status=status)
+        if work is not None:  # before this epoch (every rank), then this epoch's images on this rank
+            images, seconds, seen, epoch_seconds = work
+            self._current = (images + seen * self.ctx.world, seconds + epoch_seconds)
+            self._set(work=(self._done[0] + self._current[0], self._done[1] + self._current[1]))
 
     def _set(self, **kw) -> None:
         if self.handle is not None:

@@ -32,6 +32,7 @@ _GROUPS = (
     ("record", "record"),
 )
 _ALWAYS = ("bind", "load", "training")
+_ALONGSIDE = ("bootstrap", "score.bootstrap")  # a background thread while Grad-CAM and the record run: not a part
 _TRAINING = re.compile(r"^(?:fold\d+|final)\.(\w+)$")
 
 
@@ -64,12 +65,18 @@ def rounded(stages: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 3) for k, v in stages.items()}
 
 
-def breakdown(stages: dict[str, float], wall: float, train_seconds: float) -> str:
-    """One line: wall time, then each stage group with its seconds, and training's share of the wall time."""
+def breakdown(
+    stages: dict[str, float], wall: float, train_seconds: float, before: dict[str, float] | None = None
+) -> str:
+    """One line: this session's wall time, then each stage group with its seconds (they add up to the wall
+    time), training's share of it, and what a resumed run's trainings spent before the resume (`before`, in the
+    record's totals but not in this session's wall time)."""
     parts = []
     counted = 0.0
     for label, key in _GROUPS:
         s = group_seconds(stages, key)
+        if (label, key) == _ALONGSIDE:
+            continue
         if s >= 0.05 or label in _ALWAYS:
             parts.append(f"{label} {s:,.1f} s")
         counted += s
@@ -77,7 +84,11 @@ def breakdown(stages: dict[str, float], wall: float, train_seconds: float) -> st
     if other >= 0.05:
         parts.append(f"other {other:,.1f} s")
     share = f"; training is {100 * train_seconds / wall:.0f}% of the wall time" if wall > 0 else ""
-    return f"time: {wall:,.1f} s wall = " + ", ".join(parts) + share
+    if (b := group_seconds(stages, _ALONGSIDE[1])) >= 0.05:
+        share += f"; the {_ALONGSIDE[0]} ran alongside Grad-CAM and the record for {b:,.1f} s"
+    earlier = [f"{label} {s:,.1f} s" for label, key in _GROUPS if (s := group_seconds(before or {}, key)) >= 0.05]
+    resumed = f"; before the resume (not in this wall time): {', '.join(earlier)}" if earlier else ""
+    return f"time: {wall:,.1f} s wall = " + ", ".join(parts) + share + resumed
 
 
 def group_seconds(stages: dict[str, float], key: str) -> float:
