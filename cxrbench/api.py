@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # pandas and torch load when first used, not with `import cxr
 
     from cxrbench.metrics.auroc import Comparison
     from cxrbench.protocols import Protocol
+    from cxrbench.results.operating import OperatingPoints
     from cxrbench.results.predictions import Predictions
     from cxrbench.results.types import Record
 
@@ -39,6 +41,9 @@ __all__ = ["Preprocess", "Run", "compare", "load_leaderboard", "load_run"]
 
 ImageInput = str | os.PathLike | np.ndarray
 MAX_SETTINGS_BYTES = 1 << 20
+AUTO = "auto"  # Run.predict: the run's default operating point where it has them
+EVALUATION_FILE = "evaluation/evaluation.json"
+NO_POINTS = "`cxrbench evaluate RUN` chooses them on its validation predictions"
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,7 +83,8 @@ class Run:
 
     `path` is the run folder, `record` the typed record (`cxrbench.results.types.Record`), `protocol` the
     protocol it followed, `settings` its run.json (empty where the folder has none), `marks` what the
-    verification found for each group of figures (re-derived, reported or None).
+    verification found for each group of figures (re-derived, reported or None), `test` and `validation` the
+    checked test and fold-0 validation predictions (None where the record lists none).
     """
 
     path: Path
@@ -88,6 +94,7 @@ class Run:
     marks: Mapping[str, str | None]
     test: Predictions = field(repr=False)
     plugins: tuple[str, ...] = ()
+    validation: Predictions | None = field(default=None, repr=False)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -137,6 +144,18 @@ class Run:
 
         return read_history(self.path / "history.csv")
 
+    @cached_property
+    def operating_points(self) -> OperatingPoints | None:
+        """The thresholds chosen on validation (Youden, sensitivity>=T, specificity>=T per class) from the run's
+        evaluation/evaluation.json, each checked against the run's validation predictions
+        (`cxrbench.results.operating`); None where the run has no evaluation. A bad file: RecordError.
+
+            >>> run.operating_points.names, run.operating_points.thresholds["youden"]
+        """
+        from cxrbench.results.operating import read_operating_points
+
+        return read_operating_points(self.path, self.record, self.validation)
+
     @property
     def transform(self) -> Preprocess:
         """The run's preprocessing (decoded uint8 image -> model input); see `Preprocess`."""
@@ -185,13 +204,21 @@ class Run:
         device: str = "cpu",
         batch_size: int = 16,
         model: torch.nn.Module | None = None,
+        operating_point: str | None = AUTO,
     ) -> pd.DataFrame:
         """Probabilities of the run's model: one row per image (a file path, or a decoded uint8 grey array of
         any size, resized by the cache's rule), columns image and `p:<class>` per class. The path from file to
         probability is the cache build's decode and resize, the loader's preprocessing and the scoring's
         sigmoid, so a test image's file gives its probability in `run.predictions`.
 
+        Where the run has operating points (`operating_points`), the column `operating_point` names the one
+        used and `positive:<class>` (nullable boolean; NA for a class without a threshold) says whether the
+        probability is at or above its threshold. `operating_point`: "auto" (the default point, Youden, where
+        the run has them; else probabilities only, with a warning), a name such as "sensitivity>=0.9", or None
+        (probabilities only).
+
             >>> run.predict(["scans/a.png", "scans/b.dcm"])
+            >>> run.predict("scans/a.png", operating_point="sensitivity>=0.9")
         """
         import pandas as pd
 
@@ -202,7 +229,27 @@ class Run:
         probs = self.probabilities(net, pixels, device, batch_size)
         df = pd.DataFrame(probs.astype(np.float64), columns=[f"p:{c}" for c in self.classes])
         df.insert(0, "image", names)
+        point = self._operating_point(operating_point)
+        if point is not None and self.operating_points is not None:
+            calls = self.operating_points.calls(probs, point)
+            df["operating_point"] = point
+            for j, c in enumerate(self.classes):
+                df[f"positive:{c}"] = pd.array([None if np.isnan(v) else bool(v) for v in calls[:, j]], "boolean")
         return df
+
+    def _operating_point(self, name: str | None) -> str | None:
+        """The operating point `predict` marks at (see its docstring), None for probabilities only."""
+        if name is None:
+            return None
+        points = self.operating_points
+        if points is None:
+            if name != AUTO:
+                raise ConfigError(f"{self.path} has no operating points (no {EVALUATION_FILE}): {NO_POINTS}")
+            import warnings
+
+            warnings.warn(f"{self.path} has no operating points: probabilities only ({NO_POINTS})", stacklevel=3)
+            return None
+        return points.pick(None if name == AUTO else name)
 
     def probabilities(
         self, model: torch.nn.Module, pixels: np.ndarray, device: str = "cpu", batch_size: int = 16
@@ -282,9 +329,11 @@ def load_run(path: str | os.PathLike, plugins: Iterable[str] = ()) -> Run:
         if not isinstance(got, dict):
             raise RecordError(f"{cfg}: not a JSON object")
         settings = got
-    return Run(
-        folder, record, check_protocol(files.record, files.source), settings, dict(v.marks), v.test, tuple(plugins)
-    )
+    from cxrbench.results.evaluate import THRESHOLD_FOLD
+
+    protocol = check_protocol(files.record, files.source)
+    val = v.folds.get(THRESHOLD_FOLD)
+    return Run(folder, record, protocol, settings, dict(v.marks), v.test, tuple(plugins), val)
 
 
 def _as_run(x: Run | str | os.PathLike) -> Run:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 
 from cxrbench.cache.resample import RESAMPLES
 from cxrbench.data.subset import SUBSET_RULES, V1_RULE
@@ -127,7 +128,9 @@ class Protocol:
         return float(lr)
 
 
-_PAPER = dict(
+# the shared settings of a family of protocols: each protocol below adds its id, version and the rest
+_PAPER = partial(
+    Protocol,
     subset="paper",
     subset_seed=0,
     lists="official",
@@ -152,11 +155,12 @@ _PAPER = dict(
 
 # the v2 paper protocols: v1's settings, plus the subset reading closest to Table 1 with the official lists
 # (benchmarks/results/table1_readings.json), the paper's resampling, and the loss reading stated
-_PAPER_V2 = dict(_PAPER, subset_rule="shortfall-all", resample="bilinear", loss="bce-mean")
+_PAPER_V2 = partial(_PAPER, subset_rule="shortfall-all", resample="bilinear", loss="bce-mean")
 
 
 # every image, 14 findings, one split scored as trained (nih-official-14c, chexnet-14c: they differ in their lists)
-_ALL_14C = dict(
+_ALL_14C = partial(
+    Protocol,
     num_classes=14,
     subset="all",
     subset_seed=0,
@@ -190,70 +194,62 @@ def protocol_key(pid: str, version: int) -> str:
 PROTOCOLS: dict[str, Protocol] = {
     p.key: p
     for p in (
-        Protocol(
+        _PAPER(
             id="paper-15c",
             version=1,
             num_classes=15,
             lrs=(0.01,),
-            **_PAPER,
             description="The reference paper's setting: class-balanced subset, 15 classes (with No Finding), "
             "3 stratified train/val splits + train-on-train+val scored on test, SGD lr 0.01, 8 epochs.",
         ),
-        Protocol(
+        _PAPER(
             id="paper-14c",
             version=1,
             num_classes=14,
             lrs=(0.01,),
-            **_PAPER,
             description="As paper-15c with the 14 findings only (the paper's Fig. 6 comparison).",
         ),
-        Protocol(
+        _PAPER(
             id="paper-lr-grid",
             version=1,
             num_classes=15,
             lrs=(0.001, 0.01),
-            **_PAPER,
             description="As paper-15c over lr 0.001 and 0.01 (the paper's Fig. 7); a run picks one with --lr.",
         ),
-        Protocol(
+        _PAPER_V2(
             id="paper-15c",
             version=2,
             num_classes=15,
             lrs=(0.01,),
-            **_PAPER_V2,
             description="The reference paper's setting, v2: as v1, with the subset drawn under the reading of its "
             "rule that comes closest to its Table 1 (shortfall-all), images resampled as the paper did (Pillow's "
             "antialiased bilinear: cache build --resample bilinear) and the loss reading stated (bce-mean).",
         ),
-        Protocol(
+        _PAPER_V2(
             id="paper-14c",
             version=2,
             num_classes=14,
             lrs=(0.01,),
-            **_PAPER_V2,
             description="As paper-15c@v2 with the 14 findings only (the paper's Fig. 6 comparison).",
         ),
-        Protocol(
+        _PAPER_V2(
             id="paper-lr-grid",
             version=2,
             num_classes=15,
             lrs=(0.001, 0.01),
-            **_PAPER_V2,
             description="As paper-15c@v2 over lr 0.001 and 0.01 (the paper's Fig. 7); a run picks one with --lr.",
         ),
-        Protocol(
+        _ALL_14C(
             id="nih-official-14c",
             version=1,
             lists="official",
-            **_ALL_14C,
             description="All images, the official train-val/test lists, a patient-wise 10% validation split, "
             "14 findings, random crop + flip; the model after the last epoch is scored on test.",
         ),
-        Protocol(
+        _ALL_14C(
             id="chexnet-14c",
             version=1,
             lists="chexnet-community",
-            **_ALL_14C,
             description="All images on the CheXNet community split lists (chexnet-community_{train,val,test}.txt "
             "in the dataset's splits/ folder: patient-wise train/val/test), 14 findings, nih-official-14c's "
             "training (not CheXNet's Adam schedule); the model after the last epoch is scored on test.",

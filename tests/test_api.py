@@ -77,7 +77,8 @@ def test_predict_on_the_original_files_gives_the_runs_probabilities(real_run):
     out = run.predict([files[n] for n in want["image"]])
     assert out["image"].tolist() == [str(files[n]) for n in want["image"]]
     cols = [f"p:{c}" for c in run.classes]
-    assert list(out.columns) == ["image", *cols]
+    marks = ["operating_point", *(f"positive:{c}" for c in run.classes)]  # the run's validation thresholds
+    assert list(out.columns) == ["image", *cols, *marks]
     assert np.abs(out[cols].to_numpy() - want[cols].to_numpy()).max() < 1e-6  # the file keeps 7 digits
     rgba = REAL_RGBA.read_bytes()
     assert any(files[n].read_bytes() == rgba for n in want["image"])  # the RGBA original among them

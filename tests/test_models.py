@@ -1,4 +1,8 @@
 import json
+import os
+import re
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -8,6 +12,8 @@ from click.testing import CliRunner
 from cxrbench.errors import ModelError, WeightsUnavailable
 from cxrbench.models import count_parameters, create_model, get_spec, list_models, register_model
 from cxrbench.models.registry import refresh_entry_points
+
+from .conftest import REPO
 
 TABLE2 = {
     "resnet50": 23_538_767,
@@ -255,7 +261,7 @@ def test_models_command_json():
 
     r = CliRunner().invoke(cli, ["models", "--json"])
     assert r.exit_code == 0, r.output
-    rows = {x["name"]: x for x in json.loads(r.output)}
+    rows = {x["name"]: x for x in json.loads(r.stdout)}  # stderr: the timm line
     for name, n in TABLE2.items():
         assert rows[name]["parameters_15c"] == n
     assert rows["densenet121_attA"]["cam_layer"] == "features.transition3"
@@ -274,3 +280,30 @@ def test_example_plugin_matches_docs_and_runs():
     m = create_model("mynet", num_classes=15)
     assert 3_000 < count_parameters(m) < 8_000
     assert m(torch.zeros(2, 3, 64, 64)).shape == (2, 15)
+
+
+def test_models_command_says_how_timm_backbones_are_named_and_whether_timm_is_here(monkeypatch):
+    from cxrbench.cli import cli
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # as where timm is not installed
+    r = CliRunner().invoke(cli, ["models"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "timm backbones: --model timm/<name> (e.g. timm/resnet18," in text
+    assert "timm is not installed (pip install 'cxrbench[timm]')" in text
+    r = CliRunner().invoke(cli, ["models", "--json"])
+    assert r.exit_code == 0 and {x["name"] for x in json.loads(r.stdout)} >= {"tiny", "densenet121"}
+    assert "timm is not installed" in " ".join(r.stderr.split())
+
+
+def test_models_command_finds_timm_without_importing_it(tmp_path):
+    """A timm package that fails when imported: `cxrbench models` still works and says timm is there."""
+    poisoned = tmp_path / "site" / "timm"
+    poisoned.mkdir(parents=True)
+    (poisoned / "__init__.py").write_text("raise RuntimeError('timm was imported')\n")
+    env = dict(os.environ, COLUMNS="200", PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), str(REPO)]))
+    r = subprocess.run(
+        [sys.executable, "-m", "cxrbench", "models", "--pattern", "tiny"], capture_output=True, text=True, env=env
+    )
+    assert r.returncode == 0 and "timm was imported" not in r.stderr, r.stderr[-2000:]
+    assert re.search(r"timm (\S+ )+is installed\.", " ".join(r.stdout.split())), r.stdout

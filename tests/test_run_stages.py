@@ -158,7 +158,7 @@ def test_stages_run_in_order_and_load_is_typed(synth_cache, tmp_path, monkeypatc
     assert all(a is b for a, b in zip(got["explain"][1][1:], (images, trained, scored), strict=True))
     assert got["record"][2] == path and path.is_file()
     ctx = bind.bind(_opts(synth_cache, tmp_path / "s", loader="stream"), build_model=False)
-    assert isinstance(load.load(ctx), load.Streamed) and ctx.prepared is None
+    assert isinstance(load.load(ctx), load.Streamed) and ctx.state.prepared is None
 
 
 # ---------------------------------------------------------------------------------------------- what runs show

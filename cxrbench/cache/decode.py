@@ -107,8 +107,9 @@ def _pillow_full(data: bytes) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.load()
+            im: Image.Image = opened
             if im.mode in ("P", "PA", "1", "L;1", "L;2", "L;4"):
                 im = im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")
             if im.mode == "I":  # 16-bit gray opened as 32-bit by older Pillow releases

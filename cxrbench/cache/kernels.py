@@ -10,13 +10,25 @@ followed by the same resize (Pillow's, for bilinear).
 
 from __future__ import annotations
 
+from typing import Literal, TypedDict
+
 import numba
 import numpy as np
 
-_JIT = dict(cache=True, nogil=True, boundscheck=False)
+
+class _JitOptions(TypedDict, total=False):
+    """The keywords given to `numba.njit` here (typed, so the checker sees them against njit's signature)."""
+
+    cache: bool
+    nogil: bool
+    boundscheck: bool
+    inline: Literal["always"]
+
+
+_JIT: _JitOptions = {"cache": True, "nogil": True, "boundscheck": False}
 # Helpers called in hot loops are inlined by numba itself: loaded from numba's on-disk cache, a call that LLVM
 # had inlined at the first compile stays a call, and the wavefront kernel ran at half speed that way (measured).
-_INLINE = dict(_JIT, inline="always")
+_INLINE: _JitOptions = {**_JIT, "inline": "always"}
 
 
 @numba.njit(**_JIT)
@@ -209,17 +221,17 @@ def bilinear_resize(img, out, xs, xn, xk, ys, yn, yk):
             for k in range(xn[ox]):
                 acc += np.int32(row[s + k]) * xk[ox, k]
             trow[ox] = _clip8(acc)
-    acc = np.empty(ow, np.int32)
+    accs = np.empty(ow, np.int32)
     for oy in range(oh):
         s = ys[oy] - y0
-        acc[:] = half
+        accs[:] = half
         for k in range(yn[oy]):
             w = yk[oy, k]
             trow = tmp[s + k]
             for ox in range(ow):
-                acc[ox] += np.int32(trow[ox]) * w
+                accs[ox] += np.int32(trow[ox]) * w
         for ox in range(ow):
-            out[oy, ox] = _clip8(acc[ox])
+            out[oy, ox] = _clip8(accs[ox])
 
 
 WAVE = 32  # rows unfiltered together by the wavefront kernel (two AVX2 registers of int16 lanes)

@@ -67,6 +67,8 @@ def repair_cache(
     with StoreLock(out, display) as lock:
         remove_temp_files(out)
         manifest = read_manifest(out)
+        if manifest is None:  # removed since it was read above
+            raise CacheError(f"{out}: the cache's {MANIFEST} went away; nothing to repair")
         compare_manifests(manifest, plan.manifest, out)
         ctx = display.progress("verify", total=int(manifest["n_images"])) if display is not None else None
         if ctx is None:

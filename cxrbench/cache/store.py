@@ -41,7 +41,7 @@ def chunk_checksum(block: np.ndarray) -> str:
     """blake2b-128 of a chunk's pixels (uint8) or original shapes (little-endian uint16), without padding."""
     if block.dtype != np.uint8:
         block = block.astype("<u2")
-    return hashlib.blake2b(np.ascontiguousarray(block), digest_size=16).hexdigest()
+    return hashlib.blake2b(np.ascontiguousarray(block).data, digest_size=16).hexdigest()
 
 
 def names_sha256(names) -> str:
@@ -184,7 +184,7 @@ def _decode_chunk(raw: bytes, array: str, k: int, f: Path, rows: int, size: int)
         plain = Zstd().decode(raw)
         if array == "images":
             flat = Delta(dtype="u1").decode(plain)
-            shape = (CHUNK_IMAGES, size, size)
+            shape: tuple[int, ...] = (CHUNK_IMAGES, size, size)
         else:
             flat = np.frombuffer(plain, "<u2")
             shape = (CHUNK_IMAGES, 2)
@@ -315,14 +315,10 @@ class CacheStore:
     def chunk_images(self) -> int:
         return int(self.manifest["params"]["chunk_images"])
 
-    def images(self):
-        """The `images` array through zarr (unchecked: cxrbench's own reads go through `read`)."""
-        return zopen(self.path / "images")
-
     def names(self) -> np.ndarray:
         """The image names, refused when they differ from what the build recorded."""
         names, problem = check_names(self.path, self.manifest)
-        if problem is not None:
+        if problem is not None or names is None:
             raise CacheError(f"{problem}; {fix_hint(self.path)}")
         return names
 
@@ -333,11 +329,6 @@ class CacheStore:
     def tables_dir(self) -> Path:
         """The metadata tables the cache was built with (checked by `open_cache`)."""
         return self.path / TABLES
-
-    def metadata(self):
-        from cxrbench.data.dataset import open_dataset
-
-        return open_dataset(self.tables_dir())
 
     @property
     def fingerprint(self) -> str:
@@ -443,6 +434,7 @@ def open_cache(path: str | Path) -> CacheStore:
     m = read_manifest(p)
 
     Manifest.from_dict(m, p)  # the one parser: a cxrbench cache, this format version, complete, a known layout
+    assert m is not None  # from_dict refuses a missing manifest
     problems = check_tables(p, m)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

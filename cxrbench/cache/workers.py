@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from cxrbench.cache.store import LOCK
 from cxrbench.errors import CacheError
@@ -108,7 +109,7 @@ class StoreLock:
     def __init__(self, path: Path, display=None) -> None:
         self.path = path / LOCK
         self.display = display
-        self.fh = None
+        self.fh: TextIO | None = None
 
     def _dead_owner(self, text: str) -> int | None:
         pid, host = lock_owner(text)
@@ -117,45 +118,46 @@ class StoreLock:
         return None
 
     def __enter__(self) -> StoreLock:
-        self.fh = os.fdopen(open_lock(self.path), "r+")  # a link, FIFO or folder there is refused
+        fh = self.fh = os.fdopen(open_lock(self.path), "r+")  # a link, FIFO or folder there is refused
         deadline = None
         while True:
             try:
-                fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                self.fh.seek(0)
-                who = self.fh.read().strip() or "another process"
+                fh.seek(0)
+                who = fh.read().strip() or "another process"
                 dead = self._dead_owner(who)
                 if dead is None:
-                    self.fh.close()
+                    fh.close()
                     raise CacheError(
                         f"{self.path.parent}: another cache build ({who}) is writing this store; wait "
                         "for it to finish or choose another --out"
                     ) from None
                 deadline = deadline or time.monotonic() + LOCK_STALE_WAIT
                 if time.monotonic() > deadline:
-                    self.fh.close()
+                    fh.close()
                     raise CacheError(
                         f"{self.path.parent}: stale lock: the build that took it ({who}) is no longer running, but "
                         f"another process still holds {self.path} (a leftover worker of that build?); stop it "
                         f"(`fuser -v {self.path}` names it) and run the command again"
                     ) from None
                 time.sleep(0.2)
-        self.fh.seek(0)
-        dead = self._dead_owner(self.fh.read().strip())
+        fh.seek(0)
+        dead = self._dead_owner(fh.read().strip())
         if dead is not None and self.display is not None:
             self.display.info(
                 f"{self.path.parent}: taking over a stale lock (its build, pid {dead}, is no longer running)"
             )
-        self.fh.seek(0)
-        self.fh.truncate()
-        self.fh.write(f"pid {os.getpid()} on {os.uname().nodename}")
-        self.fh.flush()
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {os.uname().nodename}")
+        fh.flush()
         return self
 
     def identity(self) -> tuple[int, int, int]:
         """(fd, device, inode) of the lock, so that forked workers can let go of their copy."""
+        assert self.fh is not None, "identity() is called inside the `with` block"
         st = os.fstat(self.fh.fileno())
         return self.fh.fileno(), st.st_dev, st.st_ino
 

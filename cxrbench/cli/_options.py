@@ -80,3 +80,16 @@ def check_names(models: list[str] | tuple[str, ...] = (), protocols: tuple[str, 
         load_plugins(tuple(plugins))
         for m in models:
             get_spec(m)
+
+
+def tensorboard_option(f):
+    """`--tensorboard DIR`: the training curves (history.csv's figures) as TensorBoard event files in
+    DIR/<run id>/<training>; a side output, not part of the run (optional extra `cxrbench[tensorboard]`)."""
+    return click.option(
+        "--tensorboard",
+        metavar="DIR",
+        type=click.Path(file_okay=False, path_type=str),
+        default=None,
+        help="Also write the training curves (history.csv's figures) as TensorBoard event files to "
+        "DIR/<run id>/<training> (needs the extra: pip install 'cxrbench[tensorboard]'; not part of the record).",
+    )(f)

@@ -183,8 +183,8 @@ def leaderboard(
     elif fmt == "table" and out is None and not write:
         n = sum(len(g.entries) for g in groups)
         d.info(f"leaderboard {root.resolve()}: {n} entr{'y' if n == 1 else 'ies'} (--leaderboard PATH reads another)")
-    adj = None
-    if labels is not None:
+    adj: render.ExtraColumns | None = None
+    if labels is not None and m is not None:  # m is read with the labels
         from cxrbench.results.adjudicated_board import score_board
 
         adj = score_board(groups, labels, m, d)

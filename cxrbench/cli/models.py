@@ -14,7 +14,8 @@ from cxrbench.cli._options import plugin_option
 @click.option("--pattern", default=None, help="Only names matching this fnmatch pattern (e.g. 'densenet*').")
 @plugin_option
 def models(as_json: bool, pattern: str | None, plugins: tuple[str, ...]) -> None:
-    """List registered models: parameters at 15 classes, CAM layer, non-image input, source.
+    """List registered models: parameters at 15 classes, CAM layer, non-image input, source. Any timm
+    architecture is a model too (--model timm/<name>); the listing ends with whether timm is installed.
 
     \b
     Example:
@@ -24,6 +25,7 @@ def models(as_json: bool, pattern: str | None, plugins: tuple[str, ...]) -> None
     from cxrbench.console import get_display
     from cxrbench.models import count_parameters, create_model, get_spec, list_models
     from cxrbench.models.plugins import load_plugins
+    from cxrbench.models.timm_models import timm_note
 
     load_plugins(plugins)
     rows = []
@@ -41,10 +43,12 @@ def models(as_json: bool, pattern: str | None, plugins: tuple[str, ...]) -> None
                 "description": spec.description,
             }
         )
-    if as_json:
+    d = get_display()
+    if as_json:  # stdout stays the JSON list; the timm line goes to stderr
         click.echo(json.dumps(rows, indent=2))
+        d.info(timm_note())
         return
-    get_display().table(
+    d.table(
         ["model", "params", "input", "CAM layer", "extras", "source"],
         [
             [
@@ -61,3 +65,4 @@ def models(as_json: bool, pattern: str | None, plugins: tuple[str, ...]) -> None
         justify=["left", "right", "right", "left", "left", "left"],
         no_wrap=["model", "params"],
     )
+    d.prose(timm_note())

@@ -30,19 +30,40 @@ BATCH = 16  # images decoded, then scored, at a time
     help="Also write a Grad-CAM overlay (the model's declared layer) for the three most probable findings of "
     "each image to OUT/cam/ (needs --out).",
 )
+@click.option(
+    "--operating-point",
+    "operating_point",
+    metavar="NAME",
+    default=None,
+    help="Mark each class positive or negative at this operating point of the run (thresholds chosen on its "
+    "validation predictions, in RUN/evaluation/evaluation.json): youden (the default), sensitivity>=0.9, "
+    "specificity>=0.9, or another target `cxrbench evaluate` chose.",
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @plugin_option
 def predict(
-    run: str, images: tuple[str, ...], out: str | None, fmt: str, cam: bool, device: str, plugins: tuple[str, ...]
+    run: str,
+    images: tuple[str, ...],
+    out: str | None,
+    fmt: str,
+    cam: bool,
+    operating_point: str | None,
+    device: str,
+    plugins: tuple[str, ...],
 ) -> None:
     """Probabilities per class of RUN's model for chest X-ray files: PNG (8/16-bit, grey, RGB, RGBA, any size),
     JPEG and DICOM (pydicom: rescale, VOI LUT or window, MONOCHROME1 inverted). Folders are searched for
     .png/.jpg/.jpeg/.dcm/.dicom files. A file that cannot be read is named and skipped.
 
+    Where the run has operating points (`cxrbench run` writes them beside the record; `cxrbench evaluate`
+    rewrites them), each class is also marked positive (1/true) or negative (0/false) at the chosen one,
+    blank/null for a class that has no threshold; the output names the operating point.
+
     \b
     Example:
       cxrbench predict runs/densenet121__paper-15c@v2__lr0.01__seed0 scans/ --out predicted/
       cxrbench predict runs/tiny__smoke@v1__lr0.1__seed0 chest.dcm --format json
+      cxrbench predict runs/tiny__smoke@v1__lr0.1__seed0 chest.png --operating-point "sensitivity>=0.9"
     """
     from cxrbench.api import load_run
     from cxrbench.console import get_display
@@ -53,9 +74,27 @@ def predict(
     if cam and out is None:
         raise ConfigError("--cam writes pictures: give --out DIR")
     r = load_run(run, plugins)
+    points = r.operating_points
+    if points is None and operating_point is not None:
+        raise ConfigError(f"--operating-point: {r.path} has no operating points (no evaluation/evaluation.json)")
+    point = None if points is None else points.pick(operating_point)
     paths = find_images(list(images))
     if not paths:
         raise InputError(None, f"no image files (.png, .jpg, .jpeg, .dcm, .dicom) in {', '.join(images)}")
+    if points is None or point is None:
+        d.warn(
+            f"{r.path} has no operating points (no evaluation/evaluation.json): probabilities only; "
+            "`cxrbench evaluate RUN` chooses them on its validation predictions"
+        )
+    else:
+        others = [n for n in points.names if n != point]
+        missing = [c for c, t in zip(r.classes, points.thresholds[point], strict=True) if t is None]
+        d.info(
+            f"positive or negative at the {point} operating point (thresholds chosen on the validation "
+            f"predictions of {points.chosen_on})"
+            + (f"; {len(missing)} class(es) without a threshold left blank" if missing else "")
+            + (f"; others: {', '.join(others)} (--operating-point)" if others else "")
+        )
     net = r.model(device)
     names: list[str] = []
     probs = []
@@ -84,7 +123,8 @@ def predict(
     if not names:
         raise InputError(None, f"none of the {len(paths)} file(s) could be read (each is named above)")
     prob = np.concatenate(probs)
-    text = render(names, prob, list(r.classes), fmt)
+    calls = None if points is None or point is None else (point, points.calls(prob, point))
+    text = render(names, prob, list(r.classes), fmt, calls)
     if out is None:
         click.echo(text, nl=False)
     else:
@@ -99,22 +139,31 @@ def predict(
         d.info(f"{len(names)} image(s) predicted, {skipped} skipped")
 
 
-def render(names: list[str], probs, classes: list[str], fmt: str) -> str:
-    """The predictions as CSV (image, p:<class>...) or JSON ([{image, probabilities: {class: p}}])."""
+def render(
+    names: list[str], probs: np.ndarray, classes: list[str], fmt: str, calls: tuple[str, np.ndarray] | None = None
+) -> str:
+    """The predictions as CSV (image, p:<class>... and with `calls` (operating point, (N, C) 1/0/NaN) the columns
+    operating_point, positive:<class>... as 1, 0 or blank) or JSON ([{image, probabilities: {class: p}} with
+    operating_point and positive: {class: true, false or null}])."""
     if fmt == "json":
-        rows = [
-            {"image": n, "probabilities": {c: round(float(v), 7) for c, v in zip(classes, row, strict=True)}}
-            for n, row in zip(names, probs, strict=True)
-        ]
+        rows = []
+        for i, (n, row) in enumerate(zip(names, probs, strict=True)):
+            e: dict = {"image": n, "probabilities": {c: round(float(v), 7) for c, v in zip(classes, row, strict=True)}}
+            if calls is not None:
+                e["operating_point"] = calls[0]
+                e["positive"] = {c: None if np.isnan(v) else bool(v) for c, v in zip(classes, calls[1][i], strict=True)}
+            rows.append(e)
         return json.dumps(rows, indent=1) + "\n"
     import csv
     import io
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["image", *(f"p:{c}" for c in classes)])
-    for n, row in zip(names, probs, strict=True):
-        w.writerow([n, *(f"{float(v):.7g}" for v in row)])
+    marks = [] if calls is None else ["operating_point", *(f"positive:{c}" for c in classes)]
+    w.writerow(["image", *(f"p:{c}" for c in classes), *marks])
+    for i, (n, row) in enumerate(zip(names, probs, strict=True)):
+        tail = [] if calls is None else [calls[0], *("" if np.isnan(v) else int(v) for v in calls[1][i])]
+        w.writerow([n, *(f"{float(v):.7g}" for v in row), *tail])
     return buf.getvalue()
 
 

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from cxrbench.cli._options import cache_option, check_names, parallel_option, plugin_option, require, seeds_option
+from cxrbench.cli._options import (
+    cache_option,
+    check_names,
+    parallel_option,
+    plugin_option,
+    require,
+    seeds_option,
+    tensorboard_option,
+)
 
 
 @click.command()
@@ -38,6 +46,7 @@ from cxrbench.cli._options import cache_option, check_names, parallel_option, pl
     "--print", "print_only", is_flag=True, help="With --seeds: print one `cxrbench run` command per seed instead."
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in its folder.")
+@tensorboard_option
 @click.option(
     "--pretrained/--no-pretrained",
     default=None,
@@ -93,6 +102,7 @@ def run(
     parallel: int | None,
     print_only: bool,
     resume: bool,
+    tensorboard: str | None,
     pretrained: bool | None,
     weights: str | None,
     loader: str,
@@ -111,7 +121,7 @@ def run(
     Example:
       cxrbench run --model densenet121_attA --protocol paper-15c --cache cache/
       cxrbench run --plugin examples/my_model.py --model mynet --protocol smoke --cache cache/
-      cxrbench run --model tiny --protocol smoke --cache cache/ --seed 1
+      cxrbench run --model tiny --protocol smoke --cache cache/ --seed 1 --tensorboard tb/
       cxrbench run --model densenet121 --protocol paper-15c --cache cache/ --seeds 5 --parallel 2
 
     --seeds runs one replicate per training seed like `sweep` does (finished ones reused, stopped ones
@@ -149,7 +159,12 @@ def run(
         cuda_graphs=cuda_graphs,
         deterministic=deterministic,
         seed=seed,
+        tensorboard=tensorboard,
     )
+    if tensorboard is not None:  # in one line, before anything starts
+        from cxrbench.results.events import require_tensorboard
+
+        require_tensorboard()
     if seeds is not None:
         _many(opts, seeds, parallel, print_only)
         return

@@ -116,8 +116,9 @@ def splits(data_dir: str | None, protocol_name: str, seed: int | None, subset_ru
             'close to the targets" (2,000 per finding, 10,000 No Finding). Compare the readings with '
             "--subset-rule; benchmarks/table1_readings.py measures them all over seeds."
         )
-    if s.unlisted_note():
-        d.info(s.unlisted_note())
+    unlisted = s.unlisted_note()
+    if unlisted:
+        d.info(unlisted)
     if len(s.dropped_singletons):
         d.info(
             f"{len(s.dropped_singletons)} images with a string label that occurs once were dropped "

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from cxrbench.cli._options import cache_option, check_names, parallel_option, plugin_option, require, seeds_option
+from cxrbench.cli._options import (
+    cache_option,
+    check_names,
+    parallel_option,
+    plugin_option,
+    require,
+    seeds_option,
+    tensorboard_option,
+)
 
 
 @click.command()
@@ -24,6 +32,7 @@ from cxrbench.cli._options import cache_option, check_names, parallel_option, pl
 @seeds_option
 @parallel_option
 @click.option("--print", "print_only", is_flag=True, help="Print one `cxrbench run` command per run instead.")
+@tensorboard_option
 def sweep(
     protocol: str,
     models: str,
@@ -35,6 +44,7 @@ def sweep(
     seeds: tuple[int, ...] | None,
     parallel: int | None,
     print_only: bool,
+    tensorboard: str | None,
 ) -> None:
     """Run every (model, lr) of a protocol's grid, resuming any that stopped: one after another, or K at a
     time on each GPU (--parallel K, logs in OUT/logs); or print the commands for a cluster's job array.
@@ -65,7 +75,12 @@ def sweep(
         out=out,
         plugins=plugins,
         pretrained=False if no_pretrained else None,
+        tensorboard=tensorboard,
     )
+    if tensorboard is not None and not print_only:
+        from cxrbench.results.events import require_tensorboard
+
+        require_tensorboard()
     if print_only:
         for o in grid(opts, names, seeds):
             click.echo(run_command(o))

@@ -128,9 +128,9 @@ def read_metadata(path: str | Path) -> Metadata:
     _validate(out, path)
 
     ages = out["age"].str.extract(_AGE)
-    years = ages[0].astype(np.int64)
+    given = ages[0].astype(np.int64)
     unit = ages[1]
-    years = np.where(unit == "M", years // 12, np.where(unit == "D", years // 365, years))
+    years = np.where(unit == "M", given // 12, np.where(unit == "D", given // 365, given))
     table = pd.DataFrame(
         {
             "image": out["image"].astype(object),

@@ -3,6 +3,7 @@ train/val splits, named split lists, and the patient-leakage check every split g
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,7 +174,7 @@ def leaks_between(metadata: Metadata, parts: dict[str, np.ndarray], allowed: set
     return tuple(out)
 
 
-def check_disjoint_images(parts: dict[str, np.ndarray], files: dict[str, Path | str]) -> None:
+def check_disjoint_images(parts: dict[str, np.ndarray], files: Mapping[str, Path | str]) -> None:
     """The same image in two parts of a split is an error naming both files."""
     names = list(parts)
     for i, a in enumerate(names):
@@ -183,7 +184,7 @@ def check_disjoint_images(parts: dict[str, np.ndarray], files: dict[str, Path | 
                 raise InputError(files.get(b), f"{len(both)} images also listed in {files.get(a)}")
 
 
-def require_patient_disjoint(leaks: tuple[Leak, ...], files: dict[str, Path | str]) -> None:
+def require_patient_disjoint(leaks: tuple[Leak, ...], files: Mapping[str, Path | str]) -> None:
     """Raise for the first forbidden leak, naming the two lists."""
     for lk in leaks:
         if not lk.ok and not lk.allowed:
@@ -198,12 +199,12 @@ def official_or_standin(
     metadata: Metadata, layout: DatasetLayout | None, seed: int
 ) -> tuple[np.ndarray, np.ndarray, str, dict[str, Path | str]]:
     """Official train-val/test lists where present, else a seeded patient-wise stand-in."""
-    if layout is not None and layout.has_official_lists:
-        tv = list_indices(layout.train_val_list, metadata)  # type: ignore[arg-type]
-        te = list_indices(layout.test_list, metadata)  # type: ignore[arg-type]
-        files = {"trainval": layout.train_val_list, "test": layout.test_list}
-        check_disjoint_images({"trainval": tv, "test": te}, files)  # type: ignore[arg-type]
-        return tv, te, "official lists", files  # type: ignore[return-value]
+    if layout is not None and layout.train_val_list is not None and layout.test_list is not None:  # official
+        tv = list_indices(layout.train_val_list, metadata)
+        te = list_indices(layout.test_list, metadata)
+        files: dict[str, Path | str] = {"trainval": layout.train_val_list, "test": layout.test_list}
+        check_disjoint_images({"trainval": tv, "test": te}, files)
+        return tv, te, "official lists", files
     tv, te = patient_wise_split(np.arange(len(metadata)), metadata.patients, OFFICIAL_TEST_FRACTION, seed)
     source = f"patient-wise stand-in for the official lists (seed {seed}, {OFFICIAL_TEST_FRACTION:.1%} test)"
     return tv, te, source, {"trainval": "stand-in train-val", "test": "stand-in test"}
@@ -240,11 +241,11 @@ def make_splits(
             raise InputError(None, f"named split {lists!r} needs a dataset folder")
         files = layout.named_split(lists)
         parts = {k: list_indices(files[k], metadata) for k in ("train", "val", "test")}
-        check_disjoint_images(parts, files)  # type: ignore[arg-type]
+        check_disjoint_images(parts, files)
         if sel is not None:
             parts = {k: np.intersect1d(v, sel) for k, v in parts.items()}
-        leaks = leaks_between(metadata, parts, allowed=set())
-        require_patient_disjoint(leaks, files)  # type: ignore[arg-type]
+        found = leaks_between(metadata, parts, allowed=set())
+        require_patient_disjoint(found, files)
         trainval = np.union1d(parts["train"], parts["val"])
         return SplitSet(
             source=f"named split lists {lists!r}",
@@ -254,12 +255,12 @@ def make_splits(
             trainval=trainval,
             test=parts["test"],
             folds=(Fold(parts["train"], parts["val"]),),
-            leaks=leaks,
+            leaks=found,
         )
 
-    full_tv, full_te, source, files = official_or_standin(metadata, layout, seed)
+    full_tv, full_te, source, list_files = official_or_standin(metadata, layout, seed)
     outer = leaks_between(metadata, {"trainval": full_tv, "test": full_te}, allowed=set())
-    require_patient_disjoint(outer, files)
+    require_patient_disjoint(outer, list_files)
     tv = full_tv if sel is None else np.intersect1d(full_tv, sel)
     te = full_te if sel is None else np.intersect1d(full_te, sel)
     dropped = np.zeros(0, dtype=np.int64)
@@ -278,7 +279,7 @@ def make_splits(
             allowed={(f"train[{k}]", f"val[{k}]")} if val == "stratified" else set(),
         ):
             leaks.append(lk)
-    require_patient_disjoint(tuple(leaks), files)
+    require_patient_disjoint(tuple(leaks), list_files)
     return SplitSet(
         source=source,
         full_trainval=full_tv,

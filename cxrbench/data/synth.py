@@ -17,10 +17,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cxrbench.data.labels import FINDINGS, NO_FINDING
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 GENERATOR_VERSION = 1
 SIZE = 1024
@@ -202,7 +206,7 @@ def _plant(img: np.ndarray, label: str, x: float, y: float, w: float, h: float, 
     img[y0:y1, x0:x1] += (amp * d).astype(np.float32)
 
 
-def encode(im: SynthImage, pixels: np.ndarray) -> object:
+def encode(im: SynthImage, pixels: np.ndarray) -> PIL.Image.Image:
     """A Pillow image of the rendered pixels in the image's planned format."""
     from PIL import Image
 
@@ -232,10 +236,11 @@ def write_tables(out: Path, images: list[SynthImage], seed: int) -> None:
     rng = np.random.default_rng([seed, 0xC5F])
     rows = [HEADER]
     for im in images:
-        w, h = int(rng.choice([2500, 2048, 2992, 3056])), int(rng.choice([2048, 2500, 2991]))
+        width, height = int(rng.choice([2500, 2048, 2992, 3056])), int(rng.choice([2048, 2500, 2991]))
         sp = float(rng.choice([0.143, 0.168, 0.139]))
         rows.append(
-            f"{im.name},{'|'.join(im.labels)},{im.follow_up},{im.patient},{im.age},{im.sex},{im.view},{w},{h},{sp},{sp}"
+            f"{im.name},{'|'.join(im.labels)},{im.follow_up},{im.patient},{im.age},{im.sex},{im.view},"
+            f"{width},{height},{sp},{sp}"
         )
     _atomic_text(out / "Data_Entry_2017_v2020.csv", "\n".join(rows) + "\n")
     patients = np.array([im.patient for im in images])

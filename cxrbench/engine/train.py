@@ -100,12 +100,12 @@ class FoldState:
 def rng_state() -> dict[str, Any]:
     """Every RNG state a run touches (torch CPU and CUDA, numpy's and Python's global generators)."""
     st: dict[str, Any] = {"torch": torch.get_rng_state(), "python": list(map(_py, random.getstate()))}
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=False)  # MT19937: {"state": {"key", "pos"}, "has_gauss", "gauss"}
     st["numpy"] = {
-        "key": torch.from_numpy(np_state[1].astype(np.int64)),
-        "pos": int(np_state[2]),
-        "has_gauss": int(np_state[3]),
-        "gauss": float(np_state[4]),
+        "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+        "pos": int(np_state["state"]["pos"]),
+        "has_gauss": int(np_state["has_gauss"]),
+        "gauss": float(np_state["gauss"]),
     }
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()

@@ -8,10 +8,16 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cxrbench.errors import RecordError
+
+if TYPE_CHECKING:
+    import torch
+
+    from cxrbench.run.context import RunContext
 
 DISPLAY = 256  # pixels of each picture in the page
 
@@ -20,8 +26,8 @@ DISPLAY = 256  # pixels of each picture in the page
 class Loaded:
     """A finished run with its model, cache binding and predictions."""
 
-    runner: object
-    model: object
+    runner: RunContext
+    model: torch.nn.Module
     record: dict
     test_rows: np.ndarray
     probs: np.ndarray  # (N, C) from the run's predictions file, in test-row order
@@ -244,8 +250,8 @@ def build_gallery(
     spec = r.spec
     geo = Geometry(p.image_size, p.resize, p.crop)
     boxes: dict[int, list] = {}
-    for row, label, x, y, w, h in run_boxes(r, L.test_rows):
-        boxes.setdefault(row, []).append((label, geo.box_in_crop(x, y, w, h)))
+    for row, label, box_x, box_y, box_w, box_h in run_boxes(r, L.test_rows):
+        boxes.setdefault(row, []).append((label, geo.box_in_crop(box_x, box_y, box_w, box_h)))
     pick = choose(L, n, boxes)
     names = r.bound.metadata.names[r.bound.rows[L.test_rows]]
     y_true = r.labels[L.test_rows]
@@ -268,7 +274,7 @@ def build_gallery(
             maps = res.normalised((DISPLAY, DISPLAY))[0].cpu().numpy()
             view_img = _model_view(imgs[k], p, DISPLAY)
             stem = f"{k:03d}"
-            panels = [
+            panels: list[dict[str, str | bool]] = [
                 {
                     "title": "X-ray (model view)",
                     "png": _png(out / f"{stem}-xray.png", _overlay(view_img, None, None), root),

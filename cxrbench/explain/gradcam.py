@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.utils.hooks import RemovableHandle
 
 DEGENERATE_RATIO = 1e-6
 
@@ -47,7 +48,7 @@ class GradCAM:
         self.layer_name = layer
         self.layer = model.get_submodule(layer)
         self.nonimage = nonimage
-        self._handle = None
+        self._handle: RemovableHandle | None = None
         self._act: torch.Tensor | None = None
 
     def __enter__(self) -> GradCAM:

@@ -124,11 +124,12 @@ def localize(
         View(view.image_size, view.resize, view.crop, augment=False, channels_last=view.channels_last),
         torch.device(device),
     )
-    items, base = [], []
+    items: list[tuple[str, tuple[float, float, float, float], np.ndarray | None]] = []
+    base: list[tuple[str, tuple[float, float, float, float], np.ndarray | None]] = []
     by_row: dict[int, list] = {}
-    for row, label, x, y, w, h in boxes:
+    for row, label, bx, by, bw, bh in boxes:
         if label in class_names:
-            by_row.setdefault(row, []).append((label, geo.box_in_crop(x, y, w, h)))
+            by_row.setdefault(row, []).append((label, geo.box_in_crop(bx, by, bw, bh)))
     rows = sorted(by_row)
     centre = centre_map(view.crop)
     degenerate = 0

@@ -175,7 +175,7 @@ def _rates(point: np.ndarray, boots: np.ndarray, k: int) -> dict[str, tuple[np.n
     def split(a):
         return a[:, :k], a[:, k : 2 * k], a[:, 2 * k : 3 * k], a[:, 3 * k :]
 
-    out = {}
+    out: dict[str, dict[str, np.ndarray]] = {}
     with np.errstate(invalid="ignore", divide="ignore"):
         for which, a in (("point", point), ("boots", boots)):
             tp, fp, fn, tn = split(a)
@@ -418,14 +418,14 @@ def called_healthy(p: np.ndarray, classes: Sequence[str], youden: np.ndarray) ->
         i = list(classes).index(NO_FINDING)
         if not np.isfinite(youden[i]):
             return np.zeros(len(p), bool), "no threshold for No Finding (no validation positives or negatives)"
-        return p[:, i] >= youden[i], "No Finding called positive at its validation Youden threshold"
+        return np.asarray(p[:, i] >= youden[i]), "No Finding called positive at its validation Youden threshold"
     ok = np.isfinite(youden)
     below = p[:, ok] < youden[None, ok]
     skipped = [c for c, k in zip(classes, ok) if not k]
     rule = "every finding below its validation Youden threshold"
     if skipped:
         rule += f" ({', '.join(skipped)}: no threshold, not counted)"
-    return below.all(1), rule
+    return np.asarray(below.all(1)), rule
 
 
 def underdiagnosis(
@@ -435,7 +435,7 @@ def underdiagnosis(
     Kalantari et al. 2021), with its CI, and per attribute the largest gap between groups."""
     y = np.asarray(y).astype(bool)
     findings = [i for i, c in enumerate(classes) if c != NO_FINDING]
-    sick = y[:, findings].any(1)
+    sick = np.asarray(y[:, findings].any(1))
     healthy, rule = called_healthy(p, classes, youden)
     num = (sick & healthy).astype(np.float64)[:, None]
     den = sick.astype(np.float64)[:, None]

@@ -15,6 +15,8 @@ attention.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,8 +50,8 @@ class DenseNetAttention(nn.Module):
             self.u = nn.ModuleList(nn.Conv2d(G_DIM, 1, 1, bias=False) for _ in LOCAL_CHANNELS)
             dim = G_DIM * len(LOCAL_CHANNELS)
         xavier_(self.u)
-        self.nonimage = NonImageBranch() if nonimage else None
-        self.classifier = xavier_(nn.Linear(dim + (self.nonimage.out_features if nonimage else 0), num_classes))
+        self.nonimage = branch = NonImageBranch() if nonimage else None
+        self.classifier = xavier_(nn.Linear(dim + (branch.out_features if branch is not None else 0), num_classes))
 
     def forward(self, x: torch.Tensor, features: torch.Tensor | None = None, return_attention: bool = False):
         local: list[torch.Tensor] = []
@@ -73,7 +75,7 @@ class DenseNetAttention(nn.Module):
 
     def _compatibility(self, s: int, l: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(c of shape (B, 1, H, W), the features that a pools) for scale s."""
-        u = self.u[s].weight  # (1, D, 1, 1)
+        u = cast(nn.Conv2d, self.u[s]).weight  # (1, D, 1, 1); self.u holds Conv2d layers only
         if self.variant == "B":
             ch = l.shape[1]
             # <u, [l_i, g]> = <u_l, l_i> + <u_g, g>: the same numbers as concatenating, without a (B, ch+1024,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 from torch import nn
 
+_M = TypeVar("_M", bound=nn.Module)
 
-def xavier_(module: nn.Module) -> nn.Module:
+
+def xavier_(module: _M) -> _M:
     """Xavier-normal weights and zero biases for every Linear/Conv2d in `module` (the paper's init)."""
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):

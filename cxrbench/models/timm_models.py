@@ -18,13 +18,41 @@ from cxrbench.errors import ModelError, WeightsUnavailable
 from cxrbench.models.spec import ModelSpec
 
 PREFIX = "timm/"
+EXTRA = "pip install 'cxrbench[timm]'"
+
+
+def timm_version() -> str | None:
+    """The installed timm's version, found without importing timm (an import takes seconds); None where timm is
+    not installed."""
+    import importlib.metadata
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec("timm") is None:
+            return None
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules
+        return None
+    try:
+        return importlib.metadata.version("timm")
+    except importlib.metadata.PackageNotFoundError:  # importable but without its package metadata
+        return "version unknown"
+
+
+def timm_note() -> str:
+    """How timm backbones are named, and whether timm is here: the line `cxrbench models` ends with."""
+    v = timm_version()
+    here = f"timm {v} is installed" if v is not None else f"timm is not installed ({EXTRA})"
+    return (
+        f"timm backbones: --model {PREFIX}<name> (e.g. {PREFIX}resnet18, {PREFIX}convnext_tiny, "
+        f"{PREFIX}efficientnet_b0), any timm architecture, not listed above; {here}."
+    )
 
 
 def _timm():
     try:
         import timm
     except ImportError:
-        raise ModelError("timm models need timm: pip install 'cxrbench[timm]'") from None
+        raise ModelError(f"timm models need timm: {EXTRA}") from None
     return timm
 
 

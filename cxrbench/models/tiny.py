@@ -49,8 +49,9 @@ class TinyAttention(TinyCNN):
         self.classifier = xavier_(nn.Linear(64 + 3, num_classes))
 
     def forward(self, x: torch.Tensor, features: torch.Tensor | None = None, return_attention: bool = False):
-        l2 = self.features.b2(self.features.b1(x))
-        l3 = self.features.b3(l2)
+        block = self.features.get_submodule
+        l2 = block("b2")(block("b1")(x))
+        l3 = block("b3")(l2)
         g = torch.flatten(F.adaptive_avg_pool2d(l3, 1), 1)
         pooled, maps = [], []
         for s, l in enumerate((l2, l3)):

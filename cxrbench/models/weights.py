@@ -74,6 +74,8 @@ def imagenet_state_dict(arch: str, weights: bool | str | Path) -> tuple[dict[str
                     f"(or pass --weights FILE), or train from scratch with --no-pretrained"
                 )
         origin = f"torchvision {_weights_enum(arch)}"
+    elif weights is False:  # a caller's mistake: no weights were asked for
+        raise ValueError("imagenet_state_dict: weights must be True or a file path")
     else:
         path = Path(weights)
         if not path.is_file():

@@ -43,6 +43,8 @@ def run_args(opts) -> list[str]:
         args.append("--cuda-graphs" if opts.cuda_graphs else "--no-cuda-graphs")
     if opts.deterministic:
         args.append("--deterministic")
+    if opts.tensorboard is not None:
+        args += ["--tensorboard", opts.tensorboard]
     return args
 
 
@@ -106,12 +108,13 @@ def run_many(runs: list, parallel: int | None, logs: Path, display=None) -> list
         if display is not None:
             display.info(f"packing {parallel} run(s) at once per GPU ({why}); --parallel K to choose")
     if parallel * len(devices) == 1:
-        out = []
+        out: list[Path] = []
         for i, o in enumerate(runs):
             if display is not None:
                 seed = "" if o.seed is None else f", seed {o.seed}"
                 display.info(f"[run {i + 1}/{len(runs)}] {o.model} under {o.protocol}, lr {_lr(o):g}{seed}")
-            out.append(run_or_reuse(o, display))
+            run_or_reuse(o, display)
+            out.append(run_dir(o) / "record.json")  # as the packed runs below (run_or_reuse's own answer)
         return out
     outcomes = pack(jobs(runs, child_device), parallel=parallel, devices=devices, logs=logs, display=display)
     failed = [o for o in outcomes if o.status != "finished" and o.status != "reused"]

@@ -316,9 +316,9 @@ def rescore(
             entry.update(scored=False, reason=f"the run has no class {missing[0]!r}")
             out["findings"][f] = entry
             continue
-        idx = [col[c] for c in mapping.findings[f]]
+        idx = np.array([col[c] for c in mapping.findings[f]], dtype=np.int64)
         score = p[np.ix_(rows, idx)].max(axis=1) if len(rows) else np.zeros(0)
-        nih = y[np.ix_(rows, idx)].any(axis=1) if len(rows) else np.zeros(0, bool)
+        nih = np.asarray(y[np.ix_(rows, idx)].any(axis=1)) if len(rows) else np.zeros(0, bool)
         agree, kappa = _agreement(adj, nih) if len(rows) else (float("nan"), None)
         entry.update(scored=True, positives_nih=int(nih.sum()), label_agreement=_r(agree), label_kappa=_r(kappa))
         a_adj, a_nih = (

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -205,7 +206,7 @@ def score_board(groups: list, labels: AdjudicatedLabels, mapping: Mapping, displ
                 if handle is not None:
                     handle.advance()
             for ids in together.values():
-                ids.sort(key=lambda i: (-means[i], i))
+                ids.sort(key=lambda i: (-cast(float, means[i]), i))  # only entries with a mean are together
                 for k, i in enumerate(ids):
                     ranks[i] = (k + 1, len(ids))
     return AdjudicatedBoard(labels, mapping, results, cohorts, means, ranks)

@@ -106,10 +106,13 @@ def metadata_attributes(tables, images: list[str]) -> list[ev.Attribute]:
     over = int((ages > ev.MAX_AGE).sum())
     age_note = f"age bands of the metadata's Patient Age; {over:,} test image(s) with an age over {ev.MAX_AGE} "
     age_note += "(data errors) left out"
+    # None marks an unknown value in these object arrays; numpy's stub of where() does not allow None for y
+    sex_known = np.where(np.isin(sex, ["M", "F"]), sex, None)  # type: ignore[call-overload]
+    view_known = np.where(np.isin(view, ["PA", "AP"]), view, None)  # type: ignore[call-overload]
     return [
-        ev.Attribute("sex", np.where(np.isin(sex, ["M", "F"]), sex, None), ("F", "M"), "Patient Gender"),
+        ev.Attribute("sex", sex_known, ("F", "M"), "Patient Gender"),
         ev.Attribute("age", bands, (*(b[2] for b in ev.AGE_BANDS), ev.OLDEST_BAND), age_note),
-        ev.Attribute("view", np.where(np.isin(view, ["PA", "AP"]), view, None), ("PA", "AP"), "View Position"),
+        ev.Attribute("view", view_known, ("PA", "AP"), "View Position"),
     ]
 
 

@@ -5,6 +5,7 @@ untrusted text: mathtext is off (`plots._plt`), so `$...$` is drawn, never parse
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -134,9 +135,9 @@ def forest_figure(result: dict, attribute: str):
 def draw_all(result: dict, y: np.ndarray, p: np.ndarray, out: Path, root: Path | None) -> dict[str, Path]:
     """Every picture as a PNG in `out`; name -> path (roc, reliability, forest-<attribute index>)."""
     made: dict[str, Path] = {}
-    jobs = [("roc", lambda: roc_figure(result, y, p)), ("reliability", lambda: reliability_figure(result))]
+    jobs = [("roc", partial(roc_figure, result, y, p)), ("reliability", partial(reliability_figure, result))]
     for k, a in enumerate(result["subgroups"]):
-        jobs.append((f"forest-{k}", lambda a=a: forest_figure(result, a)))
+        jobs.append((f"forest-{k}", partial(forest_figure, result, a)))
     for name, make in jobs:
         plt, fig = make()
         try:

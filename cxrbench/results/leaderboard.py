@@ -322,13 +322,15 @@ def scan(board: str | Path = DEFAULT_BOARD) -> tuple[list[Entry], list[Skipped]]
             skipped.append(Skipped(path, f"{path}: cannot be checked ({type(e).__name__}: {e})"))
     first: dict[tuple[str, str, str], Entry] = {}
     kept = []
-    for e in sorted(entries, key=lambda e: (e.record["created"], str(e.path))):
-        key = (e.protocol_key, e.data_key, e.digest)  # a duplicate that would be ranked beside its original
+    for entry in sorted(entries, key=lambda e: (e.record["created"], str(e.path))):
+        key = (entry.protocol_key, entry.data_key, entry.digest)  # a duplicate that would be ranked beside its original
         if key in first:  # filed by hand or by an older cxrbench: the earliest one stands
-            skipped.append(Skipped(e.path, f"{e.path}: the same test predictions as {first[key].path} (a duplicate)"))
+            skipped.append(
+                Skipped(entry.path, f"{entry.path}: the same test predictions as {first[key].path} (a duplicate)")
+            )
         else:
-            first[key] = e
-            kept.append(e)
+            first[key] = entry
+            kept.append(entry)
     kept.sort(key=lambda e: str(e.path))
     return kept, skipped
 
@@ -427,13 +429,12 @@ def _pool(members: list[Entry], pk: str, dk: str, proto, resampled):
     patient resamples drawn when it was checked; None when they cannot pool (ReplicateError)."""
     from cxrbench.metrics.replicates import Replicate, ReplicateError, scores_from
 
+    tests = [e.test or Predictions.read(e.predictions) for e in members]
     reps = [
-        Replicate(
-            e.seed, np.asarray(e.test.images), e.test.patients, e.test.labels, e.test.probabilities, pk, dk, str(e.path)
-        )
-        for e in members
+        Replicate(e.seed, np.asarray(t.images), t.patients, t.labels, t.probabilities, pk, dk, str(e.path))
+        for e, t in zip(members, tests)
     ]
     try:
-        return scores_from(reps, [resampled(e, e.test) for e in members], proto.bootstrap, proto.seed)
+        return scores_from(reps, [resampled(e, t) for e, t in zip(members, tests)], proto.bootstrap, proto.seed)
     except ReplicateError:
         return None

@@ -12,7 +12,11 @@ def package_git() -> dict:
     import cxrbench
 
     src = Path(cxrbench.__file__).resolve().parent
-    out = {"cxrbench_version": cxrbench.__version__, "git_commit": None, "git_dirty": None}
+    out: dict[str, str | bool | None] = {
+        "cxrbench_version": cxrbench.__version__,
+        "git_commit": None,
+        "git_dirty": None,
+    }
     try:
         commit = subprocess.run(
             ["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10

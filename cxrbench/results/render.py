@@ -12,9 +12,9 @@ import html
 import io
 import json
 from pathlib import Path
+from typing import Protocol
 
 from cxrbench.results import adjudicated_board as adj_board
-from cxrbench.results.adjudicated_board import AdjudicatedBoard
 from cxrbench.results.leaderboard import Group
 from cxrbench.results.reference import REFERENCE_ROWS
 from cxrbench.results.reference import plain_mean as reference_mean
@@ -169,22 +169,33 @@ def _marked(text: str, mark: str | None) -> str:
     return f"{text} {MARK}" if mark == REPORTED and text != "—" else text
 
 
-def columns(adj: AdjudicatedBoard | None = None) -> list[str]:
+class ExtraColumns(Protocol):
+    """Columns added to every entry of a board: the adjudicated ones (AdjudicatedBoard), the evaluation's
+    (EvaluationBoard) or both (Both). Each may name its COLUMNS, FIELDS, TITLE and JSON_KEY (else the
+    adjudicated ones are meant)."""
+
+    def explain(self) -> list[str]: ...
+    def fields(self, entry_id: str) -> dict: ...
+    def cells(self, entry_id: str) -> dict[str, str]: ...
+    def to_json(self) -> dict: ...
+
+
+def columns(adj: ExtraColumns | None = None) -> list[str]:
     """The people's views' columns: the board's, then the adjudicated ones when the board is shown with them."""
     return COLUMNS if adj is None else COLUMNS + getattr(adj, "COLUMNS", adj_board.COLUMNS)
 
 
-def fields(adj: AdjudicatedBoard | None = None) -> list[str]:
+def fields(adj: ExtraColumns | None = None) -> list[str]:
     """The CSV columns: the board's, then the adjudicated ones when the board is shown with them."""
     return FIELDS if adj is None else FIELDS + getattr(adj, "FIELDS", adj_board.FIELDS)
 
 
-def explain(adj: AdjudicatedBoard | None = None) -> list[str]:
+def explain(adj: ExtraColumns | None = None) -> list[str]:
     """The footnotes: the board's, then the adjudicated file, mapping and ranking rule."""
     return list(EXPLAIN) if adj is None else [*EXPLAIN, *adj.explain()]
 
 
-def entry_fields(g: Group, adj: AdjudicatedBoard | None = None) -> list[dict]:
+def entry_fields(g: Group, adj: ExtraColumns | None = None) -> list[dict]:
     """One dict per entry with every figure as a number (None where absent) and the marks as fields (and, with
     `adj`, the entry's adjudicated figures)."""
     out = []
@@ -299,7 +310,7 @@ def _markers(numbers: list[int]) -> str:
     return " ".join(f"[{k}]" for k in numbers)
 
 
-def rows(g: Group, adj: AdjudicatedBoard | None = None, compact: bool = False) -> list[dict]:
+def rows(g: Group, adj: ExtraColumns | None = None, compact: bool = False) -> list[dict]:
     """One dict per entry with display strings (people's views); `notes` holds markers of `notes(g)`. Compact:
     the short entry id and the comparison without its CI, for a terminal."""
     out = []
@@ -400,7 +411,7 @@ def title(g: Group) -> str:
     return f"{g.protocol} · data {g.data_key} · {n} entr{'y' if n == 1 else 'ies'}{pooled}"
 
 
-def _explained(shown: list[str], cells: list[str], adj: AdjudicatedBoard | None) -> list[str]:
+def _explained(shown: list[str], cells: list[str], adj: ExtraColumns | None) -> list[str]:
     """The paragraphs of EXPLAIN about the shown columns (the dagger's only when a shown cell has one)."""
     keys = {k for k, h in KEYS.items() if h in shown}
     if any(MARK in c for c in cells):
@@ -427,7 +438,7 @@ def view_columns(show: list[str] | None = None, wide: bool = False) -> list[str]
 def to_table(
     groups: list[Group],
     display,
-    adj: AdjudicatedBoard | None = None,
+    adj: ExtraColumns | None = None,
     show: list[str] | None = None,
     wide: bool = False,
     seeds: bool = False,
@@ -468,8 +479,8 @@ def to_table(
                 f"left out at {display.width} columns: {', '.join(dropped)} (a wider terminal, "
                 f"`--show {','.join(dropped)}` or `--wide` shows them)"
             )
-        for k, n in enumerate(distinct, 1):
-            display.prose(f"[{k}] {n}", indent="    ")
+        for number, n in enumerate(distinct, 1):
+            display.prose(f"[{number}] {n}", indent="    ")
         if seeds:
             srs = seed_rows(g)
             display.text("")
@@ -537,7 +548,7 @@ def _md_notes(distinct: list[str]) -> list[str]:
     return [line for k, n in enumerate(distinct, 1) for line in (f"\\[{k}\\] {md_cell(n)}", "")]
 
 
-def to_markdown(groups: list[Group], generated_by: str = WRITTEN, adj: AdjudicatedBoard | None = None) -> str:
+def to_markdown(groups: list[Group], generated_by: str = WRITTEN, adj: ExtraColumns | None = None) -> str:
     out = ["# cxrbench leaderboard", "", generated_by, ""]
     out += [line for x in EXPLAIN for line in (x, "")]
     if adj is not None:
@@ -576,7 +587,7 @@ def _csv_text(v):
     return v
 
 
-def to_csv(groups: list[Group], adj: AdjudicatedBoard | None = None) -> str:
+def to_csv(groups: list[Group], adj: ExtraColumns | None = None) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     names = fields(adj)
@@ -587,7 +598,7 @@ def to_csv(groups: list[Group], adj: AdjudicatedBoard | None = None) -> str:
     return buf.getvalue()
 
 
-def to_json(groups: list[Group], adj: AdjudicatedBoard | None = None) -> str:
+def to_json(groups: list[Group], adj: ExtraColumns | None = None) -> str:
     from cxrbench.metrics.replicates import PATIENT_BOOTSTRAP
     from cxrbench.protocols import get_protocol
 
@@ -699,9 +710,7 @@ window.addEventListener("load", function () {{
 """
 
 
-def to_html(
-    groups: list[Group], figures: dict[str, list[Path]], page: Path, adj: AdjudicatedBoard | None = None
-) -> str:
+def to_html(groups: list[Group], figures: dict[str, list[Path]], page: Path, adj: ExtraColumns | None = None) -> str:
     from cxrbench.console import plain
 
     def e(x) -> str:

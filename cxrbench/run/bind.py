@@ -5,12 +5,13 @@ is loaded or any folder is written."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from cxrbench.errors import CacheError
-from cxrbench.run.context import Bound, PreparedModel, RunContext
+from cxrbench.run.context import Bound, PreparedModel, RunContext, RunState
 from cxrbench.run.options import RunOptions, resolve_device, run_id_of
 from cxrbench.run.timing import StageClock
 
@@ -51,14 +52,14 @@ def bind(opts: RunOptions, display=None, dist=None, build_model: bool = True) ->
         dir=Path(opts.out) / run_id,
         dist=dist,
         display=display if dist is None or dist.rank == 0 else None,
-        clock=clock,
+        state=RunState(clock=clock),
     )
     note = bound.splits.unlisted_note()
     if note and build_model:  # said once, by the run that trains (not by readers of a finished run)
         ctx.info(note)
     if build_model:
-        ctx.prepared = prepare_model(ctx, ctx.seed)  # fold 0's seed: the training seed
-        ctx.weights_info = getattr(ctx.prepared.model, "cxrbench_weights", {"pretrained": False})
+        prepared = ctx.state.prepared = prepare_model(ctx, ctx.seed)  # fold 0's seed: the training seed
+        ctx = replace(ctx, weights_info=getattr(prepared.model, "cxrbench_weights", {"pretrained": False}))
     clock.add("bind", clock.wall())
     return ctx
 

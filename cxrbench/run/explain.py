@@ -20,7 +20,12 @@ def boxes(ctx: RunContext, local_rows: np.ndarray) -> list[tuple[int, str, float
         return []
     table = read_bbox(bbox_csv)
     where = {n: i for i, n in enumerate(ctx.bound.names(local_rows))}
-    return [(where[r.image], r.label, r.x, r.y, r.w, r.h) for r in table.itertuples() if r.image in where]
+    columns = (table[c].tolist() for c in ("image", "label", "x", "y", "w", "h"))
+    return [
+        (where[image], str(label), float(x), float(y), float(w), float(h))
+        for image, label, x, y, w, h in zip(*columns)
+        if image in where
+    ]
 
 
 def explain(ctx: RunContext, images: Images, trained: Trained, scored: Scored) -> dict | None:
@@ -43,7 +48,7 @@ def explain(ctx: RunContext, images: Images, trained: Trained, scored: Scored) -
         ctx.spec,
         pixels,
         feats,
-        [(remap[r], *rest) for r, *rest in found],
+        [(remap[r], label, x, y, w, h) for r, label, x, y, w, h in found],
         ctx.view(train=False),
         ctx.bound.classes,
         ctx.device,

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from cxrbench.run.context import RunContext
 from cxrbench.run.load import Images, epoch_images
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -95,6 +98,10 @@ def fit_folds(ctx: RunContext, images: Images) -> Trained:
         from cxrbench.results.history import HISTORY, write_history
 
         write_history(ctx.dir / HISTORY, [(t.name, results[t.name]) for t in trainings])
+        if ctx.opts.tensorboard is not None:
+            from cxrbench.results.events import write_events
+
+            write_events(Path(ctx.opts.tensorboard) / ctx.dir.name, [(t.name, results[t.name]) for t in trainings])
     folds = [results[t.name] for t in trainings if t.name != "final"]
     return Trained(
         folds=folds,
@@ -126,8 +133,8 @@ def finished(ctx: RunContext, t: Training) -> bool:
         return True  # a final run (or an older cxrbench's fold) names no predictions
     path = ctx.dir / str(named.get("path"))
     try:
-        ok = hashlib.sha256(read_regular(path, MAX_PREDICTIONS_BYTES, "validation predictions")).hexdigest()
-        ok = ok == named.get("sha256")
+        digest = hashlib.sha256(read_regular(path, MAX_PREDICTIONS_BYTES, "validation predictions")).hexdigest()
+        ok = digest == named.get("sha256")
     except CxrbenchError:
         ok = False
     if not ok:
@@ -135,16 +142,16 @@ def finished(ctx: RunContext, t: Training) -> bool:
     return ok
 
 
-def build_model(ctx: RunContext, seed: int):
+def build_model(ctx: RunContext, seed: int) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(model, the model as trained: wrapped for torch.compile and DDP when asked) of a training with `seed`.
     The model `bind` built is reused for the seed it was built with (same weights, same RNG state after)."""
     import torch
 
     from cxrbench.run.bind import new_model, pretrained_arg
 
-    prepared = ctx.prepared
+    prepared = ctx.state.prepared
     if prepared is not None and prepared.seed == seed:
-        ctx.prepared = None
+        ctx.state.prepared = None
         torch.manual_seed(seed)  # every device's generator as a fresh build leaves it...
         torch.set_rng_state(prepared.rng)  # ...and the CPU one as it was right after the build
         model = prepared.model
@@ -155,8 +162,8 @@ def build_model(ctx: RunContext, seed: int):
     if ctx.device.startswith("cuda"):
         model = model.to(memory_format=torch.channels_last)
     wrapped = model
-    if ctx.opts.compile:
-        wrapped = torch.compile(wrapped)
+    if ctx.opts.compile:  # torch.compile of a Module is an OptimizedModule (its stub says "a callable")
+        wrapped = cast(torch.nn.Module, torch.compile(wrapped))
     if ctx.dist is not None:
         wrapped = ctx.dist.wrap(wrapped)
     return model, wrapped
@@ -186,12 +193,13 @@ def train_one(
     last: dict[str, Any] = {}  # the latest validation pass: its epoch and predictions
 
     def evaluate(m, epoch):
+        assert yv is not None  # evaluate is given to fit only with a validation split
         p, _ = predict(m, val_loader, cfg, ctx.gather, clock)
         last.update(epoch=epoch, probs=p)
         if not ctx.is_main:
             return None, None
         a = per_class_auroc(yv, p)
-        last["loss"] = None if yv is None else bce(yv, p)
+        last["loss"] = bce(yv, p)
         return finite_or_none(weighted_mean(a, yv)), finite_or_none(plain_mean(a))
 
     def on_epoch(log):
@@ -236,8 +244,8 @@ def train_one(
             probs, _ = predict(model, val_loader, cfg, ctx.gather, clock)
             validate += time.perf_counter() - t_val
             t_results = time.perf_counter()
-        if ctx.is_main:
-            result.update(validation_result(ctx, t, probs))
+        if ctx.is_main and t.val_rows is not None:
+            result.update(validation_result(ctx, t.name, t.val_rows, probs))
     stages = {
         "build": build_seconds + state.setup_seconds,
         "train": state.train_seconds,
@@ -254,15 +262,15 @@ def train_one(
     return result, stages, model, state.before
 
 
-def validation_result(ctx: RunContext, t: Training, probs: np.ndarray) -> dict:
-    """A fold's validation scores, and its predictions written beside it (`fold{k}-val.csv.gz`)."""
+def validation_result(ctx: RunContext, name: str, rows: np.ndarray, probs: np.ndarray) -> dict:
+    """A fold's validation scores on its validation `rows`, and its predictions written beside it
+    (`fold{k}-val.csv.gz`)."""
     from cxrbench.metrics.auroc import per_class_auroc, plain_mean, weighted_mean
     from cxrbench.results.record import write_predictions
 
-    rows = t.val_rows
     y = ctx.labels[rows]
     a = per_class_auroc(y, probs)
-    path = f"{t.name}-val.csv.gz"
+    path = f"{name}-val.csv.gz"
     sha = write_predictions(
         ctx.dir / path, ctx.bound.names(rows), ctx.bound.patients(rows), y, probs, ctx.bound.classes
     )
@@ -296,8 +304,8 @@ def load_trained(ctx: RunContext, t: Training):
             f"{t.checkpoint(ctx.dir)} holds epoch {ck['epoch'] + 1} of {ctx.protocol.epochs}, but "
             f"{t.result_file(ctx.dir).name} says {t.name} is finished; remove both to train it again"
         )
-    model = ctx.prepared.model if ctx.prepared is not None else new_model(ctx, False)
-    ctx.prepared = None
+    model = ctx.state.prepared.model if ctx.state.prepared is not None else new_model(ctx, False)
+    ctx.state.prepared = None
     load_model_state(model, ck["model"], t.checkpoint(ctx.dir))
     model.to(ctx.device)
     if ctx.device.startswith("cuda"):

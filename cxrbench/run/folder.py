@@ -51,7 +51,7 @@ def prepare(ctx: RunContext) -> None:
     """Check that the run may use its folder (see the module docstring), create it and write run.json."""
     from cxrbench.files import atomic_write_json, make_dirs
 
-    if not ctx.is_main:  # rank 0 checks and creates the folder; the others wait for it
+    if ctx.dist is not None and not ctx.is_main:  # rank 0 checks and creates the folder; the others wait for it
         ctx.dist.barrier()
         return
     d = ctx.dir

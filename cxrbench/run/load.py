@@ -102,7 +102,7 @@ class Sharded(Images):
 
         from cxrbench.engine.loader import ResidentLoader
 
-        world, rank = ctx.world, ctx.dist.rank
+        world, rank = ctx.world, ctx.rank
         local_rows = np.asarray(local_rows)
         mine = np.arange(rank, len(local_rows), world)
         rows = local_rows[mine]

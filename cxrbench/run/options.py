@@ -30,6 +30,7 @@ class RunOptions:
     #                                  deterministic)
     deterministic: bool = False  # deterministic algorithms, no cuDNN autotuning: bitwise reproducible on a GPU
     seed: int | None = None  # the training seed (None: the protocol's); split, subset and bootstrap seeds stay its
+    tensorboard: str | None = None  # a folder for TensorBoard event files: a side output, not part of the run
 
 
 MAX_SEED = 2**31 - 1  # a training seed: 0 to 2**31-1 (fold seeds add up to 100 to it)

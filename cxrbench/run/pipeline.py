@@ -19,6 +19,10 @@ from cxrbench.run.progress import RunInterrupted
 def run(opts: RunOptions, display=None) -> Path | None:
     """Run in this process, or as one rank of a torchrun job when its environment says so; returns the record
     path (on rank 0; None on the other ranks)."""
+    if opts.tensorboard is not None:  # before anything is trained
+        from cxrbench.results.events import require_tensorboard
+
+        require_tensorboard()
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return execute(bind(opts, display))
     import torch.distributed as torch_dist
@@ -50,34 +54,34 @@ def _stages(ctx: RunContext) -> Path | None:
     from cxrbench.run import explain, folder, load, record, score
     from cxrbench.run.timing import breakdown
 
-    ctx.stage = "folder"
+    ctx.state.stage = "folder"
     folder.prepare(ctx)
-    ctx.stage = "load"
-    with ctx.clock.stage("load"):
+    ctx.state.stage = "load"
+    with ctx.state.clock.stage("load"):
         images = load.load(ctx)
     from cxrbench.models.registry import plugin_errors
 
-    ctx.stage = "fit"
+    ctx.state.stage = "fit"
     with plugin_errors(ctx.spec, "training"):
         trained = _fit(ctx, images)
-    ctx.stage = "score"
+    ctx.state.stage = "score"
     with plugin_errors(ctx.spec, "scoring"):
         scored = score.score(ctx, images, trained)
     if not ctx.is_main:
         return None
-    ctx.stage = "explain"
-    with ctx.clock.stage("explain"), plugin_errors(ctx.spec, "explaining"):
+    ctx.state.stage = "explain"
+    with ctx.state.clock.stage("explain"), plugin_errors(ctx.spec, "explaining"):
         localization = explain.explain(ctx, images, trained, scored)
-    ctx.stage = "record"
-    with ctx.clock.stage("record"):
-        path = record.write(ctx, record.build(ctx, images, trained, scored, localization, ctx.clock.wall()))
-    session = dict(ctx.clock.seconds)
+    ctx.state.stage = "record"
+    with ctx.state.clock.stage("record"):
+        path = record.write(ctx, record.build(ctx, images, trained, scored, localization, ctx.state.clock.wall()))
+    session = dict(ctx.state.clock.seconds)
     for name in trained.trained_now:  # this session's trainings, for a line that adds up to this session's wall
         session.update(
             {k: v - trained.before.get(k, 0.0) for k, v in trained.stages.items() if k.startswith(name + ".")}
         )
     train_now = sum(v for k, v in session.items() if k.endswith(".train"))
-    ctx.info(breakdown(session, ctx.clock.wall(), train_now, before=trained.before))
+    ctx.info(breakdown(session, ctx.state.clock.wall(), train_now, before=trained.before))
     _evaluate(ctx, path)
     return path
 
@@ -127,7 +131,7 @@ def _interrupted(ctx: RunContext) -> RunInterrupted:
     from cxrbench.engine.checkpoint import checkpoint_epoch
     from cxrbench.run.progress import interrupted_message
 
-    ck = ctx.dir / f"{ctx.training}.pt" if ctx.training else None
+    ck = ctx.dir / f"{ctx.state.training}.pt" if ctx.state.training else None
     epoch = checkpoint_epoch(ck) if ck is not None and ck.exists() else None
     return RunInterrupted(interrupted_message(ctx, ck if epoch is not None else None, epoch))
 

@@ -23,7 +23,7 @@ class RunInterrupted(KeyboardInterrupt):
 
 class TrainingBar:
     """The handle `train.fit` advances: prefixes the training's name, counts images over every rank, keeps
-    `ctx.where` current for the interruption message, and shows the rate the record gives (`train_images /
+    `ctx.state.where` current for the interruption message, and shows the rate the record gives (`train_images /
     train_seconds` over every training: `timing.train_images_per_s`, the run's summary line)."""
 
     def __init__(self, ctx: RunContext, handle) -> None:
@@ -33,8 +33,8 @@ class TrainingBar:
         self._current = (0.0, 0.0)
 
     def start(self, name: str) -> None:
-        self.ctx.training = name
-        self.ctx.where = name
+        self.ctx.state.training = name
+        self.ctx.state.where = name
         self._done = (self._done[0] + self._current[0], self._done[1] + self._current[1])
         self._current = (0.0, 0.0)
         self._set(description=name)
@@ -50,8 +50,8 @@ class TrainingBar:
         work: tuple[float, float, float, float] | None = None,
     ) -> None:
         if description is not None:
-            self.ctx.where = f"{self.ctx.training} {description}"
-            self._set(description=self.ctx.where)
+            self.ctx.state.where = f"{self.ctx.state.training} {description}"
+            self._set(description=self.ctx.state.where)
         if status is not None:
             self._set(status=status)
         if work is not None:  # before this epoch (every rank), then this epoch's images on this rank
@@ -70,8 +70,8 @@ def training_bar(ctx: RunContext, total_images: int):
 
     @contextmanager
     def bar():
-        show = ctx.display is not None and ctx.is_main and total_images > 0
-        with ctx.display.progress("training", total=total_images, unit="images") if show else nullcontext() as h:
+        display = ctx.display if ctx.is_main and total_images > 0 else None
+        with display.progress("training", total=total_images, unit="images") if display else nullcontext() as h:
             yield TrainingBar(ctx, h)
 
     return bar()
@@ -80,20 +80,21 @@ def training_bar(ctx: RunContext, total_images: int):
 def interrupted_message(ctx: RunContext, checkpoint: Path | None, checkpoint_epoch: int | None) -> str:
     """Where a run stopped (stage, training and epoch, last checkpoint) and how to continue it."""
     resume = "run the same command with --resume to continue from there"
-    if ctx.stage == "fit" and ctx.training is None:
+    if ctx.state.stage == "fit" and ctx.state.training is None:
         return f"interrupted before the first training started; {resume}"
-    if ctx.stage == "fit":
+    if ctx.state.stage == "fit":
         if checkpoint is not None and checkpoint_epoch is not None:
             saved = f"last checkpoint {checkpoint} (after epoch {checkpoint_epoch + 1})"
         else:
-            saved = f"no checkpoint of {ctx.training} yet, so it starts again from its first epoch"
-        return f"interrupted in {ctx.where or 'training'}; {saved}; {resume}"
-    if ctx.stage in ("score", "explain", "record"):
+            saved = f"no checkpoint of {ctx.state.training} yet, so it starts again from its first epoch"
+        return f"interrupted in {ctx.state.where or 'training'}; {saved}; {resume}"
+    if ctx.state.stage in ("score", "explain", "record"):
         return (
-            f"interrupted while {_DOING[ctx.stage]}: every model is trained and checkpointed in {ctx.dir}; "
+            f"interrupted while {_DOING[ctx.state.stage]}: every model is trained and checkpointed in {ctx.dir}; "
             "run the same command with --resume to finish the record without training again"
         )
-    return f"interrupted while {_DOING.get(ctx.stage, ctx.stage)}, before any training: run the command again"
+    stage = ctx.state.stage
+    return f"interrupted while {_DOING.get(stage, stage)}, before any training: run the command again"
 
 
 _DOING = {

@@ -93,7 +93,7 @@ def build(
             "train_images": int(train_images),
             "train_images_per_s": round(train_images / train_seconds, 1) if train_seconds else 0.0,
             "resumed": len(trained.trained_now) < len(trained.trainings),
-            "stages": rounded({**ctx.clock.seconds, **trained.stages}),
+            "stages": rounded({**ctx.state.clock.seconds, **trained.stages}),
         },
         "validation": {"folds": folds, "mean_weighted_auroc": _mean(val_w), "mean_plain_auroc": _mean(val_p)},
         "test": scores.to_dict(b.classes),

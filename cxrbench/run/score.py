@@ -42,12 +42,12 @@ def score(ctx: RunContext, images: Images, trained: Trained) -> Scored:
 
     b = ctx.bound
     rows = b.local(b.splits.test)
-    with ctx.clock.stage("score.predict"):
+    with ctx.state.clock.stage("score.predict"):
         probs, _ = predict(trained.model, images.loader(ctx, rows, train=False), ctx.train_config(), ctx.gather)
     if not ctx.is_main:
         return Scored(rows, probs)
     y, patients = ctx.labels[rows], b.patients(rows)
-    with ctx.clock.stage("score.write"):
+    with ctx.state.clock.stage("score.write"):
         sha = write_predictions(ctx.dir / PREDICTIONS, b.names(rows), patients, y, probs, b.classes)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxrbench-bootstrap")
     pending = pool.submit(_bootstrap, ctx, y, probs, patients)
@@ -59,5 +59,5 @@ def _bootstrap(ctx: RunContext, y: np.ndarray, probs: np.ndarray, patients: np.n
     from cxrbench.metrics.auroc import score as bootstrap_scores
 
     p = ctx.protocol
-    with ctx.clock.stage("score.bootstrap"):
+    with ctx.state.clock.stage("score.bootstrap"):
         return bootstrap_scores(y, probs, patients, resamples=p.bootstrap, seed=p.seed)

@@ -280,12 +280,12 @@ def claim_lr(ev: Evidence) -> Claim:
     base = (ev.get(s.grid, s.baseline, hi), ev.get(s.grid, s.baseline, lo))
     vs = []
     for m in s.attention:
-        att = (ev.get(s.grid, m, hi), ev.get(s.grid, m, lo))
-        if att[0] is None or att[1] is None or base[0] is None or base[1] is None:
+        att_hi, att_lo = ev.get(s.grid, m, hi), ev.get(s.grid, m, lo)
+        if att_hi is None or att_lo is None or base[0] is None or base[1] is None:
             continue
-        for name, d in zip((f"{m} lr {hi:g}", f"{m} lr {lo:g}"), att):
+        for name, d in zip((f"{m} lr {hi:g}", f"{m} lr {lo:g}"), (att_hi, att_lo)):
             c.rows.append((name + " test AUROC (weighted)", ev.weighted(d)))
-        t = ev.contrast([att[0], att[1], base[0], base[1]], [1.0, -1.0, -1.0, 1.0], s.grid)
+        t = ev.contrast([att_hi, att_lo, base[0], base[1]], [1.0, -1.0, -1.0, 1.0], s.grid)
         c.tests.append((f"({m} gain) - ({s.baseline} gain)", t))
         vs.append(greater_verdict(t))
     if base[0] and base[1]:

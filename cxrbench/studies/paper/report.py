@@ -114,7 +114,7 @@ def write_report(
     data = {
         "study": study.name,
         "cache": str(cache),
-        "claims": [{**c.__dict__, "verdict_changed": c.verdict_changed} for c in claims],
+        "claims": [vars(c) | {"verdict_changed": c.verdict_changed} for c in claims],
         "arms": arms(replicates),
         "table1": t1,
         "table2": t2,

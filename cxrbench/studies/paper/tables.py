@@ -64,7 +64,7 @@ def attention_finding(study: Study, cache: str, runs: dict[RunSpec, Path]) -> di
         torch.device("cpu"),
     )(imgs, None)
     cls = torch.arange(len(imgs)).remainder(15)[:, None]
-    out = {"model": source}
+    out: dict[str, object] = {"model": source}
     for layer in ("features.norm5", "features.transition3"):
         with GradCAM(model, layer) as cam:
             r = cam(x, cls)
