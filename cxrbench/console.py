@@ -240,6 +240,7 @@ def _count(x: float) -> str:
 def progress_line(state: _BarState, width: int, bar: bool = True):
     """The progress line as rich Text no wider than `width`: fields are dropped (elapsed time first, then the
     percentage, the bar, the status, time left, the rate) and the description shortened before it would wrap."""
+    from rich.cells import cell_len, set_cell_size
     from rich.text import Text
 
     total = state.total
@@ -268,7 +269,7 @@ def progress_line(state: _BarState, width: int, bar: bool = True):
     min_bar = 10
 
     def length(keys: list[str], with_bar: bool) -> int:
-        n = len(desc) + sum(len(fields[k]) + 1 for k in keys)
+        n = cell_len(desc) + sum(cell_len(fields[k]) + 1 for k in keys)
         return n + (min_bar + 1 if with_bar else 0)
 
     for k in drop:
@@ -279,9 +280,8 @@ def progress_line(state: _BarState, width: int, bar: bool = True):
         elif k in shown:
             shown.remove(k)
     room = width - length(shown, False)
-    if room < 0:  # still too wide: shorten the description
-        keep = max(1, len(desc) + room - 1)
-        desc = desc[:keep] + "…"
+    if room < 0:  # still too wide: shorten the description (in terminal cells: a wide character counts two)
+        desc = set_cell_size(desc, max(1, cell_len(desc) + room - 1)).rstrip() + "…"
     t = Text()
     t.append(desc, style="bold")
     if use_bar:

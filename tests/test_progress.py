@@ -34,12 +34,18 @@ def _strip(text: str) -> list[str]:
 
 
 def test_the_line_drops_fields_before_it_would_wrap():
+    from rich.cells import cell_len
+
     s = _BarState("fold0 epoch 12/20", 1_121_200, "images")
     s.completed, s.status = 200_000, "loss 0.1234"
     for width in range(20, 201):
         line = progress_line(s, width).plain
         assert len(line) <= width, (width, line)
         assert "200,000/1,121,200" in line, (width, line)  # the count is the last thing to go
+    s.description = "胸部X線 " * 6  # wide characters take two cells each
+    for width in range(20, 120):
+        assert cell_len(progress_line(s, width).plain) <= width, width
+    s.description = "fold0 epoch 12/20"
     wide = progress_line(s, 200).plain
     assert all(x in wide for x in ("fold0 epoch 12/20", "━", "18%", "images/s", "left", "loss 0.1234"))
     narrow = progress_line(s, 60).plain
