@@ -125,15 +125,22 @@ class Display:
             handle = ProgressHandle(state, lambda: self._plain_line(state))
             try:
                 yield handle
-            finally:
+            except BaseException:
                 state.stop()
-                self._plain_line(state, force=True)
+                if state.advanced:  # a refusal before any work leaves no progress line before its error
+                    self._plain_line(state, force=True)
+                raise
+            state.stop()
+            self._plain_line(state, force=True)
             return
         from rich.live import Live
 
         with Live(_BarRenderable(state), console=self.err, refresh_per_second=10, transient=False) as live:
             try:
                 yield ProgressHandle(state, None)
+            except BaseException:
+                live.transient = not state.advanced  # erased when it refused before any work
+                raise
             finally:
                 state.stop()
                 live.refresh()
@@ -245,10 +252,15 @@ def progress_line(state: _BarState, width: int, bar: bool = True):
 
     total = state.total
     r = state.rate()
+    idle = total is None and not state.advanced  # a spinner for work it cannot count: its time alone
     fields = {
-        "count": f"{_count(state.completed)}/{_count(total)}" if total is not None else _count(state.completed),
+        "count": ""
+        if idle
+        else f"{_count(state.completed)}/{_count(total)}"
+        if total is not None
+        else _count(state.completed),
         "pct": f"{100 * state.completed / total:.0f}%" if total else "",
-        "rate": f"{r:,.0f} {state.unit}/s" if r is not None else f"- {state.unit}/s",
+        "rate": "" if idle else f"{r:,.0f} {state.unit}/s" if r is not None else f"- {state.unit}/s",
         "elapsed": _clock(state.elapsed()),
         "left": f"{_clock(state.left())} left" if total is not None else "",
         "status": plain(state.status),

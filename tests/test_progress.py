@@ -147,3 +147,21 @@ def test_gallery_prints_no_bar_before_refusing_a_damaged_record(tmp_path):
     assert r.exit_code != 0
     assert "record.json" in str(r.exception), r.exception
     assert not any(line.startswith("gallery") for line in r.stderr.splitlines()), r.stderr
+
+
+def test_a_refusal_before_any_work_leaves_no_progress_line(capsys, monkeypatch):
+    from cxrbench.errors import InputError
+
+    monkeypatch.setenv("COLUMNS", "80")
+    d = Display()
+    with pytest.raises(InputError), d.progress("evaluate", total=None, unit="runs"):
+        raise InputError(None, "a damaged record")
+    assert capsys.readouterr().err == ""
+    with pytest.raises(InputError), d.progress("cache build", total=10) as bar:  # work done: where it stopped
+        bar.advance(4)
+        raise InputError(None, "a bad image")
+    assert capsys.readouterr().err.startswith("cache build 4/10 ")
+    with d.progress("evaluate", total=None, unit="runs"):  # a spinner that counts nothing shows its time only
+        pass
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"evaluate \d:\d\d:\d\d\n", err), err
