@@ -67,3 +67,17 @@ def test_sweep_and_replicates_pass_the_folder_to_each_run():
     args = run_args(opts)
     assert args[args.index("--tensorboard") + 1] == "tb dir"
     assert "--tensorboard" not in run_args(RunOptions(model="tiny", protocol="smoke", cache="c"))
+
+
+def test_a_folder_that_cannot_be_written_is_a_warning_not_a_failed_run(synth_cache, tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    (tmp_path / "a-file").write_text("not a folder")
+    out = tmp_path / "runs"
+    args = ["run", "--model", "tiny", "--protocol", "smoke", "--cache", str(synth_cache), "--out", str(out)]
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--device", "cpu", "--tensorboard", str(tmp_path / "a-file" / "tb")])
+    err = " ".join(capsys.readouterr().err.split())
+    assert e.value.code == 0, err[-2000:]
+    assert "the TensorBoard event files were not written:" in err and "a-file" in err
+    (run,) = out.iterdir()
+    assert (run / "record.json").exists() and (tmp_path / "a-file").read_text() == "not a folder"

@@ -100,9 +100,7 @@ def fit_folds(ctx: RunContext, images: Images) -> Trained:
 
         write_history(ctx.dir / HISTORY, [(t.name, results[t.name]) for t in trainings])
         if ctx.opts.tensorboard is not None:
-            from cxrbench.results.events import write_events
-
-            write_events(Path(ctx.opts.tensorboard) / ctx.dir.name, [(t.name, results[t.name]) for t in trainings])
+            _tensorboard(ctx, [(t.name, results[t.name]) for t in trainings])
     folds = [results[t.name] for t in trainings if t.name != "final"]
     return Trained(
         folds=folds,
@@ -113,6 +111,22 @@ def fit_folds(ctx: RunContext, images: Images) -> Trained:
         trained_now=todo,
         before=before,
     )
+
+
+def _tensorboard(ctx: RunContext, trainings: list[tuple[str, dict]]) -> None:
+    """history.csv's figures as TensorBoard event files in --tensorboard DIR/<run id>: a side output, so a
+    folder that cannot be written is a warning, never a failed run."""
+    from cxrbench.errors import CxrbenchError
+    from cxrbench.results.events import write_events
+
+    folder = Path(str(ctx.opts.tensorboard)) / ctx.dir.name
+    try:
+        write_events(folder, trainings)
+    except (CxrbenchError, OSError) as e:
+        if ctx.display is not None:
+            ctx.display.warn(f"the TensorBoard event files were not written: {e}")
+        return
+    ctx.info(f"training curves as TensorBoard event files in {folder}")
 
 
 def finished(ctx: RunContext, t: Training) -> bool:
