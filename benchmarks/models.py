@@ -46,7 +46,6 @@ def throughput(name: str, device: str, batch: int, steps: int, warmup: int, grap
         momentum=0.9,
         weight_decay=0.0,
         epochs=1,
-        seed=0,
         device=device,
         nonimage=False,
         amp=gpu,

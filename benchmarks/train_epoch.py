@@ -81,7 +81,6 @@ def main() -> None:
             momentum=p.momentum,
             weight_decay=0.0,
             epochs=1,
-            seed=0,
             device=device,
             nonimage=False,
             amp=gpu,

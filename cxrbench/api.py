@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # pandas and torch load when first used, not with `import cxr
 
 __all__ = ["Preprocess", "Run", "compare", "load_leaderboard", "load_run"]
 
-ImageInput = str | os.PathLike | np.ndarray
+ImageInput = str | os.PathLike[str] | np.ndarray
 MAX_SETTINGS_BYTES = 1 << 20
 AUTO = "auto"  # Run.predict: the run's default operating point where it has them
 EVALUATION_FILE = "evaluation/evaluation.json"
@@ -162,7 +162,7 @@ class Run:
         p = self.protocol
         return Preprocess(p.image_size, p.resize, p.crop)
 
-    def decode(self, image: str | os.PathLike | bytes) -> np.ndarray:
+    def decode(self, image: str | os.PathLike[str] | bytes) -> np.ndarray:
         """A PNG, JPEG or DICOM file (path or bytes) as the (S, S) uint8 image the cache build would have made
         of it (`cxrbench.imagefiles`); an InputError names a file that cannot be read.
 
@@ -302,7 +302,7 @@ def predictions_frame(pred: Predictions) -> pd.DataFrame:
     return df
 
 
-def load_run(path: str | os.PathLike, plugins: Iterable[str] = ()) -> Run:
+def load_run(path: str | os.PathLike[str], plugins: Iterable[str] = ()) -> Run:
     """A finished run folder (or its record.json), verified as the leaderboard verifies a submission: the
     record's schema, its protocol (known, settings unchanged), the predictions' sha256 and format, every test
     figure re-derived from them. `plugins` are the plugin files a plugin model may be built from (used only
@@ -337,11 +337,13 @@ def load_run(path: str | os.PathLike, plugins: Iterable[str] = ()) -> Run:
     return Run(folder, record, protocol, settings, dict(v.marks), v.test, tuple(plugins), val)
 
 
-def _as_run(x: Run | str | os.PathLike) -> Run:
+def _as_run(x: Run | str | os.PathLike[str]) -> Run:
     return x if isinstance(x, Run) else load_run(x)
 
 
-def compare(run_a: Run | str | os.PathLike, run_b: Run | str | os.PathLike, metric: str = "weighted") -> Comparison:
+def compare(
+    run_a: Run | str | os.PathLike[str], run_b: Run | str | os.PathLike[str], metric: str = "weighted"
+) -> Comparison:
     """The leaderboard's paired test of a - b: both runs' test predictions scored on the same patient bootstrap
     resamples (the protocol's count and seed), on the weighted or plain mean test AUROC. The runs must share the
     protocol version, the data and the test images with their labels and patients (else a RecordError).
@@ -374,7 +376,7 @@ def compare(run_a: Run | str | os.PathLike, run_b: Run | str | os.PathLike, metr
     return paired(ta.labels, ta.probabilities, pb, ta.patients, metric, p.bootstrap, p.seed)
 
 
-def load_leaderboard(path: str | os.PathLike = "leaderboard") -> pd.DataFrame:
+def load_leaderboard(path: str | os.PathLike[str] = "leaderboard") -> pd.DataFrame:
     """Every filed record of a leaderboard folder that passes the board's checks, as ranked by the board: one
     row per entry with protocol, data, rank, id, model, lr, the weighted and plain mean test AUROC with their
     95% CIs, and the paired comparison against its group's best (diff, CI, p). A record that fails its checks is

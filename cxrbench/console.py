@@ -125,15 +125,22 @@ class Display:
             handle = ProgressHandle(state, lambda: self._plain_line(state))
             try:
                 yield handle
-            finally:
+            except BaseException:
                 state.stop()
-                self._plain_line(state, force=True)
+                if state.advanced:  # a refusal before any work leaves no progress line before its error
+                    self._plain_line(state, force=True)
+                raise
+            state.stop()
+            self._plain_line(state, force=True)
             return
         from rich.live import Live
 
         with Live(_BarRenderable(state), console=self.err, refresh_per_second=10, transient=False) as live:
             try:
                 yield ProgressHandle(state, None)
+            except BaseException:
+                live.transient = not state.advanced  # erased when it refused before any work
+                raise
             finally:
                 state.stop()
                 live.refresh()
@@ -240,14 +247,20 @@ def _count(x: float) -> str:
 def progress_line(state: _BarState, width: int, bar: bool = True):
     """The progress line as rich Text no wider than `width`: fields are dropped (elapsed time first, then the
     percentage, the bar, the status, time left, the rate) and the description shortened before it would wrap."""
+    from rich.cells import cell_len, set_cell_size
     from rich.text import Text
 
     total = state.total
     r = state.rate()
+    idle = total is None and not state.advanced  # a spinner for work it cannot count: its time alone
     fields = {
-        "count": f"{_count(state.completed)}/{_count(total)}" if total is not None else _count(state.completed),
+        "count": ""
+        if idle
+        else f"{_count(state.completed)}/{_count(total)}"
+        if total is not None
+        else _count(state.completed),
         "pct": f"{100 * state.completed / total:.0f}%" if total else "",
-        "rate": f"{r:,.0f} {state.unit}/s" if r is not None else f"- {state.unit}/s",
+        "rate": "" if idle else f"{r:,.0f} {state.unit}/s" if r is not None else f"- {state.unit}/s",
         "elapsed": _clock(state.elapsed()),
         "left": f"{_clock(state.left())} left" if total is not None else "",
         "status": plain(state.status),
@@ -268,7 +281,7 @@ def progress_line(state: _BarState, width: int, bar: bool = True):
     min_bar = 10
 
     def length(keys: list[str], with_bar: bool) -> int:
-        n = len(desc) + sum(len(fields[k]) + 1 for k in keys)
+        n = cell_len(desc) + sum(cell_len(fields[k]) + 1 for k in keys)
         return n + (min_bar + 1 if with_bar else 0)
 
     for k in drop:
@@ -279,9 +292,8 @@ def progress_line(state: _BarState, width: int, bar: bool = True):
         elif k in shown:
             shown.remove(k)
     room = width - length(shown, False)
-    if room < 0:  # still too wide: shorten the description
-        keep = max(1, len(desc) + room - 1)
-        desc = desc[:keep] + "…"
+    if room < 0:  # still too wide: shorten the description (in terminal cells: a wide character counts two)
+        desc = set_cell_size(desc, max(1, cell_len(desc) + room - 1)).rstrip() + "…"
     t = Text()
     t.append(desc, style="bold")
     if use_bar:

@@ -60,6 +60,24 @@ def test_a_typo_is_named_before_a_missing_option(args, said):
     assert r.exit_code != 0 and said in str(r.exception), (r.output, r.exception)  # (exit 2 via main)
 
 
+def test_sweep_checks_every_model_before_the_first_run(synth_cache, tmp_path):
+    """The last of the models misspelt: refused before the first (good) one trains, nothing written; the same
+    through the library (`orchestrate.sweep.sweep`), which checks every run before any starts."""
+    from cxrbench.errors import ModelError
+    from cxrbench.orchestrate.sweep import sweep
+    from cxrbench.run import RunOptions
+
+    out = tmp_path / "runs"
+    args = ["sweep", "--models", "tiny,tiny_attn,tiny_atn", "--protocol", "smoke", "--cache", str(synth_cache)]
+    r = CliRunner().invoke(cli, [*args, "--out", str(out), "--device", "cpu"])
+    assert isinstance(r.exception, ModelError) and "unknown model 'tiny_atn'" in str(r.exception)
+    assert not out.exists()
+    opts = RunOptions(model="tiny", protocol="smoke", cache=str(synth_cache), out=str(out), device="cpu")
+    with pytest.raises(ModelError, match="tiny_atn"):
+        sweep(opts, ["tiny", "tiny_atn"])
+    assert not out.exists()
+
+
 def test_a_missing_cache_is_still_a_usage_error():
     for args in (["run", "--model", "tiny", "--protocol", "smoke"], ["sweep", "--models", "tiny"]):
         r = CliRunner().invoke(cli, args)

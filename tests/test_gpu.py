@@ -66,7 +66,7 @@ def test_training_step_in_bf16_channels_last(name):
     torch.manual_seed(0)
     m = create_model(name).cuda().to(memory_format=torch.channels_last)
     cfg = TrainConfig(
-        lr=0.01, momentum=0.9, weight_decay=1e-4, epochs=1, seed=0, device="cuda", nonimage=False,
+        lr=0.01, momentum=0.9, weight_decay=1e-4, epochs=1, device="cuda", nonimage=False,
         amp=True, channels_last=True, cuda_graphs=True,
     )  # fmt: skip
     x = torch.randn(8, 3, 224, 224, device="cuda").contiguous(memory_format=torch.channels_last)

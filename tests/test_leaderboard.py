@@ -308,6 +308,18 @@ def test_every_other_table_fits_80_columns(synth_cache, synth_dir):
         assert r.stdout.strip() and _width(r.stdout) <= 80, (args, r.stdout)
 
 
+def test_evaluation_tables_fit_80_columns(runs, tmp_path):
+    """`cxrbench evaluate RUN` (its operating points, calibration, subgroups and underdiagnosis tables and the
+    prose around them) piped with COLUMNS=80: every line within 80 columns, every class named."""
+    from cxrbench.cli import cli
+
+    args = ["evaluate", str(runs["tiny"]), "--no-pictures", "--out", str(tmp_path / "ev")]
+    r = CliRunner().invoke(cli, args, env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() and _width(r.stdout) <= 80, r.stdout
+    assert "Operating points" in r.stdout and "Calibration" in r.stdout
+
+
 def test_html_board_rows_are_one_line_of_text_tall(board, tmp_path):
     """In Chromium at 1400 px, every entry row is one line of text tall: notes are markers, each note once below
     the table."""

@@ -34,12 +34,18 @@ def _strip(text: str) -> list[str]:
 
 
 def test_the_line_drops_fields_before_it_would_wrap():
+    from rich.cells import cell_len
+
     s = _BarState("fold0 epoch 12/20", 1_121_200, "images")
     s.completed, s.status = 200_000, "loss 0.1234"
     for width in range(20, 201):
         line = progress_line(s, width).plain
         assert len(line) <= width, (width, line)
         assert "200,000/1,121,200" in line, (width, line)  # the count is the last thing to go
+    s.description = "胸部X線 " * 6  # wide characters take two cells each
+    for width in range(20, 120):
+        assert cell_len(progress_line(s, width).plain) <= width, width
+    s.description = "fold0 epoch 12/20"
     wide = progress_line(s, 200).plain
     assert all(x in wide for x in ("fold0 epoch 12/20", "━", "18%", "images/s", "left", "loss 0.1234"))
     narrow = progress_line(s, 60).plain
@@ -110,8 +116,8 @@ def test_cache_bar_and_summary_say_the_same_rate(synth_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     bar = [line for line in r.stderr.splitlines() if line.startswith("cache build ")]
     summary = next(line for line in r.stderr.splitlines() if "decoded now at " in line)
-    assert len(bar) == 1 and bar[0].startswith("cache build 48/48 "), r.stderr
-    shown = re.search(r" ([\d,]+) images/s", bar[0]).group(1)
+    assert bar and bar[-1].startswith("cache build 48/48 "), r.stderr  # (a line every 10 s before the last)
+    shown = re.search(r" ([\d,]+) images/s", bar[-1]).group(1)
     said = re.search(r"decoded now at ([\d,]+) images/s", summary).group(1)
     assert shown == said, r.stderr
     import json
@@ -141,3 +147,21 @@ def test_gallery_prints_no_bar_before_refusing_a_damaged_record(tmp_path):
     assert r.exit_code != 0
     assert "record.json" in str(r.exception), r.exception
     assert not any(line.startswith("gallery") for line in r.stderr.splitlines()), r.stderr
+
+
+def test_a_refusal_before_any_work_leaves_no_progress_line(capsys, monkeypatch):
+    from cxrbench.errors import InputError
+
+    monkeypatch.setenv("COLUMNS", "80")
+    d = Display()
+    with pytest.raises(InputError), d.progress("evaluate", total=None, unit="runs"):
+        raise InputError(None, "a damaged record")
+    assert capsys.readouterr().err == ""
+    with pytest.raises(InputError), d.progress("cache build", total=10) as bar:  # work done: where it stopped
+        bar.advance(4)
+        raise InputError(None, "a bad image")
+    assert capsys.readouterr().err.startswith("cache build 4/10 ")
+    with d.progress("evaluate", total=None, unit="runs"):  # a spinner that counts nothing shows its time only
+        pass
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"evaluate \d:\d\d:\d\d\n", err), err

@@ -100,7 +100,7 @@ def test_loss_reading_is_what_training_computes():
     x = torch.randn(6, 3, 32, 32)
     y = (torch.rand(6, 15) < 0.3).float()
     batch = Batch(x, y, torch.zeros(6, 5), torch.arange(6))
-    cfg = TrainConfig(lr=0.01, momentum=0.0, weight_decay=0.0, epochs=1, seed=0, device="cpu", nonimage=False)
+    cfg = TrainConfig(lr=0.01, momentum=0.0, weight_decay=0.0, epochs=1, device="cpu", nonimage=False)
     with torch.no_grad():
         prob = torch.sigmoid(forward(model, batch, cfg))
     eq8 = -(y * prob.log() + (1 - y) * (1 - prob).log()).sum(dim=1).mean()  # Eq. (8) per image, Eq. (1) mean

@@ -14,6 +14,30 @@ def test_ci_runs_the_readme_test_command():
     assert f"\n{cmd}\n" in readme
 
 
+def test_ci_checks_lint_format_and_types_before_the_tests_as_the_readme_shows():
+    """CI runs ruff (lint, format) and mypy before the tests; the README's Development block shows each check as
+    CI runs it, and every module that pyproject.toml checks strictly exists (a renamed one would drop out)."""
+    import tomllib
+
+    ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    before_tests = ci[: ci.index("# --- the README's test command ---")]
+    checks = [
+        "ruff check cxrbench tests benchmarks tools",
+        "ruff format --check cxrbench tests benchmarks tools",
+        "mypy",
+    ]
+    assert all(c in before_tests for c in checks)
+    readme = (REPO / "README.md").read_text()
+    dev = readme[readme.index("## Development") :]
+    dev = dev[dev.index("```bash") + len("```bash") : dev.index("```", dev.index("```bash") + 1)]
+    shown = {part.split("#")[0].strip() for line in dev.splitlines() for part in line.split("&&")}
+    assert all(c in shown for c in checks)
+    mypy = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mypy"]
+    strict = [m for o in mypy["overrides"] if o.get("disallow_untyped_defs") for m in o["module"]]
+    assert "cxrbench.api" in strict and "cxrbench.results.types" in strict
+    assert all((REPO / (m.replace(".", "/") + ".py")).is_file() for m in strict)
+
+
 def test_first_screen_has_setup_commands():
     """The first screen: the two commands (setup + quickstart, the tests), each one line, and the plain pip route."""
     lines = (REPO / "README.md").read_text().splitlines()[:30]

@@ -192,7 +192,7 @@ def test_graph_step_logic_equals_eager_on_cpu():
         torch.manual_seed(0)
         m = create_model("tiny_attn")
         cfg = TrainConfig(
-            lr=0.05, momentum=0.9, weight_decay=0.0, epochs=3, seed=0, device="cpu", nonimage=True, cuda_graphs=graphs
+            lr=0.05, momentum=0.9, weight_decay=0.0, epochs=3, device="cpu", nonimage=True, cuda_graphs=graphs
         )
         state = fit(m, ResidentLoader(imgs, y, f, View(64, 64, 64, False), 8, "cpu", True, 0), cfg, None)
         weights.append((m.state_dict(), [h.train_loss for h in state.history]))

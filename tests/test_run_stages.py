@@ -417,7 +417,7 @@ def test_checkpoints_skip_costly_epochs_and_resume_exactly(monkeypatch, tmp_path
     y = (rng.random((40, 15)) < 0.3).astype(np.float32)
     f = rng.random((40, 5)).astype(np.float32)
     cfg = TrainConfig(
-        lr=0.05, momentum=0.9, weight_decay=0.0, epochs=6, seed=0, device="cpu", nonimage=False, checkpoint_budget=0.0
+        lr=0.05, momentum=0.9, weight_decay=0.0, epochs=6, device="cpu", nonimage=False, checkpoint_budget=0.0
     )
 
     def train(ck, resume=False):

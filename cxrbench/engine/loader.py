@@ -98,7 +98,6 @@ class ResidentLoader:
         device: torch.device | str,
         shuffle: bool,
         seed: int,
-        drop_last: bool = False,
         rows: np.ndarray | None = None,
         index_map: np.ndarray | None = None,
         limit: int | None = None,
@@ -118,13 +117,12 @@ class ResidentLoader:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
-        self.drop_last = drop_last
         self.transform = Transform(view, self.device)
         self.epoch = 0
 
     def __len__(self) -> int:
         n = len(self.order(0))
-        return n // self.batch_size if self.drop_last else (n + self.batch_size - 1) // self.batch_size
+        return (n + self.batch_size - 1) // self.batch_size
 
     @property
     def n(self) -> int:
@@ -141,9 +139,7 @@ class ResidentLoader:
     def __iter__(self) -> Iterator[Batch]:
         gen = _generator(self.seed, 10_000 + self.epoch)
         order = self.order(self.epoch)
-        n = len(order)
-        stop = (n // self.batch_size) * self.batch_size if self.drop_last else n
-        for i in range(0, stop, self.batch_size):
+        for i in range(0, len(order), self.batch_size):
             idx_cpu = order[i : i + self.batch_size]
             src = idx_cpu if self.rows is None else self.rows[idx_cpu]
             idx = src.to(self.device, non_blocking=True)
@@ -169,7 +165,6 @@ class StreamingLoader:
         device: torch.device | str,
         shuffle: bool,
         seed: int,
-        drop_last: bool = False,
         buffer_chunks: int = 8,
     ) -> None:
         self.store = store
@@ -181,7 +176,6 @@ class StreamingLoader:
         self.device = torch.device(device)
         self.shuffle = shuffle
         self.seed = seed
-        self.drop_last = drop_last
         self.buffer_chunks = buffer_chunks
         self.transform = Transform(view, self.device)
         self.epoch = 0
@@ -195,7 +189,7 @@ class StreamingLoader:
 
     def __len__(self) -> int:
         n = self.n
-        return n // self.batch_size if self.drop_last else (n + self.batch_size - 1) // self.batch_size
+        return (n + self.batch_size - 1) // self.batch_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -252,7 +246,7 @@ class StreamingLoader:
                 img = torch.cat(imgs)
                 perm = rng.permutation(len(idx)) if self.shuffle else np.arange(len(idx))
                 full = (len(idx) // self.batch_size) * self.batch_size
-                last = len(idx) if done and not self.drop_last else full
+                last = len(idx) if done else full
                 for i in range(0, last, self.batch_size):
                     sel = torch.from_numpy(perm[i : min(i + self.batch_size, last)])
                     x = img[sel].to(self.device, non_blocking=True)

@@ -1,7 +1,7 @@
 """The training loop: fit one fold, evaluate, checkpoint atomically, resume exactly.
 
 A checkpoint (`cxrbench.engine.checkpoint`: temp file, fsync, rename, sha256-verified on load) holds the model,
-optimizer, scaler, epoch, step, every RNG state and the history so far. It is written after the first and the
+optimizer, epoch, step, every RNG state and the history so far. It is written after the first and the
 last epoch, and after any other epoch once writing it costs at most `checkpoint_budget` of the time spent since
 the previous one (a 56 MB DenseNet-121 checkpoint every 1.6-s epoch would cost more than that). Batches depend
 only on (seed, epoch), so a run resumed from any checkpoint sees the same batches as an unbroken run and, on
@@ -54,7 +54,6 @@ class TrainConfig:
     momentum: float
     weight_decay: float
     epochs: int
-    seed: int
     device: str
     nonimage: bool
     amp: bool = False  # bf16 autocast (GPU)
@@ -435,7 +434,6 @@ def fit(
                     "version": CHECKPOINT_VERSION,
                     "model": base.state_dict(),
                     "optimizer": opt.state_dict(),
-                    "scaler": None,  # bf16 autocast needs no loss scaling
                     "epoch": epoch,
                     "step": state.step,
                     "rng": rng_state(),

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from cxrbench.numbers import finite_or_none, rounded
+
 
 def auroc(y: np.ndarray, p: np.ndarray) -> float:
     """AUROC of one class (ties count half, as in scikit-learn); NaN when y holds one value only."""
@@ -105,16 +107,22 @@ class Scores:
     seed: int
 
     def to_dict(self, class_names: tuple[str, ...]) -> dict:
-        def f(x: float):
-            return None if not np.isfinite(x) else round(float(x), 6)
-
         return {
             "per_class": {
-                c: {"auroc": f(self.per_class[i]), "ci95": [f(self.per_class_ci[i, 0]), f(self.per_class_ci[i, 1])]}
+                c: {
+                    "auroc": finite_or_none(self.per_class[i]),
+                    "ci95": [finite_or_none(self.per_class_ci[i, 0]), finite_or_none(self.per_class_ci[i, 1])],
+                }
                 for i, c in enumerate(class_names)
             },
-            "weighted_mean": {"auroc": f(self.weighted), "ci95": [f(self.weighted_ci[0]), f(self.weighted_ci[1])]},
-            "plain_mean": {"auroc": f(self.plain), "ci95": [f(self.plain_ci[0]), f(self.plain_ci[1])]},
+            "weighted_mean": {
+                "auroc": finite_or_none(self.weighted),
+                "ci95": [finite_or_none(self.weighted_ci[0]), finite_or_none(self.weighted_ci[1])],
+            },
+            "plain_mean": {
+                "auroc": finite_or_none(self.plain),
+                "ci95": [finite_or_none(self.plain_ci[0]), finite_or_none(self.plain_ci[1])],
+            },
             "n_images": self.n_images,
             "n_patients": self.n_patients,
             "bootstrap": {"resamples": self.resamples, "seed": self.seed, "unit": "patient"},
@@ -214,9 +222,9 @@ class Comparison:
     def to_dict(self) -> dict:
         return {
             "metric": self.metric,
-            "diff": round(self.diff, 6),
-            "ci95": [round(self.ci95[0], 6), round(self.ci95[1], 6)],
-            "p_value": round(self.p_value, 6),
+            "diff": rounded(self.diff),
+            "ci95": [rounded(self.ci95[0]), rounded(self.ci95[1])],
+            "p_value": rounded(self.p_value),
             "significant": self.significant,
             "resamples": self.resamples,
             "seed": self.seed,

@@ -21,6 +21,7 @@ import numpy as np
 
 from cxrbench.metrics.auroc import _resample_counts, auroc
 from cxrbench.metrics.resample import BLOCK, _blocked_aucs, _tie_ends, group_ids
+from cxrbench.numbers import finite_or_none
 
 ECE_BINS = 15  # Guo et al. 2017's 15 equal-width bins on [0, 1]
 MIN_COUNT = 10  # fewer positives (or negatives) than this in a group: no AUROC, TPR or FPR
@@ -30,11 +31,6 @@ AGE_BANDS: tuple[tuple[int, int, str], ...] = ((0, 19, "0-19"), (20, 39, "20-39"
 OLDEST_BAND = "80+"
 MAX_AGE = 120  # above: a data error in the metadata, left out of the age audit and counted
 NO_FINDING = "No Finding"
-
-
-def _num(x: float | None) -> float | None:
-    """A JSON number (6 decimals) or None for an undefined value."""
-    return None if x is None or not np.isfinite(x) else round(float(x), 6)
 
 
 # ------------------------------------------------------------------------------------------------ thresholds
@@ -147,7 +143,7 @@ def _ci_cols(boots: np.ndarray) -> np.ndarray:
 
 
 def _value(point: float, ci: np.ndarray) -> dict:
-    return {"value": _num(point), "ci95": [_num(ci[0]), _num(ci[1])]}
+    return {"value": finite_or_none(point), "ci95": [finite_or_none(ci[0]), finite_or_none(ci[1])]}
 
 
 # ------------------------------------------------------------------------------------------------ operating points
@@ -280,11 +276,11 @@ def reliability(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS) -> list[dict
     edges = np.linspace(0.0, 1.0, bins + 1)
     return [
         {
-            "low": _num(edges[b]),
-            "high": _num(edges[b + 1]),
+            "low": finite_or_none(edges[b]),
+            "high": finite_or_none(edges[b + 1]),
             "images": int(n[b]),
-            "mean_probability": _num(sp[b] / n[b]) if n[b] else None,
-            "positive_rate": _num(sy[b] / n[b]) if n[b] else None,
+            "mean_probability": finite_or_none(sp[b] / n[b]) if n[b] else None,
+            "positive_rate": finite_or_none(sy[b] / n[b]) if n[b] else None,
         }
         for b in range(bins)
     ]
@@ -295,9 +291,9 @@ def calibration(y: np.ndarray, p: np.ndarray, classes: Sequence[str], bins: int 
 
     def one(yy, pp) -> dict:
         return {
-            "ece": _num(ece(yy, pp, bins)),
-            "adaptive_ece": _num(adaptive_ece(yy, pp, bins)),
-            "brier": _num(brier(yy, pp)),
+            "ece": finite_or_none(ece(yy, pp, bins)),
+            "adaptive_ece": finite_or_none(adaptive_ece(yy, pp, bins)),
+            "brier": finite_or_none(brier(yy, pp)),
             "reliability": reliability(yy, pp, bins),
         }
 
@@ -345,7 +341,7 @@ def _gap(values: Mapping[str, float | None]) -> dict | None:
         return None
     hi = max(have, key=lambda g: have[g])
     lo = min(have, key=lambda g: have[g])
-    return {"value": _num(have[hi] - have[lo]), "highest": hi, "lowest": lo}
+    return {"value": finite_or_none(have[hi] - have[lo]), "highest": hi, "lowest": lo}
 
 
 def subgroups(

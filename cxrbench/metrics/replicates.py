@@ -35,6 +35,7 @@ from cxrbench.metrics.auroc import (
     weighted_mean,
 )
 from cxrbench.metrics.resample import resampled_aurocs
+from cxrbench.numbers import finite_or_none
 
 TWO_LEVEL_T = "two-level-t@v1"
 TWO_LEVEL_BOOTSTRAP = "two-level-bootstrap@v1"
@@ -167,15 +168,12 @@ class ReplicateScores:
     def to_dict(self, class_names: tuple[str, ...]) -> dict:
         """Numbers for a board export: per seed, and mean and sd over seeds, per class and for both means."""
 
-        def num(x: float):
-            return None if not np.isfinite(x) else round(float(x), 6)
-
         def summary(v: np.ndarray) -> dict:
             ok = v[np.isfinite(v)]
             return {
-                "mean": num(ok.mean()) if len(ok) else None,
-                "sd": num(ok.std(ddof=1)) if len(ok) > 1 else None,
-                "per_seed": [num(x) for x in v],
+                "mean": finite_or_none(ok.mean()) if len(ok) else None,
+                "sd": finite_or_none(ok.std(ddof=1)) if len(ok) > 1 else None,
+                "per_seed": [finite_or_none(x) for x in v],
             }
 
         return {
@@ -254,23 +252,20 @@ class SeedComparison:
         return bool(np.isfinite(self.ci95[0]) and (self.ci95[0] > 0 or self.ci95[1] < 0))
 
     def to_dict(self) -> dict:
-        def num(x: float):
-            return None if not np.isfinite(x) else round(float(x), 6)
-
         return {
             "metric": self.metric,
-            "diff": num(self.diff),
-            "ci95": [num(self.ci95[0]), num(self.ci95[1])],
-            "p_value": num(self.p_value),
+            "diff": finite_or_none(self.diff),
+            "ci95": [finite_or_none(self.ci95[0]), finite_or_none(self.ci95[1])],
+            "p_value": finite_or_none(self.p_value),
             "significant": self.significant,
             "method": self.method,
             "single_seed": self.single_seed,
             "resamples": self.resamples,
             "seed": self.seed,
             "seeds": [self.seeds_a, self.seeds_b],
-            "seed_sd": [num(self.sd_a), num(self.sd_b)],
-            "se": num(self.se),
-            "df": num(self.df),
+            "seed_sd": [finite_or_none(self.sd_a), finite_or_none(self.sd_b)],
+            "se": finite_or_none(self.se),
+            "df": finite_or_none(self.df),
         }
 
 

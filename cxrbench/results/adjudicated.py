@@ -21,6 +21,7 @@ import numpy as np
 
 from cxrbench.data.labels import FINDINGS as CXR14_FINDINGS
 from cxrbench.errors import InputError
+from cxrbench.numbers import finite_or_none
 
 # The columns of the distributed file, in order: Data_Entry_2017's, the four findings, the set.
 METADATA_COLUMNS = (
@@ -244,10 +245,6 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float | None]:
     return po, (None if pe >= 1.0 else (po - pe) / (1 - pe))
 
 
-def _r(x: float | None) -> float | None:
-    return None if x is None or not np.isfinite(x) else round(float(x), 6)
-
-
 def covered(adjudicated: AdjudicatedLabels, names: list[str], sets: tuple[str, ...] = ("test",)) -> list[int]:
     """Rows of `adjudicated` (in file order) of the chosen sets whose image is among `names`: what `rescore`
     scores and the leaderboard counts as an entry's coverage."""
@@ -320,15 +317,20 @@ def rescore(
         score = p[np.ix_(rows, idx)].max(axis=1) if len(rows) else np.zeros(0)
         nih = np.asarray(y[np.ix_(rows, idx)].any(axis=1)) if len(rows) else np.zeros(0, bool)
         agree, kappa = _agreement(adj, nih) if len(rows) else (float("nan"), None)
-        entry.update(scored=True, positives_nih=int(nih.sum()), label_agreement=_r(agree), label_kappa=_r(kappa))
+        entry.update(
+            scored=True,
+            positives_nih=int(nih.sum()),
+            label_agreement=finite_or_none(agree),
+            label_kappa=finite_or_none(kappa),
+        )
         a_adj, a_nih = (
             auroc(adj, score) if len(rows) else float("nan"),
             auroc(nih, score) if len(rows) else float("nan"),
         )
         if not (np.isfinite(a_adj) and np.isfinite(a_nih)):
             entry.update(
-                auroc_adjudicated={"auroc": _r(a_adj), "ci95": [None, None]},
-                auroc_nih={"auroc": _r(a_nih), "ci95": [None, None]},
+                auroc_adjudicated={"auroc": finite_or_none(a_adj), "ci95": [None, None]},
+                auroc_nih={"auroc": finite_or_none(a_nih), "ci95": [None, None]},
                 difference=None,
                 note="an AUROC is undefined: these images hold one label value only",
             )
@@ -342,12 +344,15 @@ def rescore(
         ci_nih = contrast(points[1:], boots[:, 1:], np.array([1.0]), resamples, "auroc").ci95
         d = contrast(points, boots, np.array([1.0, -1.0]), resamples, "auroc")
         entry.update(
-            auroc_adjudicated={"auroc": _r(a_adj), "ci95": [_r(ci_adj[0]), _r(ci_adj[1])]},
-            auroc_nih={"auroc": _r(a_nih), "ci95": [_r(ci_nih[0]), _r(ci_nih[1])]},
+            auroc_adjudicated={
+                "auroc": finite_or_none(a_adj),
+                "ci95": [finite_or_none(ci_adj[0]), finite_or_none(ci_adj[1])],
+            },
+            auroc_nih={"auroc": finite_or_none(a_nih), "ci95": [finite_or_none(ci_nih[0]), finite_or_none(ci_nih[1])]},
             difference={
-                "diff": _r(d.diff),
-                "ci95": [_r(d.ci95[0]), _r(d.ci95[1])],
-                "p_value": _r(d.p_value),
+                "diff": finite_or_none(d.diff),
+                "ci95": [finite_or_none(d.ci95[0]), finite_or_none(d.ci95[1])],
+                "p_value": finite_or_none(d.p_value),
                 "significant": d.significant,
             },
         )

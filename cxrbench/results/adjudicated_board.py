@@ -14,6 +14,7 @@ from typing import cast
 import numpy as np
 
 from cxrbench.errors import InputError
+from cxrbench.numbers import mean_or_none
 from cxrbench.results.adjudicated import ADJUDICATED_FINDINGS, AdjudicatedLabels, Mapping, covered, rescore
 
 SETS = ("test",)  # the adjudicated set the board scores (all of it lies in the official test list)
@@ -159,7 +160,7 @@ def _mean(result: dict) -> float | None:
         for e in result["findings"].values()
         if e["scored"] and e["auroc_adjudicated"]["auroc"] is not None
     ]
-    return round(float(np.mean(vals)), 6) if vals else None
+    return mean_or_none(vals)
 
 
 def score_board(groups: list, labels: AdjudicatedLabels, mapping: Mapping, display=None) -> AdjudicatedBoard:

@@ -18,6 +18,7 @@ import numpy as np
 
 from cxrbench.errors import RecordError
 from cxrbench.metrics import evaluation as ev
+from cxrbench.numbers import rounded
 
 SHOW_KEYS = ("ece", "worst-group", "underdiagnosis")  # `leaderboard --show` names that ask for these columns
 FIELDS = [
@@ -48,7 +49,7 @@ def worst_group(subgroups: dict, classes: list[str]) -> tuple[float, str] | None
         if not common:
             continue
         for g, a in have.items():
-            m = round(float(np.mean([a[c]["value"] for c in common])), 6)
+            m = rounded(np.mean([a[c]["value"] for c in common]))
             if best is None or m < best[0]:
                 best = (m, f"{name} {g}")
     return best

@@ -106,7 +106,13 @@ def show(r: dict, d: Any) -> None:
     for line in preamble(r):
         d.prose(line)
     for title, cols, rows in tables(r):
-        d.table(cols, rows, title=title)
+        cols = [_SHORT.get(c, c) for c in cols]  # headers that fit a terminal; the files keep the long ones
+        rows = [[_SHORT_RULES.get(x, x) for x in row] for row in rows]
+        d.table(cols, rows, title=title, no_wrap=cols[:1])
+
+
+_SHORT = {"threshold": "thresh.", "sensitivity": "sens.", "specificity": "spec."}
+_SHORT_RULES = {"sensitivity>=0.9": "sens.>=0.9", "specificity>=0.9": "spec.>=0.9"}
 
 
 def _md_cell(s: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from cxrbench.errors import CxrbenchError, RecordError
+from cxrbench.numbers import finite_or_none, mean_or_none
 from cxrbench.results.predictions import Predictions
 
 TOLERANCE = 1e-5
@@ -127,10 +128,6 @@ def _same(want: Any, got: float | None) -> bool:
     return abs(got - want) <= TOLERANCE
 
 
-def _none(x: float) -> float | None:
-    return None if not np.isfinite(x) else round(float(x), 6)
-
-
 def rederive_test(rec: dict, protocol, pred: Predictions, source: str | Path) -> np.ndarray:
     """Per-class and mean test AUROCs, their bootstrap CIs (the protocol's resamples and seed), n_images and
     n_patients, recomputed from the predictions; any difference is refused. Returns the per-class resample
@@ -183,9 +180,12 @@ def rederive_validation(rec: dict, folds: dict[int, Predictions], source: str | 
         if pred.classes != rec["data"]["classes"]:
             raise RecordError(f"{source}: fold {k}'s validation predictions have other classes than the record")
         a = per_class_auroc(pred.labels, pred.probabilities)
-        got = {"weighted_auroc": _none(weighted_mean(a, pred.labels)), "plain_auroc": _none(plain_mean(a))}
+        got = {
+            "weighted_auroc": finite_or_none(weighted_mean(a, pred.labels)),
+            "plain_auroc": finite_or_none(plain_mean(a)),
+        }
         checks = [
-            (f"fold {k} validation AUROC of {c}", f["per_class"][c], _none(a[i]))
+            (f"fold {k} validation AUROC of {c}", f["per_class"][c], finite_or_none(a[i]))
             for i, c in enumerate(pred.classes)
             if c in f.get("per_class", {})
         ]
@@ -202,7 +202,7 @@ def rederive_validation(rec: dict, folds: dict[int, Predictions], source: str | 
         return REPORTED
     for key, fk in (("mean_weighted_auroc", "weighted_auroc"), ("mean_plain_auroc", "plain_auroc")):
         vals = [f[fk] for f in v["folds"] if f.get(fk) is not None]
-        if key in v and not _same(v[key], round(float(np.mean(vals)), 6) if vals else None):
+        if key in v and not _same(v[key], mean_or_none(vals)):
             raise RecordError(f"{source}: the recorded validation {key} ({v[key]}) is not the mean of its folds")
     return REDERIVED
 

@@ -145,7 +145,6 @@ class RunContext:
             momentum=p.momentum,
             weight_decay=p.weight_decay,
             epochs=p.epochs,
-            seed=self.seed,
             device=self.device,
             nonimage=self.spec.nonimage,
             amp=gpu,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from cxrbench.numbers import finite_or_none, rounded
 from cxrbench.run.context import RunContext
 from cxrbench.run.load import Images, epoch_images
 
@@ -327,11 +328,6 @@ def load_trained(ctx: RunContext, t: Training):
     return model
 
 
-def finite_or_none(x: float | None) -> float | None:
-    """A score as recorded: rounded to 6 digits, None where undefined."""
-    return None if x is None or not np.isfinite(x) else round(float(x), 6)
-
-
 def _f(x: float | None) -> str:
     return "undefined" if x is None else f"{x:.4f}"
 
@@ -343,4 +339,4 @@ def bce(y: np.ndarray, p: np.ndarray) -> float | None:
         return None
     q = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
     yy = np.asarray(y, np.float64)
-    return round(float(-(yy * np.log(q) + (1 - yy) * np.log1p(-q)).mean()), 6)
+    return rounded(-(yy * np.log(q) + (1 - yy) * np.log1p(-q)).mean())

@@ -7,8 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
+from cxrbench.numbers import mean_or_none
 from cxrbench.run.context import RunContext
 from cxrbench.run.fit import Trained
 from cxrbench.run.load import Images
@@ -143,4 +142,4 @@ def check_files(run_dir: Path, record: dict) -> None:
 
 
 def _mean(xs: list[float]) -> float | None:
-    return round(float(np.mean(xs)), 6) if xs else None
+    return mean_or_none(xs)

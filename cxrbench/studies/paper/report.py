@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cxrbench.data.labels import FINDINGS
 from cxrbench.data.subset import SUBSET_RULES
+from cxrbench.numbers import rounded
 from cxrbench.results.reference import PAPER_CITATION
 from cxrbench.studies.paper.claims import evaluate, run_record
 from cxrbench.studies.paper.design import RunSpec, Study
@@ -90,8 +91,8 @@ def arms(replicates: dict[RunSpec, list[Path]] | None) -> dict[str, dict]:
         out[f"{s.protocol} {s.model} lr {s.lr:g}"] = {
             "seeds": [r.seeds["train"] for r in recs],
             "weighted_per_seed": w,
-            "mean": round(float(ok.mean()), 6) if len(ok) else None,
-            "sd": round(float(ok.std(ddof=1)), 6) if len(ok) > 1 else None,
+            "mean": rounded(ok.mean()) if len(ok) else None,
+            "sd": rounded(ok.std(ddof=1)) if len(ok) > 1 else None,
         }
     return out
 
