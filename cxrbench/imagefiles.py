@@ -66,18 +66,41 @@ def decode_bytes(data: bytes, size: int, resample: str = "box", source: str | Pa
     raise InputError(source, "is not a PNG, JPEG or DICOM file (its first bytes are none of their signatures)")
 
 
+def _too_large(w: int, h: int, frames: int = 1) -> str | None:
+    """Why an image of this size (from its header) is refused before decoding, or None: the cache's PNG limit
+    (`cxrbench.cache.png.MAX_PIXELS`) holds for every format."""
+    from cxrbench.cache.png import MAX_PIXELS
+
+    if w * h * frames > MAX_PIXELS:
+        return (
+            f"image too large: {w}x{h}{f' x {frames} frames' if frames > 1 else ''} is {w * h * frames:,} pixels, "
+            f"over the limit of {MAX_PIXELS:,} (8192 x 8192) checked before decoding"
+        )
+    return None
+
+
 def _jpeg(data: bytes) -> np.ndarray:
+    import warnings
+
     from PIL import Image
 
     from cxrbench.cache.decode import to_gray
     from cxrbench.cache.png import DecodeError
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with warnings.catch_warnings():  # the size is checked below, from the header, before any pixel is decoded
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+        with im:
+            why = _too_large(*im.size)
+            if why is not None:
+                raise DecodeError(why)
             im.load()
             return to_gray(np.asarray(im if im.mode in ("L", "RGB") else im.convert("RGB")))
     except DecodeError:
         raise
+    except Image.DecompressionBombError as e:
+        raise DecodeError(f"image too large: {e}") from None
     except Exception as e:
         raise DecodeError(f"Pillow could not decode the JPEG: {type(e).__name__}: {e}") from None
 
@@ -111,13 +134,21 @@ def dicom_gray(data: bytes, source: str | Path = "image") -> np.ndarray:
         ) from None
     from cxrbench.cache.decode import to_gray
 
+    _bounded_deflate(data, source)
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
     except Exception as e:
         raise InputError(source, f"is not a readable DICOM file ({type(e).__name__}: {e})") from None
     if "PixelData" not in ds:
         raise InputError(source, "is a DICOM file without an image (no Pixel Data)")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    try:
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        raise InputError(source, "has a Rows, Columns or Number of Frames that is not a number") from None
+    why = _too_large(rows, cols, max(frames, 1))
+    if why is not None:
+        raise InputError(source, why)
     if frames > 1:
         raise InputError(source, f"is a multi-frame DICOM file ({frames} frames); give one radiograph per file")
     try:
@@ -158,6 +189,33 @@ def dicom_gray(data: bytes, source: str | Path = "image") -> np.ndarray:
     if photometric == "MONOCHROME1":
         gray = 255 - gray
     return gray
+
+
+DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: the whole dataset zlib-compressed
+
+
+def _bounded_deflate(data: bytes, source: str | Path) -> None:
+    """A deflated DICOM dataset inflates within MAX_IMAGE_BYTES (pydicom inflates it whole when it reads the
+    file, before any header can be checked); else an InputError naming the file."""
+    import zlib
+
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    fp = io.BytesIO(data)
+    try:
+        read_preamble(fp, False)
+        meta = _read_file_meta_info(fp)
+    except Exception:
+        return  # not readable as DICOM: dcmread says why
+    if str(meta.get("TransferSyntaxUID", "")) != DEFLATED:
+        return
+    z = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        z.decompress(data[fp.tell() :], MAX_IMAGE_BYTES)
+    except zlib.error as e:
+        raise InputError(source, f"is a deflated DICOM file that cannot be inflated ({e})") from None
+    if z.unconsumed_tail:
+        raise InputError(source, f"is a deflated DICOM file that inflates to over {MAX_IMAGE_BYTES:,} bytes")
 
 
 def find_images(paths: list[str | Path]) -> list[Path]:

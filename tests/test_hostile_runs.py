@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cxrbench.cli import main
@@ -145,3 +146,51 @@ def test_predict_cam_refuses_a_planted_cam_link(real_run, tmp_path, capsys):
     code, err = _cli(capsys, "predict", folder, files[next(iter(files))], "--out", out, "--cam")
     _one_line(code, err)
     assert "cam" in err and list(victim.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------------ 4: pixel limit
+
+
+def test_jpeg_over_the_pixel_limit_is_refused_from_its_header_without_pillows_warning():
+    import io
+    import warnings
+
+    from PIL import Image
+
+    from cxrbench.errors import InputError
+    from cxrbench.imagefiles import decode_bytes
+
+    buf = io.BytesIO()
+    Image.new("L", (10000, 9000)).save(buf, format="JPEG")  # 90 M pixels: over Pillow's warning size too
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputError, match=r"big\.jpg: .*image too large: 10000x9000 is 90,000,000 pixels"):
+            decode_bytes(buf.getvalue(), 64, source="big.jpg")
+
+
+def test_dicom_over_the_pixel_limit_is_refused_before_its_pixels_are_decoded(monkeypatch):
+    import io
+
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from cxrbench import imagefiles
+    from cxrbench.errors import InputError
+    from cxrbench.imagefiles import decode_bytes
+
+    from .test_predict import dicom
+
+    ds = pydicom.dcmread(io.BytesIO(dicom(np.zeros((8, 8), np.uint16))))
+    ds.Rows, ds.Columns = 10000, 10000  # the header's size; the pixel data is never decoded
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(InputError, match=r"huge\.dcm: image too large: 10000x10000 is 100,000,000 pixels"):
+        decode_bytes(buf.getvalue(), 64, source="huge.dcm")
+    ds = pydicom.dcmread(io.BytesIO(dicom(np.zeros((64, 64), np.uint16))))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    assert decode_bytes(buf.getvalue(), 64, source="ok.dcm").shape == (64, 64)
+    monkeypatch.setattr(imagefiles, "MAX_IMAGE_BYTES", 4096)  # 8 KB of pixels inflate past it
+    with pytest.raises(InputError, match=r"bomb\.dcm: is a deflated DICOM file that inflates to over 4,096 bytes"):
+        decode_bytes(buf.getvalue(), 64, source="bomb.dcm")
