@@ -277,7 +277,16 @@ class Run:
                 y = y[0] if isinstance(y, (tuple, list)) else y
                 out.append(torch.sigmoid(y.float()).cpu().numpy())
         n = len(self.classes)
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, n), np.float32)
+        probs = np.concatenate(out).astype(np.float32) if out else np.zeros((0, n), np.float32)
+        if not np.isfinite(probs).all():
+            from cxrbench.run.scorer import scoring_checkpoint
+
+            ck = scoring_checkpoint(self.path, self.protocol.final_run)
+            raise RecordError(
+                f"{ck}: the run's model gives non-finite probabilities (NaN or infinity) for "
+                f"{int((~np.isfinite(probs)).any(axis=1).sum())} of {len(probs)} image(s); its weights cannot be used"
+            )
+        return probs
 
     def _pixels(self, x: ImageInput) -> np.ndarray:
         from cxrbench.cache.decode import resize
@@ -285,6 +294,10 @@ class Run:
         if not isinstance(x, np.ndarray):
             return self.decode(x)
         s = self.protocol.image_size
+        if x.size == 0:
+            from cxrbench.errors import InputError
+
+            raise InputError(None, f"an image array of shape {x.shape} has no pixels")
         if x.dtype != np.uint8 or x.ndim != 2:
             raise ConfigError(f"an image array must be 2-D uint8 grey (decoded), not {x.dtype} of shape {x.shape}")
         return x if x.shape == (s, s) else resize(x, s, self.protocol.resample)

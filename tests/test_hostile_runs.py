@@ -26,6 +26,7 @@ def _edit_record(run_dir: Path, edit) -> None:
     rec = json.loads((run_dir / "record.json").read_text())
     edit(rec)
     (run_dir / "record.json").write_text(json.dumps(seal(rec)))
+    shutil.rmtree(run_dir / "evaluation", ignore_errors=True)  # it is bound to the record it was made for
 
 
 def _cli(capsys, *args) -> tuple[int, str]:
@@ -194,3 +195,128 @@ def test_dicom_over_the_pixel_limit_is_refused_before_its_pixels_are_decoded(mon
     monkeypatch.setattr(imagefiles, "MAX_IMAGE_BYTES", 4096)  # 8 KB of pixels inflate past it
     with pytest.raises(InputError, match=r"bomb\.dcm: is a deflated DICOM file that inflates to over 4,096 bytes"):
         decode_bytes(buf.getvalue(), 64, source="bomb.dcm")
+
+
+# ------------------------------------------------------------------------------------------------ 5-9: checkpoints
+
+
+def _forged(folder: Path, dst: Path, change) -> Path:
+    """A copy of the run whose scoring checkpoint has `change` applied and whose record names the new file (as
+    its maker could: the record then vouches for the changed weights, which must still be refused cleanly)."""
+    import hashlib
+
+    run = _copy(folder, dst)
+    ck = _checkpoint(run)
+    _resave(ck, change)
+    sha = hashlib.sha256(ck.read_bytes()).hexdigest()
+    _edit_record(run, lambda r: r["scoring_checkpoint"].update(sha256=sha))
+    return run
+
+
+def _first(c: dict, end: str) -> str:
+    return next(k for k in c["model"] if k.endswith(end))
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("nan weights", "the run's model gives non-finite probabilities"),
+        ("wrong shape", "does not hold the weights of model tiny"),
+        ("no model key", "holds no model weights"),
+        ("model a list", "holds no model weights"),
+    ],
+)
+def test_a_checkpoint_that_does_not_fit_is_one_line_naming_it(real_run, tmp_path, capsys, case, message):
+    import torch
+
+    def change(c: dict) -> None:
+        if case == "nan weights":
+            c["model"][_first(c, "weight")] = torch.full_like(c["model"][_first(c, "weight")], float("nan"))
+        elif case == "wrong shape":
+            c["model"][_first(c, "bias")] = torch.zeros(3)
+        elif case == "no model key":
+            c.pop("model")
+        else:
+            c["model"] = [1, 2]
+
+    folder, files = real_run
+    bad = _forged(folder, tmp_path / "run", change)
+    code, err = _cli(capsys, "predict", bad, files[next(iter(files))])
+    _one_line(code, err)
+    assert str(_checkpoint(bad)) in err and message in err and "--resume" not in err
+
+
+def test_a_checkpoint_grown_or_linked_is_refused_before_it_is_read(real_run, tmp_path, capsys):
+    import os
+
+    folder, files = real_run
+    grown = _copy(folder, tmp_path / "grown")
+    ck = _checkpoint(grown)
+    size = ck.stat().st_size
+    os.truncate(ck, 3 << 30)  # sparse: three gigabytes that are never read
+    code, err = _cli(capsys, "predict", grown, files[next(iter(files))])
+    _one_line(code, err)
+    assert f"its header gives {size:,} bytes" in err and "--resume" not in err
+    linked = _copy(folder, tmp_path / "linked")
+    ck = _checkpoint(linked)
+    ck.rename(tmp_path / "elsewhere.pt")
+    ck.symlink_to(tmp_path / "elsewhere.pt")
+    code, err = _cli(capsys, "predict", linked, files[next(iter(files))])
+    _one_line(code, err)
+    assert f"{ck}: the checkpoint is a link" in err
+
+
+def test_a_record_naming_a_larger_model_is_refused_before_it_is_built(real_run, monkeypatch):
+    """A built-in model's count is recounted by the board's verification already; the loader's own check (on
+    the meta device) covers every model, timm's and plugins' too, before the real one is built."""
+    import cxrbench.models
+    from cxrbench.api import load_run
+    from cxrbench.run.scorer import load_scored_model
+
+    run = load_run(real_run[0])
+    rec = json.loads(json.dumps(dict(run.record.raw)))
+    rec["model"]["parameters"] += 1
+    built = []
+    real_create = cxrbench.models.create_model
+
+    def create(*a, **kw):
+        import torch
+
+        built.append(str(torch.empty(0).device))
+        return real_create(*a, **kw)
+
+    monkeypatch.setattr(cxrbench.models, "create_model", create)
+    with pytest.raises(RecordError, match=r"record\.json: field model\.parameters is .* but model tiny"):
+        load_scored_model(run.path, rec, "tiny", run.protocol.num_classes, run.protocol.final_run)
+    assert built == ["meta"]  # never built for real
+
+
+def test_predict_writes_a_name_that_is_not_utf8_and_refuses_an_empty_array(real_run, tmp_path, capsys):
+    import os
+
+    from cxrbench.api import load_run
+    from cxrbench.errors import InputError
+
+    folder, files = real_run
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    os.link(files[next(iter(files))], os.path.join(os.fsencode(scans), b"\xff-scan.png"))
+    code, err = _cli(capsys, "predict", folder, scans, "--out", tmp_path / "o")
+    assert code == 0, err
+    text = (tmp_path / "o" / "predictions.csv").read_bytes().decode("utf-8")
+    assert "\ufffd-scan.png" in text
+    with pytest.raises(InputError, match=r"an image array of shape \(0, 0\) has no pixels"):
+        load_run(folder).predict(np.zeros((0, 0), np.uint8))
+
+
+def test_export_keeps_an_unrelated_file_at_the_descriptions_name(real_run, tmp_path, capsys):
+    folder, _ = real_run
+    (tmp_path / "m.json").write_text("precious\n")
+    code, err = _cli(capsys, "export", folder, "--out", tmp_path / "m.pt")
+    _one_line(code, err)
+    assert "is not an earlier export's description" in err
+    assert (tmp_path / "m.json").read_text() == "precious\n" and not (tmp_path / "m.pt").exists()
+    (tmp_path / "m.json").unlink()
+    for _ in range(2):  # an earlier export's description is replaced
+        code, err = _cli(capsys, "export", folder, "--out", tmp_path / "m.pt")
+        assert code == 0, err

@@ -264,7 +264,7 @@ def _resealed(d: dict) -> str:
         ("a list", "not a JSON object"),
         ("edited", "do not match its result_sha256"),
         ("moved threshold", "its youden threshold of Mass is not the one chosen on the run's fold-0 validation"),
-        ("text threshold", "threshold is abc, not a probability or null"),
+        ("text threshold", "threshold is 'abc', not a probability or null"),
         ("other record", "was made for another record"),
         ("bad name", "is not youden, sensitivity>=T or specificity>=T"),
         ("link", "is a link"),

@@ -106,7 +106,7 @@ def predict(
             for p in paths[i : i + BATCH]:
                 try:
                     batch.append(r.decode(p))
-                    batch_names.append(str(p))
+                    batch_names.append(printable(p))
                 except CxrbenchError as e:
                     skipped += 1
                     d.warn(f"skipped {p}: {str(e).removeprefix(f'{p}: ')}")
@@ -195,6 +195,12 @@ def write_cams(r, net, pixels, probs, names: list[str], out: Path) -> list[Path]
                 _png(path, _overlay(view, heat, None), Path(out))
                 written.append(path)
     return written
+
+
+def printable(path: Path) -> str:
+    """A file's name as text any output can hold: bytes that are not UTF-8 (kept by Python as surrogates) become
+    U+FFFD, so the CSV and JSON files are valid UTF-8."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _safe(name: str) -> str:

@@ -163,7 +163,7 @@ def _entry(name: Any, e: Any, cls: str, bad: Callable[[str], RecordError]) -> tu
     if t is None:
         return rule, float(target), None
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= t <= np.nextafter(1.0, 2.0):
-        raise bad(f"operating_points[{cls!r}][{name!r}].threshold is {str(t)[:20]}, not a probability or null")
+        raise bad(f"operating_points[{cls!r}][{name!r}].threshold is {repr(t)[:40]}, not a probability or null")
     return rule, float(target), float(t)
 
 
