@@ -16,7 +16,7 @@ import click
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 def quickstart(out: str, device: str) -> None:
     """Generate a phantom set, build its cache, train two small models under `smoke`, submit them, print the
-    leaderboard and write a Grad-CAM gallery. Takes a few minutes on a CPU; re-running reuses what exists.
+    leaderboard and write a Grad-CAM gallery. About a minute and a half on 2 CPU cores; re-running reuses what exists.
 
     \b
     Example:
