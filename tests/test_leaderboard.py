@@ -235,36 +235,15 @@ def test_unknown_show_column_is_refused(board):
 
 def test_terminal_board_in_a_pseudo_terminal_of_80_columns(board):
     """A real terminal: its size is the width (no COLUMNS)."""
-    import fcntl
-    import os
     import re
-    import struct
-    import subprocess
     import sys
-    import termios
 
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 80, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    p = subprocess.Popen(
-        [sys.executable, "-m", "cxrbench", "leaderboard", "--leaderboard", str(board)],
-        stdout=slave,
-        stderr=slave,
-        env={**env, "TERM": "xterm"},
-    )
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    assert p.wait(timeout=120) == 0
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode()).replace("\r", "")
+    from tests.terminal import run_in_pty
+
+    args = [sys.executable, "-m", "cxrbench", "leaderboard", "--leaderboard", str(board)]
+    rc, out = run_in_pty(args, columns=80, rows=50, timeout=120)
+    assert rc == 0
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.decode()).replace("\r", "")
     assert _width(text) <= 80, text
     assert "tiny_attn" in text and "weighted AUROC [95% CI]" in text
 

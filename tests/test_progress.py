@@ -56,29 +56,13 @@ def test_the_line_drops_fields_before_it_would_wrap():
 
 
 def test_bar_in_a_pseudo_terminal_of_80_columns_never_wraps(tmp_path):
-    import fcntl
-    import struct
-    import termios
+    from tests.terminal import run_in_pty
 
     script = tmp_path / "bar.py"
     script.write_text(SCRIPT)
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    p = subprocess.Popen([sys.executable, str(script)], stdout=slave, stderr=slave, env={**env, "TERM": "xterm"})
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    assert p.wait(timeout=60) == 0
-    lines = _strip(b"".join(chunks).decode())
+    rc, out = run_in_pty([sys.executable, str(script)], columns=80, rows=24, timeout=60)
+    assert rc == 0
+    lines = _strip(out.decode())
     assert lines and all(len(line) <= 80 for line in lines), lines
     assert "━" in lines[0], lines  # a bar, redrawn in place
     last = lines[-1]  # at 80 columns the bar and the percentage made room for the status
