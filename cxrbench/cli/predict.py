@@ -157,13 +157,15 @@ def render(
     import csv
     import io
 
+    from cxrbench.results.record import probability_text
+
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     marks = [] if calls is None else ["operating_point", *(f"positive:{c}" for c in classes)]
     w.writerow(["image", *(f"p:{c}" for c in classes), *marks])
     for i, (n, row) in enumerate(zip(names, probs, strict=True)):
         tail = [] if calls is None else [calls[0], *("" if np.isnan(v) else int(v) for v in calls[1][i])]
-        w.writerow([n, *(f"{float(v):.7g}" for v in row), *tail])
+        w.writerow([n, *(probability_text(v) for v in row), *tail])
     return buf.getvalue()
 
 

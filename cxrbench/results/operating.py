@@ -67,8 +67,10 @@ class OperatingPoints:
         for a class without a threshold. The probability is compared as the run's predictions files write it
         (7 significant digits), the precision the thresholds were chosen at, so that a test image's file is
         called as `cxrbench evaluate` called it and a probability shown equal to the threshold is positive."""
+        from cxrbench.results.record import probability_text
+
         p = np.asarray(probabilities, np.float64)
-        shown = np.array([float(f"{v:.7g}") for v in p.ravel()], np.float64).reshape(p.shape)
+        shown = np.array([float(probability_text(v)) for v in p.ravel()], np.float64).reshape(p.shape)
         thr = np.array([np.nan if t is None else t for t in self.thresholds[name]], np.float64)
         with np.errstate(invalid="ignore"):
             out = (shown >= thr[None, :]).astype(np.float64)

@@ -391,6 +391,12 @@ def read_record(path: str | Path, check_predictions: bool = True) -> dict:
     return validate(parse_json(read_regular(p, MAX_RECORD_BYTES, "run record"), p), p)
 
 
+def probability_text(v: float) -> str:
+    """A probability as the predictions files write it (7 significant digits): thresholds are chosen on these
+    values, and `predict` prints and compares at the same precision."""
+    return f"{float(v):.7g}"
+
+
 def write_predictions(
     path: Path, names: list[str], patients: np.ndarray, y: np.ndarray, p: np.ndarray, classes: tuple[str, ...]
 ) -> str:
@@ -400,7 +406,7 @@ def write_predictions(
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["image", "patient", *(f"y:{c}" for c in classes), *(f"p:{c}" for c in classes)])
     for i, name in enumerate(names):
-        w.writerow([name, str(int(patients[i])), *(str(int(v)) for v in y[i]), *(f"{float(v):.7g}" for v in p[i])])
+        w.writerow([name, str(int(patients[i])), *(str(int(v)) for v in y[i]), *(probability_text(v) for v in p[i])])
     raw = gzip.compress(buf.getvalue().encode(), mtime=0)
     files.atomic_write(path, raw)
     return hashlib.sha256(raw).hexdigest()
