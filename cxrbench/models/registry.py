@@ -287,3 +287,12 @@ def _cam_module(model, spec: ModelSpec):
 def count_parameters(model) -> int:
     """Number of parameters (the paper's Table 2 counts every weight and bias)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def parameters_of(name: str, num_classes: int) -> int:
+    """The parameter count of registered model `name`, built on the meta device (no memory, no initialisation,
+    no weights, no checks): what a record's `model.parameters` is compared with before anything is built."""
+    import torch
+
+    with torch.device("meta"):
+        return count_parameters(create_model(name, num_classes=num_classes, pretrained=False, check=False))

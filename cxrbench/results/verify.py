@@ -210,14 +210,13 @@ def rederive_validation(rec: dict, folds: dict[int, Predictions], source: str | 
 @functools.lru_cache(maxsize=32)
 def _builtin_parameters(name: str, num_classes: int) -> int | None:
     """The parameter count of a built-in model (None when `name` is not built in); nothing else is imported."""
-    from cxrbench.models import count_parameters, create_model
-    from cxrbench.models.registry import _REGISTRY, _ensure_builtins
+    from cxrbench.models.registry import _REGISTRY, _ensure_builtins, parameters_of
 
     _ensure_builtins()
     spec = _REGISTRY.get(name)
     if spec is None or spec.source.get("kind") != "built-in":
         return None
-    return count_parameters(create_model(name, num_classes=num_classes, pretrained=False))
+    return parameters_of(name, num_classes)
 
 
 def parameters_mark(rec: dict, protocol, source: str | Path) -> str:
