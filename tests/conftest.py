@@ -42,8 +42,31 @@ def real_data_or_skip() -> Path:
     return path
 
 
+def slow_fixture(func):
+    """Mark a fixture as slow to set up (it trains runs): every test that uses it, directly or through another
+    fixture, is marked slow. Put it under `@pytest.fixture`."""
+    func._cxrbench_slow = True
+    return func
+
+
+def _uses_slow_fixture(item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(
+        getattr(d.func, "_cxrbench_slow", False)
+        for name in item.fixturenames
+        for d in info.name2fixturedefs.get(name, ())
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects: the marks added here count
 def pytest_collection_modifyitems(config, items):
-    """GPU tests skip cleanly where no CUDA device is present."""
+    """Every long test, and every test that uses a slow fixture, is also slow (so that `-m "not slow"` is the fast
+    loop); GPU tests skip cleanly where no CUDA device is present."""
+    for item in items:
+        if "long" in item.keywords or _uses_slow_fixture(item):
+            item.add_marker(pytest.mark.slow)
     try:
         import torch
 
@@ -70,7 +93,7 @@ def synth_dir(tmp_path_factory) -> Path:
     from cxrbench.data.synth import generate
 
     out = tmp_path_factory.mktemp("synth")
-    generate(out, 48, seed=3, workers=2)
+    generate(out, 48, seed=3, workers=2, compress_level=1)  # level 1: the same pixels, written in half the time
     return out
 
 

@@ -3,6 +3,8 @@ a round, a per-stage profile whose stages add up to the decode, and a projection
 
 import os
 
+import pytest
+
 from benchmarks.cache_build import measure, parser, project, stage_profile
 from benchmarks.paper_size import lay_out
 from cxrbench.data.layout import scan_images
@@ -10,6 +12,7 @@ from cxrbench.data.layout import scan_images
 from .conftest import REAL_ORIGINALS
 
 
+@pytest.mark.slow
 def test_benchmark_measures_real_files(tmp_path):
     lay_out(tmp_path / "data", REAL_ORIGINALS, n=12)
     paths = sorted(str(p) for p in scan_images(tmp_path / "data").values())

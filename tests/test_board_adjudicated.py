@@ -22,7 +22,7 @@ from cxrbench.results.leaderboard import submit
 from cxrbench.results.predictions import Predictions
 
 from .board_runs import filed_board, finished_runs, forge
-from .conftest import NIH
+from .conftest import NIH, slow_fixture
 
 HOSTILE = '<img src=x onerror=alert("rescored")>'  # a name of this module's own: registrations outlive a module
 SAMPLE = NIH / "adjudicated" / "google2019_sample.csv.gz"
@@ -32,6 +32,7 @@ SCORED = [f for f in ADJUDICATED_FINDINGS if DEFAULT_MAPPING.findings[f]]
 
 
 @pytest.fixture(scope="module")
+@slow_fixture
 def runs(synth_cache, tmp_path_factory):
     return finished_runs(synth_cache, tmp_path_factory.mktemp("adj_runs"), HOSTILE)
 
@@ -284,6 +285,7 @@ def test_csv_and_json_carry_each_adjudicated_figure_as_a_number(board, adjudicat
         assert isinstance(e["adj_images"], int) and isinstance(e["adj_rank"], int)
 
 
+@pytest.mark.slow
 def test_the_board_without_the_flag_is_unchanged(board, adjudicated, tmp_path):
     """Without --adjudicated every output is byte for byte what it was; with it, the board's own bytes stay and
     the adjudicated columns, fields and notes are only added."""

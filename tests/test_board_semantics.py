@@ -225,6 +225,7 @@ def _submit_at_barrier(barrier, run, board, queue):
         queue.put(f"refused: {e}")
 
 
+@pytest.mark.slow
 def test_simultaneous_submits_of_one_result_land_once(run_dir, tmp_path):
     copies = [run_dir] + [_copy_of(run_dir, tmp_path / f"copy{i}", "regzipped" if i % 2 else "same") for i in (1, 2)]
     board = tmp_path / "board"

@@ -24,12 +24,14 @@ from cxrbench.results.predictions import Predictions
 from cxrbench.results.record import read_record, seal, write_predictions
 
 from .board_runs import filed_board, finished_runs, forge
+from .conftest import slow_fixture
 
 EVIL = '<script>alert("board")</script>'  # not test_leaderboard.py's name: registrations outlive a module
 SMOKE = get_protocol("smoke@v1")
 
 
 @pytest.fixture(scope="module")
+@slow_fixture
 def runs(synth_cache, tmp_path_factory):
     """Finished smoke runs on the phantom cache: tiny, tiny_attn, and a plugin model with a hostile name."""
     return finished_runs(synth_cache, tmp_path_factory.mktemp("trust_runs"), EVIL)

@@ -124,6 +124,7 @@ def test_rebuild_is_a_no_op_and_stale_store_refused(built, real_dir, tmp_path):
         build_cache(changed, built)
 
 
+@pytest.mark.slow
 def test_bad_files_fail_at_the_end_then_skip_bad(tmp_path):
     root = tmp_path / "data"
     root.mkdir()
@@ -156,6 +157,7 @@ def test_bad_files_fail_at_the_end_then_skip_bad(tmp_path):
     assert open_cache(out).manifest["bad_images"][0]["reason"]
 
 
+@pytest.mark.slow
 def test_fixed_files_redo_only_their_chunks(tmp_path):
     root = tmp_path / "data"
     root.mkdir()
@@ -189,6 +191,7 @@ def interrupt_build(data: Path, out: Path, monkeypatch, at: int) -> None:
     monkeypatch.setattr(build_mod, "process_chunk", orig)
 
 
+@pytest.mark.slow
 def test_interrupt_and_resume_is_bitwise_identical(built, real_dir, tmp_path, monkeypatch):
     out = tmp_path / "c"
     interrupt_build(real_dir, out, monkeypatch, at=2)
@@ -220,6 +223,7 @@ def kill_when_a_chunk_is_recorded(proc: subprocess.Popen, out: Path, ready=lambd
             proc.kill()
 
 
+@pytest.mark.slow
 def test_killed_build_resumes_bitwise_identical(built, real_dir, tmp_path):
     out = tmp_path / "c"
     # chunk 0 is decoded and recorded; the next one is held until the test kills the build, so the kill always
@@ -299,6 +303,7 @@ def test_readers_refuse_foreign_and_newer(tmp_path, built, real_dir):
         build_cache(real_dir, tmp_path / "other")
 
 
+@pytest.mark.slow
 def test_synth_odd_images_and_no_torch(synth_dir, tmp_path):
     out = tmp_path / "c"
     code = (

@@ -130,6 +130,7 @@ def test_a_chunk_changed_after_its_first_read_is_checked_again(synth_cache, tmp_
         store.read(np.arange(5))
 
 
+@pytest.mark.slow
 def test_read_benchmark_on_a_hard_linked_dataset(tmp_path):
     """benchmarks/cache_read.py measures on a dataset laid out with hard links (which the build accepts)."""
     from benchmarks.cache_read import measure
@@ -259,6 +260,7 @@ def test_repair_never_writes_pixels_that_differ_from_the_build(built, real_dir, 
     assert not chunk_file(cache, "images", 1).exists()
 
 
+@pytest.mark.slow
 def test_repair_cli(built, real_dir, tmp_path):
     cache = _copy(built, tmp_path / "c")
     _flip_byte(chunk_file(cache, "images", 1))
@@ -273,6 +275,7 @@ def test_repair_cli(built, real_dir, tmp_path):
     assert _files(cache) == _files(built)
 
 
+@pytest.mark.slow
 def test_resume_redecodes_recorded_chunks_whose_files_are_gone(built, real_dir, tmp_path, monkeypatch):
     out = tmp_path / "c"
     interrupt_build(real_dir, out, monkeypatch, at=3)
@@ -308,6 +311,7 @@ def _gone(pid: int) -> bool:
     return state == "Z"
 
 
+@pytest.mark.slow
 def test_killing_the_parent_leaves_no_worker_and_the_next_build_resumes(built, real_dir, tmp_path):
     out, pids = tmp_path / "c", tmp_path / "pids"
     pids.mkdir()
@@ -407,6 +411,7 @@ except CacheError as e:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.slow
 def test_disk_full_while_writing_a_chunk(built, real_dir, tmp_path, workers):
     """In a process without torch, so that the two workers fork with the failing fsync."""
     out = tmp_path / "c"
@@ -424,6 +429,7 @@ def test_disk_full_while_writing_a_chunk(built, real_dir, tmp_path, workers):
     assert _files(out) == _files(built) and _manifest_core(out) == _manifest_core(built)
 
 
+@pytest.mark.slow
 def test_disk_full_while_writing_the_manifest(built, real_dir, tmp_path, monkeypatch):
     out = tmp_path / "c"
     state = {"chunks": 0}
@@ -503,6 +509,7 @@ def test_pixel_limit_is_enforced_by_every_backend_before_allocating(tmp_path):
     assert MAX_PIXELS >= 1024 * 1024 * 16  # room for any real chest X-ray
 
 
+@pytest.mark.slow
 def test_opencv_error_becomes_a_per_file_decode_error(tmp_path, monkeypatch):
     cv2 = pytest.importorskip("cv2")
     data = tmp_path / "data"

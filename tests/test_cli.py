@@ -86,6 +86,7 @@ def test_a_missing_cache_is_still_a_usage_error():
     assert r.exit_code == 2 and "Missing option '--cache'" in r.output, r.output
 
 
+@pytest.mark.slow
 def test_splits_json_real_metadata():
     import json
 
@@ -105,6 +106,7 @@ def test_splits_json_real_metadata():
     assert out["leakage"][0]["shared_patients"] == 0
 
 
+@pytest.mark.slow
 def test_splits_of_a_protocol_on_named_lists():
     """chexnet-14c@v1 takes its train/val/test from the CheXNet community lists in the dataset's splits/ folder."""
     import gzip

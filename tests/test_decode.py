@@ -37,6 +37,7 @@ def test_real_originals_identical_across_backends(path):
     _assert_backends_equal_pillow(path.read_bytes(), path.name)
 
 
+@pytest.mark.slow
 def test_all_real_originals_identical_across_backends():
     """Every original in CXRBENCH_REAL_DATA (CI points it at the 200 originals; skipped without it)."""
     import hashlib

@@ -20,7 +20,7 @@ def _cli(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "cxrbench", *args], capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_two_gloo_processes_match_one(synth1000_cache, tmp_path):
     one = read_record(
         run(
@@ -137,6 +137,7 @@ def test_global_batch_must_divide(synth_cache, tmp_path):
 
 
 @pytest.mark.parametrize("flag", ["--print"])
+@pytest.mark.slow
 def test_sweep_prints_one_command_per_run(synth_cache, flag):
     r = _cli(
         "sweep", "--protocol", "paper-lr-grid", "--models", "densenet121,resnet50", "--cache", str(synth_cache), flag

@@ -24,6 +24,7 @@ def _cli(args, tmp_path, broken=False):
     )
 
 
+@pytest.mark.slow
 def test_doctor_on_a_working_install(tmp_path):
     r = _cli(["doctor"], tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -47,6 +47,7 @@ def _weights(patients, resamples, seed):
     return _resample_counts(len(ids), resamples, seed)[:, np.searchsorted(ids, patients)]
 
 
+@pytest.mark.slow
 def test_json_matches_an_independent_recomputation(smoke_run, synth_cache):
     from cxrbench.results.predictions import Predictions
     from cxrbench.results.verify import open_tables

@@ -89,7 +89,7 @@ def test_localization_geometry_and_scores():
     assert np.unravel_index(np.argmax(c), c.shape) in ((31, 31), (31, 32), (32, 31), (32, 32))
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_trained_model_beats_the_centre_baseline_on_synth(synth1000_cache, tmp_path):
     """The planted boxes of a phantom set play the NIH boxes' role: a trained model's heatmaps must localise
     better than the image centre."""

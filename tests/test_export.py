@@ -21,6 +21,7 @@ print(json.dumps({"cxrbench": "cxrbench" in sys.modules, "shape": list(p.shape),
 """
 
 
+@pytest.mark.slow
 def test_export_torchscript_loads_alone_and_reproduces_the_run(real_run, tmp_path, capsys):
     from cxrbench.api import load_run
     from cxrbench.cache.store import open_cache
@@ -78,6 +79,7 @@ def test_export_refuses_without_the_cache_before_writing(real_run, tmp_path):
         export_run(load_run(copy), tmp_path / "m.json")
 
 
+@pytest.mark.slow
 def test_export_onnx_runs_in_onnxruntime_with_any_batch(real_run, tmp_path):
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")

@@ -13,8 +13,11 @@ from cxrbench.cli import cli
 from cxrbench.results.record import seal
 from cxrbench.run import RunOptions, run
 
+from .conftest import slow_fixture
+
 
 @pytest.fixture(scope="module")
+@slow_fixture
 def runs(synth_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("gallery_runs")
     return {
@@ -106,6 +109,7 @@ def test_gallery_panels_truth_first_and_no_finding_only_when_asked():
     assert panel_classes(probs, truth, classes, "truth") == [2, 0]
 
 
+@pytest.mark.slow
 def test_gallery_has_a_colour_scale_and_no_no_finding_panel(runs, tmp_path):
     r = _cli("gallery", runs["tiny"], "--n", "3", "--out", tmp_path / "g")
     assert r.exit_code == 0, r.output

@@ -477,6 +477,7 @@ def test_a_record_nested_deeply_is_one_line(finished, tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------ synth
 
 
+@pytest.mark.slow
 def test_synth_with_planted_links(tmp_path, outside, capsys, planted_temporaries):
     out = tmp_path / "synth"
     names = ["Data_Entry_2017_v2020.csv", "train_val_list.txt", "test_list.txt", "BBox_List_2017.csv"]

@@ -12,11 +12,13 @@ from cxrbench.results.record import seal
 
 from . import browser
 from .board_runs import filed_board, finished_runs
+from .conftest import slow_fixture
 
 EVIL = "<script>alert(1)</script>"
 
 
 @pytest.fixture(scope="module")
+@slow_fixture
 def runs(synth_cache, tmp_path_factory):
     """Three finished smoke runs on the phantom cache: tiny, tiny_attn and a plugin with a hostile name."""
     return finished_runs(synth_cache, tmp_path_factory.mktemp("lb_runs"), EVIL)
@@ -130,6 +132,7 @@ def test_cli_formats_and_generated_markdown(board):
         assert np.asarray(Image.open(board / "plots" / n).convert("L")).std() > 5
 
 
+@pytest.mark.slow
 def test_html_leaderboard_in_chromium(board, tmp_path):
     from cxrbench.cli import cli
 
@@ -149,6 +152,7 @@ def test_html_leaderboard_in_chromium(board, tmp_path):
     assert img.shape[1] == 1300 and img.std() > 10
 
 
+@pytest.mark.slow
 def test_gallery_in_chromium(runs, tmp_path):
     from cxrbench.cli import cli
 
@@ -233,6 +237,7 @@ def test_unknown_show_column_is_refused(board):
     assert r.exit_code != 0 and "no such column" in str(r.exception) and "plain" in str(r.exception)
 
 
+@pytest.mark.slow
 def test_terminal_board_in_a_pseudo_terminal_of_80_columns(board):
     """A real terminal: its size is the width (no COLUMNS)."""
     import re
@@ -299,6 +304,7 @@ def test_evaluation_tables_fit_80_columns(runs, tmp_path):
     assert "Operating points" in r.stdout and "Calibration" in r.stdout
 
 
+@pytest.mark.slow
 def test_html_board_rows_are_one_line_of_text_tall(board, tmp_path):
     """In Chromium at 1400 px, every entry row is one line of text tall: notes are markers, each note once below
     the table."""

@@ -29,6 +29,7 @@ def test_table2_parameter_counts(name):
 
 
 @pytest.mark.parametrize("num_classes", [14, 15])
+@pytest.mark.slow
 def test_forward_backward_every_model(num_classes):
     torch.manual_seed(0)
     for name in list_models():
@@ -45,6 +46,7 @@ def test_forward_backward_every_model(num_classes):
         assert m.get_submodule(spec.cam_layer) is not None
 
 
+@pytest.mark.slow
 def test_attention_maps_sum_to_one():
     for name in list_models():
         spec = get_spec(name)
@@ -79,6 +81,7 @@ def _g_gradient(name: str) -> tuple[float, float]:
     return saved["norm5"].grad.abs().max().item(), saved["t3"].grad.abs().max().item()
 
 
+@pytest.mark.slow
 def test_g_cancels_in_the_softmax():
     """attA and attB: g adds one constant to every location; the softmax removes it, so g gets no gradient."""
     for name in ("densenet121_attA", "densenet121_attB"):
@@ -90,6 +93,7 @@ def test_g_cancels_in_the_softmax():
     assert g_grad > 1e-3 * local_grad
 
 
+@pytest.mark.slow
 def test_g_part_of_u_gets_zero_gradient():
     """In float64 the g-part of u gets a gradient at float64 rounding level (float32 left it at ~1e-5 of the
     l-part on some torch builds: rounding, not signal)."""
@@ -282,6 +286,7 @@ def test_example_plugin_matches_docs_and_runs():
     assert m(torch.zeros(2, 3, 64, 64)).shape == (2, 15)
 
 
+@pytest.mark.slow
 def test_models_command_says_how_timm_backbones_are_named_and_whether_timm_is_here(monkeypatch):
     from cxrbench.cli import cli
 
@@ -296,6 +301,7 @@ def test_models_command_says_how_timm_backbones_are_named_and_whether_timm_is_he
     assert "timm is not installed" in " ".join(r.stderr.split())
 
 
+@pytest.mark.slow
 def test_models_command_finds_timm_without_importing_it(tmp_path):
     """A timm package that fails when imported: `cxrbench models` still works and says timm is there."""
     poisoned = tmp_path / "site" / "timm"

@@ -121,6 +121,7 @@ def test_default_k_on_gpus_from_nvidia_smi_and_children_on_cuda(synth_cache, tmp
     assert all(j.argv[j.argv.index("--device") + 1] == "cuda" for j in seen["jobs"])
 
 
+@pytest.mark.slow
 def test_runs_spread_over_fake_gpus_at_most_k_each(tmp_path):
     jobs = [
         _py(
@@ -255,6 +256,7 @@ with open(tmp / "pids", "w") as fh:
 
 
 @pytest.mark.parametrize("presses", [1, 2])
+@pytest.mark.slow
 def test_ctrl_c_stops_every_child_and_grandchild(tmp_path, presses):
     """One Ctrl-C: SIGINT, then SIGTERM and SIGKILL after a 1 s grace; a second Ctrl-C skips an hour's grace (were
     it not skipped, the test would stop at its 90 s limit: no pass mark on a duration)."""
@@ -343,7 +345,7 @@ def packed_sweep(synth_cache, tmp_path_factory):
     return tmp / "runs", r
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_k2_records_equal_k1_records(packed_sweep, synth_cache, tmp_path):
     runs, r = packed_sweep
     seq = CliRunner().invoke(
@@ -385,7 +387,7 @@ def test_a_failing_run_is_named_with_its_exit_code_and_log_while_the_others_fini
     assert "3 done" not in r.stderr and "2 done, 1 failed" in r.stderr  # one progress display for the runs
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_ctrl_c_on_a_packed_sweep_leaves_no_run_alive_and_rerunning_resumes(synth_cache, tmp_path):
     args = [
         sys.executable,

@@ -90,6 +90,7 @@ def test_quiet_shows_no_progress(capsys):
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.slow
 def test_cache_bar_and_summary_say_the_same_rate(synth_dir, tmp_path):
     """The bar's last rate and the summary line's are one number: images decoded over the decoding's seconds."""
     r = subprocess.run(

@@ -45,7 +45,7 @@ def test_first_screen_has_setup_commands():
     block = block[: block.index("```")]
     assert [c.split("#")[0].strip() for c in block] == [
         "bash tools/setup.sh",
-        '. .venv/bin/activate && python -m pytest -q -n 2 -m "not slow"',
+        '. .venv/bin/activate && python -m pytest -q -n 2 -m "not long"',
     ]
     first = "\n".join(lines)
     assert 'pip install -e ".[test]"' in first and "cxrbench quickstart" in first
@@ -135,7 +135,7 @@ def test_setup_refuses_an_old_python_and_makes_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["python3.10"]
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_setup_in_an_installed_environment_checks_it_and_runs_the_quickstart(tmp_path):
     """tools/setup.sh on an environment that has torch reuses it: installs cxrbench, runs the doctor and the
     quickstart (its arguments passed on) in the folder it is called from."""

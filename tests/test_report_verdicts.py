@@ -7,10 +7,13 @@ from cxrbench.protocols import get_protocol
 from cxrbench.results.leaderboard import load, rank, submit
 from cxrbench.run import RunOptions, run
 
+from .conftest import slow_fixture
+
 SMOKE = get_protocol("smoke@v1")
 
 
 @pytest.fixture(scope="module")
+@slow_fixture
 def runs(synth_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("verdict_runs")
     return {

@@ -34,7 +34,7 @@ def test_print_emits_one_command_per_run(synth_cache):
     assert r.exit_code == 0 and len(lines) == 13 and all(ln.startswith("cxrbench run --model") for ln in lines)
 
 
-@pytest.mark.slow  # 27 tiny trainings on 1,000 images: minutes on 2 cores
+@pytest.mark.long  # 27 tiny trainings on 1,000 images: minutes on 2 cores
 def test_miniature_study_report_is_complete(synth1000_cache, tmp_path):
     out = tmp_path / "study"
     r = CliRunner().invoke(cli, ["reproduce", "paper", "--cache", str(synth1000_cache), "--out", str(out), "--mini"])

@@ -47,6 +47,7 @@ def test_bilinear_is_the_papers_resize_bit_for_bit(path):
     assert np.abs(box - _paper_pipeline(data)).max() >= 5  # the box mean is a different image
 
 
+@pytest.mark.slow
 def test_bilinear_on_all_real_originals():
     """Every original in CXRBENCH_REAL_DATA (CI: all 200; skipped without it)."""
     folder = real_data_or_skip()
@@ -93,6 +94,7 @@ def _dataset(root, n=70):
     return names, srcs
 
 
+@pytest.mark.slow
 def test_cache_build_resample_bilinear(tmp_path):
     names, srcs = _dataset(tmp_path / "data")
     bil = build_cache(tmp_path / "data", tmp_path / "bil", workers=1, resample="bilinear").path
@@ -148,6 +150,7 @@ def test_paper_subset_cache_serves_v1_and_v2(real_metadata):
         assert set(select_subset(y, seed=0, rule=rule).tolist()) <= rows
 
 
+@pytest.mark.slow
 def test_run_refuses_a_cache_of_another_resampling_and_records_the_deviation(synth_cache, synth_dir, tmp_path):
     from cxrbench.protocols import PROTOCOLS, get_protocol
     from cxrbench.results.record import read_record

@@ -160,6 +160,7 @@ def test_paired_scores_show_label_noise(tmp_path):
     assert r["coverage"]["adjudicated_images"] == 300 and r["coverage"]["in_predictions"] == 150
 
 
+@pytest.mark.slow
 def test_rescore_a_finished_run(synth_cache, tmp_path):
     from cxrbench.cli import cli
     from cxrbench.results.predictions import Predictions
@@ -198,6 +199,7 @@ def test_rescore_a_finished_run(synth_cache, tmp_path):
     assert r.exit_code != 0
 
 
+@pytest.mark.slow
 def test_a_run_with_rewritten_labels_is_not_rescored(synth_cache, tmp_path):
     """The run folder is untrusted: predictions whose NIH labels were rewritten (and the record re-sealed) are
     refused before anything is scored, as `submit` refuses them."""

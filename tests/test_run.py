@@ -86,6 +86,7 @@ def test_run_folder_is_not_overwritten(tiny_run, synth_cache):
         run(_opts(synth_cache, tiny_run.parent, resume=True))
 
 
+@pytest.mark.slow
 def test_resume_equals_unbroken(synth_cache, tmp_path, monkeypatch):
     import cxrbench.engine.train as train
 
@@ -155,6 +156,7 @@ def test_nan_loss_stops_the_run_and_writes_nothing(synth_cache, tmp_path, monkey
     assert not list(tmp_path.rglob("record.json")) and not list(tmp_path.rglob("predictions.csv.gz"))
 
 
+@pytest.mark.slow
 def test_plugin_model_run(synth_cache, tmp_path):
     r = read_record(
         run(_opts(synth_cache, tmp_path, model="mynet", plugins=(str(REPO / "examples" / "my_model.py"),))).parent
@@ -168,7 +170,7 @@ def test_grid_protocol_needs_lr(synth_cache, tmp_path):
         run(_opts(synth_cache, tmp_path, protocol="paper-lr-grid"))
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_densenet121_smoke_learns_the_planted_findings(synth300_cache, tmp_path):
     """Acceptance: densenet121 under `smoke` on a phantom cache, on the CPU, is well above chance."""
     rec = read_record(run(_opts(synth300_cache, tmp_path, model="densenet121")).parent)
@@ -176,6 +178,7 @@ def test_densenet121_smoke_learns_the_planted_findings(synth300_cache, tmp_path)
     assert rec["test"]["weighted_mean"]["ci95"][0] > 0.5
 
 
+@pytest.mark.slow
 def test_graph_step_logic_equals_eager_on_cpu():
     """The CUDA-graph step's bookkeeping (warm-up, static buffers, eager last batch), emulated on the CPU,
     trains exactly like the eager loop."""

@@ -13,6 +13,8 @@ import pytest
 from cxrbench.cli import main
 from cxrbench.errors import ConfigError, InputError, TrainingError
 
+from .conftest import slow_fixture
+
 
 def _cli(capfd, *args) -> tuple[int, str]:
     """The real entry point in this process: (exit code, stdout + stderr)."""
@@ -31,6 +33,7 @@ def _one_line_error(code, out, *words) -> None:
 
 
 @pytest.fixture(scope="module")
+@slow_fixture
 def finished(synth_cache, tmp_path_factory):
     """Finished smoke runs of tiny and tiny_attn on the phantom cache."""
     from cxrbench.run import RunOptions, run

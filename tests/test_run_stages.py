@@ -127,6 +127,7 @@ def test_no_import_cycles():
     assert "cxrbench.models.plugins" not in graph["cxrbench.models.registry"]
 
 
+@pytest.mark.slow
 def test_stages_run_in_order_and_load_is_typed(synth_cache, tmp_path, monkeypatch):
     """A run calls its stages in the pipeline's order, each with what the stage before it returned; each stage is a
     module named after it, and `load` returns a typed result (not a tuple, None or a string)."""
@@ -235,6 +236,7 @@ def test_record_says_whether_the_run_is_bitwise_reproducible(shown):
 # ------------------------------------------------------------------------------------------ deterministic mode
 
 
+@pytest.mark.slow
 def test_deterministic_runs_are_identical_and_recorded(synth_cache, tmp_path):
     from click.testing import CliRunner
 
@@ -293,6 +295,7 @@ BAD_CAM = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_bad_cam_layer_is_refused_by_models_and_before_training(synth_cache, tmp_path, monkeypatch):
     plugin = tmp_path / "badcam.py"
     plugin.write_text(BAD_CAM.format(layer="features.9", name="badcam"))
@@ -319,6 +322,7 @@ def test_bad_cam_layer_is_refused_by_models_and_before_training(synth_cache, tmp
 # ------------------------------------------------------------------------------------- failed starts, retries
 
 
+@pytest.mark.slow
 def test_failed_start_does_not_block_a_retry(synth_cache, tmp_path, monkeypatch):
     import cxrbench.run.load as load_stage
     from cxrbench.run.folder import training_state
@@ -443,6 +447,7 @@ def test_checkpoints_skip_costly_epochs_and_resume_exactly(monkeypatch, tmp_path
 # -------------------------------------------------------------------------- failures after training, Ctrl-C
 
 
+@pytest.mark.slow
 def test_failure_after_training_resumes_without_retraining(shown, synth_cache, tmp_path, monkeypatch):
     import cxrbench.engine.train as train
     import cxrbench.explain.localization as localization
@@ -486,6 +491,7 @@ def _untimed(x):
     return x
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_where_the_run_stopped_and_resume_continues(synth_cache, tmp_path):
     """The interrupt arrives at a point the test controls: the run signals itself once the first epoch's
     checkpoint is written (the first is always written; later ones only when the checkpoint budget allows, which
@@ -534,7 +540,7 @@ def _assert_adds_up(line: str) -> None:
     assert parts and abs(sum(parts) - wall) <= 0.05 * 16, line
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_gpu_check_script_dry_run_on_the_cpu(tmp_path):
     """tools/gpu_check.sh runs its whole plan on the CPU with tiny settings: every variant's whole-run JSON with
     its stage breakdown, and the summary (compile against the default, determinism's cost and repeatability)."""

@@ -11,12 +11,15 @@ from cxrbench.results.predictions import Predictions
 from cxrbench.results.record import read_record
 from cxrbench.run import RunOptions, run
 
+from .conftest import slow_fixture
+
 
 def _opts(cache, out, **kw):
     return RunOptions(model="tiny", protocol="smoke", cache=str(cache), out=str(out), device="cpu", **kw)
 
 
 @pytest.fixture(scope="module")
+@slow_fixture
 def seed_runs(synth_cache, tmp_path_factory):
     """Seed 0 and seed 1 in one folder, and seed 1 again in another."""
     out = tmp_path_factory.mktemp("seedruns")
@@ -155,6 +158,7 @@ def test_seeds_print_one_command_per_run(tmp_path):
 
 
 @pytest.fixture(scope="module")
+@slow_fixture
 def swept(seed_runs, synth_cache):
     """`sweep --seeds 3` into the folder that holds seeds 0 and 1: they are reused, seed 2 is trained."""
     from cxrbench.orchestrate.sweep import sweep
@@ -326,7 +330,7 @@ def test_reproduce_print_lists_every_seed(synth_cache):
     assert sorted({ln.split("--seed ")[1].split()[0] for ln in lines}) == ["0", "1"]
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_miniature_study_with_three_seeds(synth1000_cache, tmp_path):
     import json
 

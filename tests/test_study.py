@@ -19,8 +19,11 @@ from benchmarks.study import (
 )
 from cxrbench.results.record import read_record
 
+from .conftest import slow_fixture
+
 
 @pytest.fixture(scope="module")
+@slow_fixture
 def smoke(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("study")
     return tmp, main(["--work", str(tmp / "work"), "--cpu-smoke", "--results", str(tmp / "results")])

@@ -106,6 +106,7 @@ def test_per_class_counts(real_metadata, paper_splits):
     assert pc["Hernia"]["subset"] == 227
 
 
+@pytest.mark.slow
 def test_open_dataset_protocol(real_metadata):
     from cxrbench.protocols import get_protocol
 

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from PIL import Image
 
 from cxrbench.data.dataset import open_dataset
@@ -51,6 +52,7 @@ def test_finding_visible_in_its_box():
     assert abs(px[10, 10] - clean[10, 10]) < 1e-6  # and nothing outside its box
 
 
+@pytest.mark.slow
 def test_deterministic_across_workers(tmp_path):
     a = tmp_path / "a"
     b = tmp_path / "b"

@@ -68,6 +68,7 @@ def test_v1_rule_selects_exactly_as_published(real_metadata):
     assert hashlib.sha256(sel.astype("<i8").tobytes()).hexdigest()[:16] == "8fd29b3f0c80f155"
 
 
+@pytest.mark.slow
 def test_official_table1_v1_and_v2(official):
     """With the official lists: v1's reading gives the issue's 17,578 / 6,875; v2's (shortfall-all) is closer to
     the paper's 16,944 / 6,112 on the subset rows, and both full rows are exact."""
@@ -84,6 +85,7 @@ def test_official_table1_v1_and_v2(official):
     assert sum(abs(d) for *_, d in v2.values()) < sum(abs(d) for *_, d in v1.values()) / 2
 
 
+@pytest.mark.slow
 def test_measurement_script_ranks_the_v2_rule_first(official):
     sys.path.insert(0, str(REPO))
     from benchmarks.table1_readings import measure
@@ -104,6 +106,7 @@ def _splits(*args):
     return r.stdout
 
 
+@pytest.mark.slow
 def test_splits_prints_table1_and_targets_beside_the_paper(official):
     out = json.loads(_splits("--data-dir", str(official), "--json"))
     assert out["protocol"] == "paper-15c@v2" and out["subset_rule"] == "shortfall-all"
@@ -120,6 +123,7 @@ def test_splits_prints_table1_and_targets_beside_the_paper(official):
     assert "+478" in text and "shortfall-all" in text
 
 
+@pytest.mark.slow
 def test_splits_without_subset_has_no_paper_columns():
     out = json.loads(_splits("--data-dir", str(NIH), "--protocol", "nih-official-14c", "--json"))
     assert out["subset_rule"] is None and out["subset_vs_targets"] is None

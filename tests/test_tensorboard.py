@@ -12,6 +12,7 @@ import pytest
 from cxrbench.cli import main
 
 
+@pytest.mark.slow
 def test_event_files_hold_the_figures_of_history_csv(synth_cache, tmp_path, capsys):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

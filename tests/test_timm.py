@@ -41,7 +41,8 @@ def test_weights_file_loads_everything_but_the_classifier(tmp_path, monkeypatch)
         create_model("timm/resnet18", pretrained=True)
 
 
-@pytest.mark.parametrize("arch", ["test_resnet", pytest.param("resnet18", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("arch", ["test_resnet", pytest.param("resnet18", marks=pytest.mark.long)])
+@pytest.mark.slow
 def test_smoke_run_of_a_timm_model_is_recorded_and_reloaded(synth_cache, tmp_path, arch):
     """timm's 0.4M-parameter test ResNet in the default suite; resnet18 (minutes on 2 loaded cores) as slow."""
     import numpy as np
