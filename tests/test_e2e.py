@@ -37,8 +37,8 @@ def test_readme_quickstart_and_plugin_path(tmp_path):
     readme = (REPO / "README.md").read_text()
     blocks = _blocks(readme)
     # the by-hand setup block: the install comes before the quickstart it runs
-    setup = next(b for b in blocks if any(c.startswith("pip install -e .") for c in b))
-    install = next(i for i, c in enumerate(setup) if c.startswith("pip install -e ."))
+    setup = next(b for b in blocks if any(c.startswith("pip install -e ") for c in b))
+    install = next(i for i, c in enumerate(setup) if c.startswith("pip install -e "))
     quickstart = next(i for i, c in enumerate(setup) if "cxrbench quickstart" in c)
     assert install < quickstart
     plugin = next(b for b in blocks if any("--plugin examples/my_model.py" in c for c in b))
