@@ -188,7 +188,7 @@ class Run:
         from cxrbench.run.scorer import load_scored_model
 
         rec = self.record.raw
-        plugins = model_code(dict(rec), self.plugins, self.path / "record.json")
+        plugins = model_code(self.record, self.plugins, self.path / "record.json")
         load_plugins(plugins)
         return load_scored_model(
             self.path,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cxrbench.errors import RecordError
+from cxrbench.results.types import Record
 
 if TYPE_CHECKING:
     import torch
@@ -28,19 +29,18 @@ class Loaded:
 
     runner: RunContext
     model: torch.nn.Module
-    record: dict
+    record: Record
     test_rows: np.ndarray
     probs: np.ndarray  # (N, C) from the run's predictions file, in test-row order
 
 
-def model_code(rec: dict, plugins: tuple[str, ...], source: str | Path) -> tuple[str, ...]:
+def model_code(rec: Record, plugins: tuple[str, ...], source: str | Path) -> tuple[str, ...]:
     """The plugin files to load for a run's model: only those the user named, and only when one of them is the
     file the record names (same sha256). A record never makes cxrbench import anything by itself."""
     from cxrbench.hashing import file_sha256
     from cxrbench.models.registry import _all
 
-    m = rec["model"]
-    src, name = m["source"], m["name"]
+    src, name = rec.model.source, rec.model.name
     if src["kind"] == "file":
         want = src.get("sha256")
         shown = Path(str(src.get("path", "?"))).name
@@ -82,12 +82,12 @@ def load_run(run_dir: str | Path, cache: str | None = None, plugins: tuple[str, 
     """Rebuild a finished run's trained model and its test split from the run folder (a plugin model only from
     a `plugins` file whose sha256 the record names)."""
     from cxrbench.results.predictions import Predictions
-    from cxrbench.results.record import parse_json, read_record, read_regular
+    from cxrbench.results.record import parse_json, read_regular
     from cxrbench.run import RunOptions
     from cxrbench.run.bind import bind
 
     run_dir = Path(run_dir)
-    rec = read_record(run_dir)
+    rec = Record.read(run_dir)
     plugins = model_code(rec, tuple(plugins), run_dir / "record.json")
     cfg = parse_json(read_regular(run_dir / "run.json", 1 << 20, "run.json"), run_dir / "run.json")
     if not isinstance(cfg, dict):
@@ -98,34 +98,31 @@ def load_run(run_dir: str | Path, cache: str | None = None, plugins: tuple[str, 
     from cxrbench.protocols import protocol_key
 
     opts = RunOptions(
-        model=rec["model"]["name"],
-        protocol=protocol_key(rec["protocol"]["id"], rec["protocol"]["version"]),
+        model=rec.model.name,
+        protocol=protocol_key(rec.protocol.id, rec.protocol.version),
         cache=cache_path,
         device="auto",
         out=str(run_dir.parent),
-        lr=rec["lr"],
+        lr=rec.lr,
         plugins=plugins,
         run_id=run_dir.name,
     )
     runner = bind(opts, build_model=False)  # the run's context: cache binding, labels, features; no pixels
-    if (
-        rec["model"]["source"]["kind"] == "file"
-        and runner.spec.source.get("sha256") != rec["model"]["source"]["sha256"]
-    ):
+    if rec.model.source_kind == "file" and runner.spec.source.get("sha256") != rec.model.source["sha256"]:
         raise RecordError(f"{run_dir}: model {opts.model!r} was registered by another file than the run's plugin")
-    if runner.store.fingerprint != rec["data"]["cache_fingerprint"]:
+    if runner.store.fingerprint != rec.data.cache_fingerprint:
         raise RecordError(
             f"{cache_path}: this is not the cache the run used (fingerprint "
-            f"{runner.store.fingerprint} vs {rec['data']['cache_fingerprint']}); pass --cache"
+            f"{runner.store.fingerprint} vs {rec.data.cache_fingerprint}); pass --cache"
         )
     from cxrbench.run.scorer import load_scored_model
 
     model = load_scored_model(
-        run_dir, rec, opts.model, runner.protocol.num_classes, runner.protocol.final_run, str(runner.device)
+        run_dir, rec.raw, opts.model, runner.protocol.num_classes, runner.protocol.final_run, str(runner.device)
     )
     b = runner.bound
     test_rows = b.local(b.splits.test)
-    pred = Predictions.read(run_dir / rec["predictions"]["path"])
+    pred = Predictions.read(run_dir / rec.predictions.path)
     p = pred.probabilities
     want = [str(n) for n in b.metadata.names[b.rows[test_rows]]]
     if pred.images != want:
@@ -362,7 +359,7 @@ figure.curve img { width: 800px; height: auto; }
 CURVE = "training-curve.png"
 
 
-def _curve_png(run_dir: Path, out: Path, rec: dict) -> str | None:
+def _curve_png(run_dir: Path, out: Path, rec: Record) -> str | None:
     """The run's training curves (history.csv, checked) as a picture in the gallery folder; None for a run
     without a history (made before cxrbench wrote one)."""
     from cxrbench.results.history import read_history
@@ -383,19 +380,19 @@ def _curve_png(run_dir: Path, out: Path, rec: dict) -> str | None:
             for r in rows
         ]
         runs.append((str(name), hist))
-    training_curves(out / CURVE, runs, f"{rec['run_id']}: training curves (history.csv)")
+    training_curves(out / CURVE, runs, f"{rec.run_id}: training curves (history.csv)")
     return CURVE
 
 
-def _html(rec: dict, cards: list[dict], classes: str, legend: str, curve: str | None = None) -> str:
+def _html(rec: Record, cards: list[dict], classes: str, legend: str, curve: str | None = None) -> str:
     e = html.escape
     from cxrbench.protocols import protocol_key
 
-    key = protocol_key(rec["protocol"]["id"], rec["protocol"]["version"])
+    key = protocol_key(rec.protocol.id, rec.protocol.version)
     head = (
-        f"<h1>Gallery: {e(rec['model']['name'])} under {e(key)}</h1>"
-        f"<p class='meta'>run {e(rec['run_id'])} · test AUROC (weighted) "
-        f"{e(str(rec['test']['weighted_mean']['auroc']))} · classes shown: {e(classes)} · green boxes: NIH "
+        f"<h1>Gallery: {e(rec.model.name)} under {e(key)}</h1>"
+        f"<p class='meta'>run {e(rec.run_id)} · test AUROC (weighted) "
+        f"{e(str(rec.test.weighted_mean.auroc))} · classes shown: {e(classes)} · green boxes: NIH "
         "(or planted) boxes of the class shown · a degenerate Grad-CAM map is reported, not stretched</p>"
         f"<figure class='scale'><img src='{e(legend)}' alt='colour scale of the heatmaps'><figcaption>Heatmap "
         "colour scale: 0 (no colour) to each map's own maximum (red); Grad-CAM maps are scaled one by one, so "
