@@ -42,6 +42,20 @@ def real_data_or_skip() -> Path:
     return path
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, each worker and every process it starts computes on its share of the cores: with
+    torch's default of one thread per core, two workers on two cores run four threads and train at a fraction
+    of the speed."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        share = str(max(1, (os.cpu_count() or 1) // int(workers)))
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, share)
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
 def slow_fixture(func):
     """Mark a fixture as slow to set up (it trains runs): every test that uses it, directly or through another
     fixture, is marked slow. Put it under `@pytest.fixture`."""
